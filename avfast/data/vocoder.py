@@ -1,0 +1,222 @@
+"""Log-mel -> waveform: the paper's MelGAN generator, or Griffin-Lim when no weights are given.
+
+CMMD (seed 000, Appendix F.1) uses the official MelGAN architecture (descriptinc/melgan-neurips,
+ngf=32, 3 residual layers, upsampling 8x8x2x2 = 256 = our hop) retrained at 16 kHz on 80 mel bins:
+about 4.27 M trainable parameters.  Weights load only from a local safetensors file: pickle-based
+checkpoints can execute code, so they are refused.  Without weights, `Vocoder` falls back to
+Griffin-Lim phase reconstruction, which is far lower quality; it warns and sets `is_fallback`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+from .mel import LOG_FLOOR, MelConfig, MelSpectrogram
+
+
+def _wn_conv(*args, **kwargs) -> nn.Module:
+    return weight_norm(nn.Conv1d(*args, **kwargs))
+
+
+def _wn_conv_transpose(*args, **kwargs) -> nn.Module:
+    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+
+
+class _ResnetBlock(nn.Module):
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.ReflectionPad1d(dilation),
+            _wn_conv(dim, dim, kernel_size=3, dilation=dilation),
+            nn.LeakyReLU(0.2),
+            _wn_conv(dim, dim, kernel_size=1),
+        )
+        self.shortcut = _wn_conv(dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.block(x)
+
+
+class MelGANGenerator(nn.Module):
+    """MelGAN generator (Kumar et al. 2019), layer for layer as the official code so its
+    state-dict keys (model.N....) line up with converted official checkpoints.
+
+    Input: log10-mel [B, n_mels, T]; output: waveform [B, 1, T * prod(ratios)] in [-1, 1].
+    """
+
+    def __init__(self, n_mels: int = 80, ngf: int = 32, n_residual_layers: int = 3,
+                 ratios=(8, 8, 2, 2)):
+        super().__init__()
+        self.n_mels = n_mels
+        self.hop_length = 1
+        for r in ratios:
+            self.hop_length *= r
+        mult = 2 ** len(ratios)
+        layers = [nn.ReflectionPad1d(3), _wn_conv(n_mels, mult * ngf, kernel_size=7)]
+        for r in ratios:
+            layers += [
+                nn.LeakyReLU(0.2),
+                _wn_conv_transpose(mult * ngf, mult * ngf // 2, kernel_size=r * 2, stride=r,
+                                   padding=r // 2 + r % 2, output_padding=r % 2),
+            ]
+            layers += [_ResnetBlock(mult * ngf // 2, dilation=3 ** j) for j in range(n_residual_layers)]
+            mult //= 2
+        layers += [nn.LeakyReLU(0.2), nn.ReflectionPad1d(3), _wn_conv(ngf, 1, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"mel: expected [B, {self.n_mels}, T], got {tuple(mel.shape)}")
+        return self.model(mel)
+
+
+def num_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _legacy_key(key: str) -> str:
+    # Official checkpoints use torch.nn.utils.weight_norm names (weight_g / weight_v); we use the
+    # parametrization API, whose names differ.  Accept both.
+    if key.endswith(".weight_g"):
+        return key[: -len(".weight_g")] + ".parametrizations.weight.original0"
+    if key.endswith(".weight_v"):
+        return key[: -len(".weight_v")] + ".parametrizations.weight.original1"
+    return key
+
+
+def load_melgan(path: str, n_mels: int = 80, map_location: str = "cpu") -> MelGANGenerator:
+    """Build a MelGANGenerator and load weights from a local .safetensors file (strict)."""
+    if not str(path).endswith(".safetensors"):
+        raise ValueError(f"path: expected a local .safetensors file (pickle checkpoints are refused "
+                         f"because loading them can run code), got {path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: MelGAN weights file not found: {path!r}")
+    from safetensors.torch import load_file
+
+    raw = load_file(path, device=map_location)
+    state = {_legacy_key(k): v for k, v in raw.items()}
+    model = MelGANGenerator(n_mels=n_mels)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        def head(keys):
+            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {head(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {head(unexpected)}")
+        if wrong_shape:
+            parts.append("wrong shapes: " + head([f"{k} {tuple(state[k].shape)} != "
+                                                   f"{tuple(expected[k].shape)}" for k in wrong_shape]))
+        raise KeyError(f"{path!r} is not a MelGAN generator ({n_mels} mels) state dict; " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def save_melgan(model: MelGANGenerator, path: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+
+
+def _istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Overlap-add inverse of an uncentred STFT [B, F, T] -> [B, (T-1)*hop + n_fft].
+
+    torch.istft(center=False) rejects a Hann window because the first sample has zero window
+    weight (its NOLA check); here such samples are simply left at zero.
+    """
+    frames = torch.fft.irfft(spec, n=n_fft, dim=1) * window[None, :, None]  # [B, n_fft, T]
+    length = (spec.shape[-1] - 1) * hop + n_fft
+    fold = lambda x: F.fold(x, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    signal = fold(frames).reshape(spec.shape[0], length)
+    wsq = (window ** 2)[None, :, None].expand(1, n_fft, spec.shape[-1])
+    norm = fold(wsq).reshape(1, length)
+    return signal / torch.where(norm > 1e-8, norm, torch.ones_like(norm))
+
+
+def griffin_lim(logmel: torch.Tensor, config: Optional[MelConfig] = None, n_iter: int = 64,
+                momentum: float = 0.99, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Log10-mel [n_mels, T] or [B, n_mels, T] -> waveform [N] or [B, N] with N = T * hop.
+
+    The linear magnitude is recovered by least squares through the mel filterbank (clamped >= 0),
+    then phase by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99 like torchaudio).
+    """
+    config = config or MelConfig()
+    if logmel.dim() not in (2, 3) or logmel.shape[-2] != config.n_mels:
+        raise ValueError(f"logmel: expected [{config.n_mels}, T] or [B, {config.n_mels}, T], "
+                         f"got {tuple(logmel.shape)}")
+    squeeze = logmel.dim() == 2
+    logmel = logmel.unsqueeze(0) if squeeze else logmel
+    melspec = MelSpectrogram(config).to(logmel.device)
+    dtype = torch.float32 if logmel.dtype in (torch.float16, torch.bfloat16) else logmel.dtype
+    mel = torch.pow(10.0, logmel.to(dtype))
+    mel = torch.where(mel <= LOG_FLOOR * 1.0001, torch.zeros_like(mel), mel)
+    basis = melspec.mel_basis.to(dtype)
+    mag = torch.clamp(torch.linalg.pinv(basis) @ mel, min=0.0)  # [B, F, T]
+
+    c = config
+    pad = (c.n_fft - c.hop_length) // 2
+    frames = mag.shape[-1]
+    window = melspec.window.to(dtype)
+    phase = torch.rand(mag.shape, generator=generator, dtype=dtype, device="cpu").to(mag.device)
+    angles = torch.polar(torch.ones_like(mag), 2 * torch.pi * phase)
+    prev = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        wav = _istft(mag * angles, c.n_fft, c.hop_length, window)
+        rebuilt = torch.stft(wav, c.n_fft, c.hop_length, c.win_length, window=window,
+                             center=False, return_complex=True)
+        angles = rebuilt - (momentum / (1 + momentum)) * prev
+        prev = rebuilt
+        angles = angles / angles.abs().clamp(min=1e-16)
+    wav = _istft(mag * angles, c.n_fft, c.hop_length, window)
+    wav = wav[:, pad: pad + frames * c.hop_length].to(logmel.dtype)
+    return wav.squeeze(0) if squeeze else wav
+
+
+class Vocoder(nn.Module):
+    """Log-mel -> waveform.  With `weights` (local .safetensors) it runs MelGAN; without, it warns
+    and uses Griffin-Lim (`is_fallback` is True, `method` == "griffin-lim")."""
+
+    def __init__(self, weights: Optional[str] = None, config: Optional[MelConfig] = None,
+                 griffin_lim_iters: int = 64):
+        super().__init__()
+        self.config = config or MelConfig()
+        self.griffin_lim_iters = griffin_lim_iters
+        if weights is not None:
+            self.generator = load_melgan(weights, n_mels=self.config.n_mels)
+            if self.generator.hop_length != self.config.hop_length:
+                raise ValueError(f"weights: MelGAN upsamples by {self.generator.hop_length}, but the mel "
+                                 f"config hop is {self.config.hop_length}")
+            self.is_fallback = False
+            self.method = "melgan"
+        else:
+            warnings.warn("Vocoder: no MelGAN weights given; using Griffin-Lim, a much lower-quality "
+                          "fallback (metallic, phasey audio). Pass weights='melgan.safetensors' for "
+                          "paper-quality audio.", RuntimeWarning, stacklevel=2)
+            self.generator = None
+            self.is_fallback = True
+            self.method = "griffin-lim"
+
+    @torch.no_grad()
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        """[n_mels, T] or [B, n_mels, T] -> [N] or [B, N], N = T * hop."""
+        if self.generator is None:
+            return griffin_lim(logmel, self.config, n_iter=self.griffin_lim_iters)
+        squeeze = logmel.dim() == 2
+        x = logmel.unsqueeze(0) if squeeze else logmel
+        wav = self.generator(x.to(next(self.generator.parameters()).dtype)).squeeze(1)
+        return wav.squeeze(0) if squeeze else wav
+
+
+def state_dict_keys(model: nn.Module) -> Dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
