@@ -1,0 +1,49 @@
+# One entry point for people and CI. `make test` and `make demo` work on a fresh machine:
+# they create .venv, install torch (CPU build pinned below unless TORCH= is given), build the
+# extensions with `pip install -e .` (CUDA kernels too where nvcc exists) and run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is a CPU build that installs from local disk on the project's machines;
+# on a GPU machine use e.g. `make test TORCH="torch --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH ?= torch==2.13.0
+EXTRAS ?= test,triton,onnx,ort,media
+PYTEST_ARGS ?=
+BUILD_DIR ?= build/dev
+
+.PHONY: setup test test-fast bench demo ext clean info
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py CMakeLists.txt
+	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Rebuild the extensions after editing csrc/ (incremental, into avfast/).
+ext: setup
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
+	  -Dpybind11_DIR=$$($(BIN)/python -c "import pybind11; print(pybind11.get_cmake_dir())") \
+	  -DAVFAST_OUTPUT_DIR=$(abspath avfast) -DAVFAST_CUDA=$${AVFAST_CUDA:-auto} >/dev/null
+	cmake --build $(BUILD_DIR)
+
+test: ext
+	$(BIN)/python -m avfast.info
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+info: setup
+	$(BIN)/python -m avfast.info
+
+bench: ext
+	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
+
+# The main job on the embedded default: environment report, then the kernel benchmarks.
+demo: ext
+	$(BIN)/python -m avfast.info
+	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf build $(VENV) avfast/_C_*.so *.egg-info .pytest_cache .benchmarks

@@ -1,0 +1,152 @@
+"""Backend choice for avfast ops.
+
+Every op has a `reference` implementation (PyTorch, the oracle) and some of the fused backends
+`cpu` (OpenMP C++), `cuda` (CUDA C++), `triton` and, for attention, `xformers`. The default is
+chosen by the tensors' device; `AVFAST_BACKEND=<name>` or `with avfast.backend("<name>"):` forces
+one, and forcing a backend that cannot run here is an error that says why, never a silent fallback.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("reference", "cpu", "cuda", "triton", "xformers")
+
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("avfast_backend", default=None)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A requested backend cannot run this op on these tensors here."""
+
+
+def _check_name(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def backend(name: str | None) -> Iterator[None]:
+    """Force every avfast op inside the block onto backend `name` (None: back to automatic)."""
+    if name is not None:
+        _check_name(name, "avfast.backend(name)")
+    token = _override.set(name)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def requested() -> tuple[str | None, str]:
+    """The forced backend (or None) and where the request came from."""
+    name = _override.get()
+    if name is not None:
+        return name, "avfast.backend()"
+    env = os.environ.get("AVFAST_BACKEND", "").strip()
+    if env:
+        return _check_name(env, "the AVFAST_BACKEND environment variable"), "AVFAST_BACKEND"
+    return None, ""
+
+
+def triton_interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def why_unavailable(name: str, device: torch.device) -> str | None:
+    """None when backend `name` can run on `device` tensors here, else the reason it cannot."""
+    if name == "reference":
+        return None
+    if name == "cpu":
+        if device.type != "cpu":
+            return f"the cpu backend runs on CPU tensors, got {device.type} tensors"
+        return None if _ext.load("cpu") is not None else _ext.missing_message("cpu")
+    if name == "cuda":
+        if device.type != "cuda":
+            return f"the cuda backend runs on CUDA tensors, got {device.type} tensors"
+        return None if _ext.load("cuda") is not None else _ext.missing_message("cuda")
+    if name == "triton":
+        if not triton_importable():
+            return "Triton is not installed (pip install 'avfast[triton]')"
+        if device.type == "cuda" or (device.type == "cpu" and triton_interpreter()):
+            return None
+        return (f"Triton runs on CUDA tensors (or on CPU tensors under TRITON_INTERPRET=1, set before "
+                f"triton is imported), got {device.type} tensors")
+    if name == "xformers":
+        if device.type != "cuda":
+            return f"the xformers backend runs on CUDA tensors, got {device.type} tensors"
+        if importlib.util.find_spec("xformers") is None:
+            return "xformers is not installed (pip install 'avfast[xformers]')"
+        return None
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def select(op: str, device: torch.device, dtype: torch.dtype, supports: dict[str, tuple[torch.dtype, ...]]) -> str:
+    """The backend that runs `op` on `device`/`dtype` tensors.
+
+    `supports` maps each backend the op implements to the dtypes it handles.
+    """
+    name, source = requested()
+    if name is not None:
+        if name not in supports:
+            raise BackendUnavailableError(
+                f"{op}: backend {name!r} (forced by {source}) does not implement this op; "
+                f"it has {', '.join(supports)}")
+        reason = why_unavailable(name, device)
+        if reason is not None:
+            raise BackendUnavailableError(f"{op}: backend {name!r} (forced by {source}) cannot run here: {reason}")
+        if dtype not in supports[name]:
+            raise BackendUnavailableError(
+                f"{op}: backend {name!r} (forced by {source}) does not support {dtype}; "
+                f"it supports {', '.join(map(str, supports[name]))}")
+        return name
+    preference = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
+    for candidate in preference:
+        if candidate in supports and dtype in supports[candidate] and why_unavailable(candidate, device) is None:
+            return candidate
+    for candidate in preference:  # say once why the fast path is not taken
+        if candidate in ("cpu", "cuda") and candidate in supports and _ext.load(candidate) is None:
+            _ext.warn_missing_once(candidate)
+    return "reference"
+
+
+def available(device: torch.device | str | None = None) -> list[str]:
+    """Backends usable here (for `device`, or for any device when None)."""
+    devices = [torch.device(device)] if device is not None else [torch.device("cpu")]
+    if device is None and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    out = []
+    for name in BACKENDS:
+        if any(why_unavailable(name, d) is None for d in devices):
+            out.append(name)
+    return out
+
+
+_decomposing: contextvars.ContextVar[bool] = contextvars.ContextVar("avfast_decompose", default=False)
+
+
+@contextlib.contextmanager
+def decomposed() -> Iterator[None]:
+    """Inside the block, ops run as their PyTorch reference composite instead of the custom op.
+
+    Exporters use it (ONNX has no avfast operators; the composite maps onto standard ones).
+    """
+    token = _decomposing.set(True)
+    try:
+        yield
+    finally:
+        _decomposing.reset(token)
+
+
+def is_decomposing() -> bool:
+    return _decomposing.get() or torch.onnx.is_in_onnx_export()

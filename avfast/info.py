@@ -1,0 +1,78 @@
+"""`python -m avfast.info [--json]`: versions, built extensions, usable backends, optional parts."""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import platform
+import sys
+
+OPTIONAL = ("onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "xformers", "triton")
+DEPENDENCIES = ("torch", "numpy", "pybind11", "safetensors", "tqdm")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect() -> dict:
+    import torch
+
+    import avfast
+    from avfast import _ext, backends
+
+    extensions = {name: _ext.load(name) is not None for name in _ext.EXTENSIONS}
+    usable = backends.available()
+    if backends.triton_importable() and backends.triton_interpreter():
+        usable.append("triton-interpreter")
+    info = {
+        "version": avfast.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "dependencies": {d: _version(d) for d in DEPENDENCIES},
+        "extensions": extensions,
+        "extension_errors": {n: _ext.error(n) for n in _ext.EXTENSIONS if not extensions[n]},
+        "cuda_kernels_compiled": _ext.cuda_kernels_compiled(),
+        "cuda_archs": getattr(_ext.load("cuda"), "cuda_archs", None),
+        "openmp_threads": _ext.load("cpu").openmp_threads() if extensions["cpu"] else None,
+        "torch_cuda_available": torch.cuda.is_available(),
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "backends": usable,
+        "optional": {name: _version(name) for name in OPTIONAL},
+    }
+    return info
+
+
+def render(info: dict) -> str:
+    def yes(x: bool) -> str:
+        return "yes" if x else "no"
+
+    lines = [f"avfast {info['version']}  (Python {info['python']}, {info['platform']})", "", "dependencies:"]
+    lines += [f"  {k:<12} {v or 'not installed'}" for k, v in info["dependencies"].items()]
+    lines += ["", "extensions:"]
+    for name, ok in info["extensions"].items():
+        extra = "" if ok else f"  ({info['extension_errors'].get(name)})"
+        lines.append(f"  {name:<12} {'loaded' if ok else 'missing'}{extra}")
+    lines.append(f"  cuda kernels compiled: {yes(info['cuda_kernels_compiled'])}"
+                 + (f" for sm_{info['cuda_archs']}" if info["cuda_archs"] else ""))
+    lines.append(f"  CUDA device: {', '.join(info['devices']) or 'none'}")
+    lines += ["", f"backends usable here: {', '.join(info['backends'])}", "", "optional components:"]
+    lines += [f"  {k:<16} {v or 'not installed'}" for k, v in info["optional"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avfast.info", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = parser.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
