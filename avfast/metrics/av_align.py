@@ -17,7 +17,7 @@ from typing import List, Sequence, Union
 import numpy as np
 import torch
 
-from ._deps import require
+from ..data._deps import require
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 

@@ -1,0 +1,19 @@
+"""Evaluation metrics of CMMD (seed 000) and the Sony baseline (seed 002).
+
+Importing this package needs only numpy and torch; librosa / opencv are imported when a metric that
+needs them runs (install with `pip install "avfast[media]"`).  CLI: `python -m avfast.metrics --help`.
+"""
+from .av_align import AVAlignResult, audio_onsets, av_align, av_align_from_events, video_peaks
+from .beats import BeatResult, beat_hit_rate, beat_times, hit_rate
+from .embeddings import EmbeddingExtractor, available_extractors, get_extractor, register_extractor
+from .frechet import (KernelDistance, frechet_distance, frechet_distance_from_stats, gaussian_stats,
+                      kernel_distance, mmd2_unbiased, per_sample_frechet_distance,
+                      per_sample_kernel_distance)
+
+__all__ = [
+    "AVAlignResult", "audio_onsets", "av_align", "av_align_from_events", "video_peaks",
+    "BeatResult", "beat_hit_rate", "beat_times", "hit_rate",
+    "EmbeddingExtractor", "available_extractors", "get_extractor", "register_extractor",
+    "KernelDistance", "frechet_distance", "frechet_distance_from_stats", "gaussian_stats",
+    "kernel_distance", "mmd2_unbiased", "per_sample_frechet_distance", "per_sample_kernel_distance",
+]
