@@ -67,11 +67,15 @@ def optical_flow_magnitude(video: ArrayLike) -> np.ndarray:
     return np.array([mags[0]] + mags)
 
 
-def video_peaks(video: ArrayLike, fps: float, threshold: float = 0.1) -> List[float]:
-    """Times (s) of strict local maxima of the flow magnitude that reach `threshold` (pixels/frame)."""
-    mag = optical_flow_magnitude(video)
+def peaks_from_flow(mag: Sequence[float], fps: float, threshold: float = 0.1) -> List[float]:
+    """Times (s) of strict local maxima of a flow-magnitude curve that reach `threshold`."""
     return [i / fps for i in range(1, len(mag) - 1)
             if mag[i - 1] < mag[i] > mag[i + 1] and mag[i] >= threshold]
+
+
+def video_peaks(video: ArrayLike, fps: float, threshold: float = 0.1) -> List[float]:
+    """Times (s) of strict local maxima of the flow magnitude that reach `threshold` (pixels/frame)."""
+    return peaks_from_flow(optical_flow_magnitude(video), fps, threshold)
 
 
 def audio_onsets(audio: ArrayLike, sample_rate: int, hop_length: int = 128) -> List[float]:
@@ -107,7 +111,8 @@ def av_align(video: ArrayLike, audio: ArrayLike, fps: float = 10, sample_rate: i
     """AV-Align of one clip. video: [3, F, H, W] in [-1, 1] or [F, H, W, 3] uint8; audio: [N]."""
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got fps={fps}, sample_rate={sample_rate}")
-    peaks = video_peaks(video, fps, flow_threshold)
+    flow = optical_flow_magnitude(video)
+    peaks = peaks_from_flow(flow, fps, flow_threshold)
     onsets = audio_onsets(audio, sample_rate, onset_hop_length)
     score, p, r = av_align_from_events(onsets, peaks, fps)
-    return AVAlignResult(score, p, r, onsets, peaks, optical_flow_magnitude(video).tolist())
+    return AVAlignResult(score, p, r, onsets, peaks, flow.tolist())
