@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -217,6 +217,3 @@ class Vocoder(nn.Module):
         wav = self.generator(x.to(next(self.generator.parameters()).dtype)).squeeze(1)
         return wav.squeeze(0) if squeeze else wav
 
-
-def state_dict_keys(model: nn.Module) -> Dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--extractor-path", help="local weights for the extractor (e.g. model.onnx)")
         d.add_argument("--modality", choices=["audio", "video"], default="audio", help="for --extractor onnx")
         d.add_argument("--pool", choices=["clips", "frames"], default="clips",
-                       help="one embedding per clip (mean over frames) or every frame (clips)")
+                       help="clips: one embedding per file (mean of its frames, default); frames: every frame")
         d.add_argument("--per-sample", action="store_true", help="also score each generated file against the reference set")
         if name == "kid":
             d.add_argument("--subset-size", type=int, default=1000)
