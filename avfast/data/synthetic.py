@@ -126,19 +126,18 @@ def make_clip(
     accel = 2 * drop / fall_frames ** 2
     colours = 0.6 + 0.4 * torch.rand(max(1, len(hit_frames)), 3, generator=g)
     video = background[:, None].repeat(1, num_frames, 1, 1)
+    steps = torch.arange(num_frames, dtype=torch.float32)
     for j, impact in enumerate(hit_frames):
         cx = lane_width * (lanes[j] + 0.5)
-        for f in range(num_frames):
-            dt = min(max(0, impact - f), fall_frames)
-            cy = rest_y - (drop - 0.5 * accel * (fall_frames - dt) ** 2)  # released from rest
-            d2 = (xs - cx) ** 2 + (ys - cy) ** 2
-            inside = (d2 <= radius ** 2).float()[None]
-            # Smooth radial shading with an off-centre highlight: texture for the flow estimator
-            # without fine periodic stripes, which alias at large displacements.
-            shade = 1.0 - 0.6 * torch.sqrt(((xs - cx + radius / 3) ** 2 + (ys - cy + radius / 3) ** 2)
-                                           ) / (1.5 * radius)
-            ball = colours[j][:, None, None] * shade.clamp(0.2, 1.0)[None]
-            video[:, f] = video[:, f] * (1 - inside) + ball * inside
+        dt = (impact - steps).clamp(0, fall_frames)  # frames left until impact, per frame
+        cy = (rest_y - (drop - 0.5 * accel * (fall_frames - dt) ** 2))[:, None, None]  # released from rest
+        inside = (((xs - cx) ** 2 + (ys - cy) ** 2) <= radius ** 2).float()[None]  # [1, F, H, W]
+        # Smooth radial shading with an off-centre highlight: texture for the flow estimator
+        # without fine periodic stripes, which alias at large displacements.
+        dist = torch.sqrt((xs - cx + radius / 3) ** 2 + (ys - cy + radius / 3) ** 2)
+        shade = (1.0 - 0.6 * dist / (1.5 * radius)).clamp(0.2, 1.0)[None]
+        ball = colours[j][:, None, None, None] * shade
+        video = video * (1 - inside) + ball * inside
     for f, k in zip(frames, kind_list):
         if k == "flash":
             video[:, f] = torch.clamp(video[:, f] + 0.5, max=1.0)
