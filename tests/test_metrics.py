@@ -21,7 +21,7 @@ def test_av_align_formula_is_iou_of_precision_and_recall():
     assert av_align_from_events([], [0.5], fps=10)[0] == 0.0
 
 
-def _mean_av_align(offset, seeds=(0, 1, 2)):
+def _mean_av_align(offset, seeds=(0, 1)):
     return np.mean([av_align(c.video, c.audio).score for c in
                     (make_clip(duration=4.0, n_events=4, audio_offset=offset, generator=s) for s in seeds)])
 
