@@ -132,7 +132,9 @@ def available(device: torch.device | str | None = None) -> list[str]:
     return out
 
 
-_decomposing: contextvars.ContextVar[bool] = contextvars.ContextVar("avfast_decompose", default=False)
+# A plain module global, not a ContextVar: torch.compile reads (and guards on) globals, while it
+# cannot trace ContextVar.get. Exports run on one thread, so a process-wide flag is enough.
+_decomposing = [False]
 
 
 @contextlib.contextmanager
@@ -141,12 +143,13 @@ def decomposed() -> Iterator[None]:
 
     Exporters use it (ONNX has no avfast operators; the composite maps onto standard ones).
     """
-    token = _decomposing.set(True)
+    previous = _decomposing[0]
+    _decomposing[0] = True
     try:
         yield
     finally:
-        _decomposing.reset(token)
+        _decomposing[0] = previous
 
 
 def is_decomposing() -> bool:
-    return _decomposing.get() or torch.onnx.is_in_onnx_export()
+    return _decomposing[0] or torch.onnx.is_in_onnx_export()

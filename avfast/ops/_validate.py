@@ -48,6 +48,7 @@ def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
 
 def check_dim_match(op: str, what: str, **sizes: int) -> None:
     """Checks that named sizes agree, e.g. check_dim_match(op, "batch size", v=4, a=3)."""
-    if len(set(sizes.values())) > 1:
+    values = list(sizes.values())
+    if any(v != values[0] for v in values[1:]):  # not a set: symbolic sizes are unhashable
         listing = ", ".join(f"`{n}` has {s}" for n, s in sizes.items())
         raise AvfastInputError(f"{op}: {what} must match, got {listing}")

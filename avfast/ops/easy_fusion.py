@@ -225,7 +225,7 @@ def easy_fusion(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.T
     torch.compile(fullgraph=True); the backend follows the device unless forced with
     `avfast.backend(...)` / `AVFAST_BACKEND`.
     """
+    _check_inputs(v, a)  # here too, so a wrong argument type gets our message, not the dispatcher's
     if is_decomposing():
-        _check_inputs(v, a)
         return easy_fusion_reference(v, a)
     return torch.ops.avfast.easy_fusion(v, a)
