@@ -16,32 +16,33 @@ BUILD_DIR ?= build/dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py CMakeLists.txt
+# Rebuilt (pip install -e ., which compiles the extensions) whenever the build or csrc/ changes.
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(VENV)/.installed
 
-# Rebuild the extensions after editing csrc/ (incremental, into avfast/).
-ext: setup
-	cmake -S . -B $(BUILD_DIR) -G Ninja -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
+# Developers: incremental rebuild of the extensions into avfast/ after editing csrc/.
+ext: $(BIN)/python
+	cmake -S . -B $(BUILD_DIR) $$(command -v ninja >/dev/null && echo -G Ninja) -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
 	  -Dpybind11_DIR=$$($(BIN)/python -c "import pybind11; print(pybind11.get_cmake_dir())") \
 	  -DAVFAST_OUTPUT_DIR=$(abspath avfast) -DAVFAST_CUDA=$${AVFAST_CUDA:-auto} >/dev/null
 	cmake --build $(BUILD_DIR)
 
-test: ext
+test: setup
 	$(BIN)/python -m avfast.info
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 info: setup
 	$(BIN)/python -m avfast.info
 
-bench: ext
+bench: setup
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
 
 # The main job on the embedded default: environment report, then the kernel benchmarks.
-demo: ext
+demo: setup
 	$(BIN)/python -m avfast.info
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds -q $(PYTEST_ARGS)
 
