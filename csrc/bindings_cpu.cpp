@@ -12,6 +12,7 @@ using namespace avfast;  // NOLINT
 
 namespace avfast {
 void bind_easy_fusion_cpu(py::module_& m);
+void bind_contrastive_loss_cpu(py::module_& m);
 }  // namespace avfast
 
 PYBIND11_MODULE(_C_cpu, m) {
@@ -24,5 +25,6 @@ PYBIND11_MODULE(_C_cpu, m) {
 #endif
   });
   bind_easy_fusion_cpu(m);
+  bind_contrastive_loss_cpu(m);
   // New ops: add `void bind_<op>_cpu(py::module_&)` in csrc/cpu/<op>_bind.cpp and call it here.
 }

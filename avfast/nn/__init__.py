@@ -1,4 +1,6 @@
 """Drop-in nn.Modules built on the avfast ops."""
 from .easy_fusion import EasyFusion
+from .contrastive_loss import JointContrastiveLoss
 
 __all__ = ["EasyFusion"]
+__all__ += ["JointContrastiveLoss"]
