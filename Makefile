@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 is a CPU build that installs from local disk on the project's machines;
 # on a GPU machine use e.g. `make test TORCH="torch --index-url https://download.pytorch.org/whl/cu128"`.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,triton,onnx,ort,media
+EXTRAS ?= test,triton,onnx,ort,media,vae
 PYTEST_ARGS ?=
 BUILD_DIR ?= build/dev
 
