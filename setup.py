@@ -3,6 +3,7 @@
 `pip install -e .` (ordinary build isolation) runs CMake from here. Environment knobs:
   AVFAST_CUDA=auto|0|1      build the CUDA kernels when nvcc is found / never / always (error without nvcc)
   AVFAST_CUDA_ARCHS="80;86;89;90"   CUDA architectures
+  AVFAST_NATIVE=1|0         tune the CPU kernels for this machine (-march=native, default) or build portably
   AVFAST_BUILD_JOBS=N       parallel compile jobs (default: CPU count)
 """
 import os
@@ -39,6 +40,8 @@ class CMakeBuild(build_ext):
             f"-DAVFAST_CUDA={cuda}",
             f"-DAVFAST_OUTPUT_DIR={out_dir}",
         ]
+        if "AVFAST_NATIVE" in os.environ:
+            args.append(f"-DAVFAST_NATIVE={'ON' if os.environ['AVFAST_NATIVE'] not in ('0', 'OFF') else 'OFF'}")
         if "AVFAST_CUDA_ARCHS" in os.environ:
             args.append(f"-DAVFAST_CUDA_ARCHS={os.environ['AVFAST_CUDA_ARCHS']}")
         if cuda == "auto" and "CUDACXX" not in os.environ:

@@ -9,6 +9,7 @@
 #include "cpu_kernels.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 #include <stdexcept>
 #include <string>
@@ -19,29 +20,26 @@ namespace {
 template <typename T>
 using acc_t = typename Acc<T>::type;
 
-// Copies one H x W frame (strided source, contiguous destination) and returns its sum.
+// Sum of n contiguous values in the accumulator type (several lanes: the loop vectorises).
+template <typename T>
+acc_t<T> sum_contiguous(const T* src, int64_t n) {
+  acc_t<T> sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += to_float(src[i]);
+  return sum;
+}
+
+// Copies one H x W frame (strided source, contiguous destination) and returns its sum. The sum
+// re-reads the destination while it is still in L1, so memory is read once.
 template <typename T>
 acc_t<T> copy_and_sum_frame(const T* src, int64_t sh, int64_t sw, int64_t H, int64_t W, T* dst) {
-  acc_t<T> sum = 0;
   if (sw == 1 && sh == W) {
-    const int64_t n = H * W;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) {
-      dst[i] = src[i];
-      sum += to_float(src[i]);
-    }
-    return sum;
+    std::memcpy(dst, src, sizeof(T) * size_t(H * W));
+  } else {
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t w = 0; w < W; ++w) dst[h * W + w] = src[h * sh + w * sw];
   }
-  for (int64_t h = 0; h < H; ++h) {
-    const T* row = src + h * sh;
-    T* out = dst + h * W;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t w = 0; w < W; ++w) {
-      out[w] = row[w * sw];
-      sum += to_float(row[w * sw]);
-    }
-  }
-  return sum;
+  return sum_contiguous(dst, H * W);
 }
 
 template <typename T>
@@ -57,7 +55,7 @@ acc_t<T> sum_frame(const T* src, int64_t sh, int64_t sw, int64_t H, int64_t W) {
 
 template <typename T>
 void fill(T* dst, int64_t n, T value) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+  std::fill_n(dst, n, value);
 }
 
 template <typename T>
