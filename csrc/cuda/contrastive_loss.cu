@@ -17,6 +17,7 @@
 #include <string>
 
 #include "avfast/common.h"
+#include "device_common.cuh"
 #include "avfast/contrastive_loss.h"
 #include "contrastive_loss_cuda.h"
 
@@ -27,19 +28,10 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
 constexpr int64_t kChunk = int64_t(kThreads) * kPerThread;
 
-template <typename T> using acc_t = typename Acc<T>::type;
-
-__device__ __forceinline__ float load_acc(const float* p) { return *p; }
-__device__ __forceinline__ double load_acc(const double* p) { return *p; }
-__device__ __forceinline__ float load_acc(const half_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
-__device__ __forceinline__ float load_acc(const bf16_t* p) {
-  return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
-}
 
 template <typename A>
 __device__ __forceinline__ A block_sum(A x, A* shared) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
+  x = warp_sum(x);
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   __syncthreads();  // the previous call's readers are done with `shared`
   if (lane == 0) shared[warp] = x;

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "avfast/common.h"
+#include "device_common.cuh"
 #include "avfast/easy_fusion.h"
 #include "cuda_kernels.h"
 
@@ -27,21 +28,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-template <typename T> using acc_t = typename Acc<T>::type;
 
-__device__ __forceinline__ float load_acc(const float* p) { return *p; }
-__device__ __forceinline__ double load_acc(const double* p) { return *p; }
-__device__ __forceinline__ float load_acc(const half_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
-__device__ __forceinline__ float load_acc(const bf16_t* p) {
-  return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
-}
-
-template <typename A>
-__device__ __forceinline__ A warp_sum(A x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
-  return x;
-}
 
 int grid_for(int64_t work, int64_t per_block) {
   int64_t blocks = (work + per_block - 1) / per_block;

@@ -1,0 +1,29 @@
+// Device helpers shared by the CUDA kernels: loads into the accumulator type, warp reductions.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include "avfast/common.h"
+
+namespace avfast {
+
+template <typename T> using acc_t = typename Acc<T>::type;
+
+// Loads one element widened to its accumulator type (fp32, or fp64 for fp64 tensors).
+__device__ __forceinline__ float load_acc(const float* p) { return *p; }
+__device__ __forceinline__ double load_acc(const double* p) { return *p; }
+__device__ __forceinline__ float load_acc(const half_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
+__device__ __forceinline__ float load_acc(const bf16_t* p) {
+  return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
+}
+
+// Sum over the 32 lanes of a warp; lane 0 holds the result.
+template <typename A>
+__device__ __forceinline__ A warp_sum(A x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+}  // namespace avfast
