@@ -74,8 +74,14 @@ void forward(const T* v, const T* a, T* vf, T* af, const EasyFusionShape& s) {
     if (c < Cv) {
       const T* src = v + b * s.vs[0] + c * s.vs[1];
       acc_t<T>* pool_row = pooled.data() + (b * Cv + c) * F;
-      for (int64_t f = 0; f < F; ++f)
-        pool_row[f] = copy_and_sum_frame(src + f * s.vs[2], s.vs[3], s.vs[4], H, W, out + f * HW) * inv_hw;
+      if (s.vs[4] == 1 && s.vs[3] == W && s.vs[2] == HW) {
+        // The whole channel is one contiguous run: one copy, then the sums read it from cache.
+        std::memcpy(out, src, sizeof(T) * size_t(F * HW));
+        for (int64_t f = 0; f < F; ++f) pool_row[f] = sum_contiguous(out + f * HW, HW) * inv_hw;
+      } else {
+        for (int64_t f = 0; f < F; ++f)
+          pool_row[f] = copy_and_sum_frame(src + f * s.vs[2], s.vs[3], s.vs[4], H, W, out + f * HW) * inv_hw;
+      }
     } else {
       const T* src = a + b * s.as[0] + (c - Cv) * s.as[1];
       for (int64_t f = 0; f < F; ++f)
@@ -121,10 +127,14 @@ void backward(const T* gvf, const T* gaf, T* gv, T* ga, const EasyFusionShape& s
         const acc_t<T> add = gpool[f] * inv_hw;
         const T* frame = src + f * s.vs[2];
         T* dst = out + f * HW;
-        for (int64_t h = 0; h < H; ++h)
+        if (s.vs[4] == 1 && s.vs[3] == W) {
 #pragma omp simd
-          for (int64_t w = 0; w < W; ++w)
-            dst[h * W + w] = from_acc<T>(to_float(frame[h * s.vs[3] + w * s.vs[4]]) + add);
+          for (int64_t i = 0; i < HW; ++i) dst[i] = from_acc<T>(to_float(frame[i]) + add);
+        } else {
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t w = 0; w < W; ++w)
+              dst[h * W + w] = from_acc<T>(to_float(frame[h * s.vs[3] + w * s.vs[4]]) + add);
+        }
       }
     }
   }
