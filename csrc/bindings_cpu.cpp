@@ -13,6 +13,7 @@ using namespace avfast;  // NOLINT
 namespace avfast {
 void bind_easy_fusion_cpu(py::module_& m);
 void bind_contrastive_loss_cpu(py::module_& m);
+void bind_attention_cpu(py::module_& m);
 }  // namespace avfast
 
 PYBIND11_MODULE(_C_cpu, m) {
@@ -26,5 +27,6 @@ PYBIND11_MODULE(_C_cpu, m) {
   });
   bind_easy_fusion_cpu(m);
   bind_contrastive_loss_cpu(m);
+  bind_attention_cpu(m);
   // New ops: add `void bind_<op>_cpu(py::module_&)` in csrc/cpu/<op>_bind.cpp and call it here.
 }

@@ -4,3 +4,5 @@ from .contrastive_loss import JointContrastiveLoss
 
 __all__ = ["EasyFusion"]
 __all__ += ["JointContrastiveLoss"]
+from .attention import TemporalSpatialAttention  # noqa: E402
+__all__ += ["TemporalSpatialAttention"]

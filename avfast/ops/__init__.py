@@ -5,3 +5,5 @@ from .contrastive_loss import ContrastiveLossOutput, contrastive_loss, contrasti
 
 __all__ = ["AvfastInputError", "easy_fusion", "easy_fusion_reference"]
 __all__ += ["ContrastiveLossOutput", "contrastive_loss", "contrastive_loss_reference"]
+from .attention import attention_reference, temporal_spatial_attention  # noqa: E402
+__all__ += ["attention_reference", "temporal_spatial_attention"]

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 # Kernel files to check: avfast/triton/<name>.py, each with an aot_specs() function.
-KERNEL_MODULES = ("easy_fusion", "contrastive_loss")
+KERNEL_MODULES = ("easy_fusion", "contrastive_loss", "attention")
 
 # Per-block opt-in shared memory limits (bytes), CUDA programming guide, compute capabilities table.
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}

@@ -1,0 +1,116 @@
+"""Temporal-spatial attention: fused op vs the reference vs permute + SDPA + permute back.
+
+Shapes are the 128-px model's attention inputs (qkv = 3C channels): video [1, 128, 18, 16, 16]
+and [1, 256, 18, 8, 8] (18 frames), [1, 128, 36, 16, 16] (36 test frames: joint N = 9216) and
+audio [1, 128, 112]. Passes: forward, forward + backward.
+
+Peak memory (extra_info["peak_extra_mb"], CPU): PyTorch has no CPU allocator statistics, so each
+(impl, shape, mode) runs once in a fresh subprocess and reports the growth of the process's peak
+resident set (ru_maxrss) across one forward call, after a warm-up call on a tiny input has loaded
+every library. It includes the output (same for every impl) and whatever the impl allocates
+(the reference's N x N scores, SDPA's permuted copies). On CUDA: torch.cuda.max_memory_allocated.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import avfast
+from avfast.ops import attention as A
+
+VIDEO = {"v128x18x16": (1, 3 * 128, 18, 16, 16), "v256x18x8": (1, 3 * 256, 18, 8, 8),
+         "v128x36x16": (1, 3 * 128, 36, 16, 16)}
+CASES = [(name, mode) for name in VIDEO for mode in ("spatial", "temporal", "joint")
+         if not (name == "v128x36x16" and mode != "joint")] + [("a128x112", "temporal")]
+SHAPES = {**VIDEO, "a128x112": (1, 3 * 128, 112)}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sdpa_path(qkv: torch.Tensor, mode: str, head_dim: int = 64) -> torch.Tensor:
+    """What a model does without the fused op: permute to [B, heads, N, D] copies, SDPA, permute back."""
+    x5 = A._as5d(qkv)
+    m = A._effective_mode(qkv, mode)
+    C = x5.shape[1] // 3
+    q, k, v = (A._to_problems(t, m, head_dim).contiguous() for t in x5.split(C, dim=1))
+    o = F.scaled_dot_product_attention(q, k, v)
+    return A._from_problems(o, m, (x5.shape[0], C, *x5.shape[2:])).reshape(A._out_shape(qkv)).contiguous()
+
+
+IMPLS = {"fused": lambda x, mode: A.temporal_spatial_attention(x, mode),
+         "reference": lambda x, mode: A.attention_reference(x, mode),
+         "sdpa": sdpa_path}
+
+_CHILD = r"""
+import json, resource, sys, torch
+from bench.bench_attention import IMPLS, SHAPES
+impl, name, mode = sys.argv[1:4]
+fn = IMPLS[impl]
+with torch.no_grad():
+    fn(torch.randn(1, 3 * 64, 2, 2, 2), mode)            # warm-up: load every library and kernel
+    x = torch.randn(SHAPES[name])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn(x, mode)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps((after - before) / 1024))                # ru_maxrss is in KiB on Linux
+"""
+
+
+def peak_extra_mb(impl: str, name: str, mode: str) -> float:
+    if DEVICE == "cuda":
+        x = torch.randn(SHAPES[name], device="cuda")
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            IMPLS[impl](x, mode)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    proc = subprocess.run([sys.executable, "-c", _CHILD, impl, name, mode], capture_output=True, text=True,
+                          check=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    return float(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _rounds(impl: str, name: str, mode: str, backward: bool) -> int:
+    slow = impl == "reference" and mode == "joint"
+    return 2 if slow or (backward and mode == "joint") else 5
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
+def test_forward(benchmark, sync, impl, name, mode):
+    x = torch.randn(SHAPES[name], device=DEVICE)
+    fn = IMPLS[impl]
+    benchmark.group = f"attention fwd {name} {mode}"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["peak_extra_mb"] = round(peak_extra_mb(impl, name, mode), 1)
+
+    def run():
+        with torch.no_grad():
+            fn(x, mode)
+        sync()
+
+    benchmark.pedantic(run, rounds=_rounds(impl, name, mode, False), iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
+def test_forward_backward(benchmark, sync, impl, name, mode):
+    if impl == "reference" and name == "v128x36x16":
+        pytest.skip("reference fwd+bwd at N = 9216 holds several 9216^2 fp32 matrices (> 2 GB): too slow here")
+    x = torch.randn(SHAPES[name], device=DEVICE, requires_grad=True)
+    fn = IMPLS[impl]
+    benchmark.group = f"attention fwd+bwd {name} {mode}"
+    benchmark.extra_info["impl"] = impl
+
+    def run():
+        out = fn(x, mode)
+        (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        sync()
+        return g
+
+    benchmark.pedantic(run, rounds=_rounds(impl, name, mode, True), iterations=1, warmup_rounds=1)

@@ -1,0 +1,260 @@
+"""Temporal-spatial attention: every backend against the fp64 reference, forward and backward."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import avfast
+from avfast.backends import BackendUnavailableError
+from avfast.ops import AvfastInputError, attention_reference, temporal_spatial_attention
+from avfast.ops import attention as A
+from conftest import HAS_CUDA, HAS_TRITON, TRITON_DEVICE
+
+MODES = ("spatial", "temporal", "joint")
+
+# (qkv shape, head_dim): odd token counts, ones, the 128-px model's first level (F=18, 16x16).
+VIDEO = [
+    ((1, 3 * 64, 1, 1, 1), 64),
+    ((2, 3 * 64, 5, 3, 3), 32),
+    ((1, 3 * 128, 18, 3, 3), 64),
+    ((1, 3 * 64, 36, 1, 3), 64),
+    ((1, 3 * 128, 18, 16, 16), 64),
+]
+AUDIO = [((2, 3 * 64, 1), 64), ((1, 3 * 64, 7), 32), ((1, 3 * 128, 112), 64)]
+IDS = lambda cases: ["x".join(map(str, s)) + f"-d{d}" for s, d in cases]  # noqa: E731
+
+# (dtype, atol, factor): the kernel's max error against fp64 must be <= factor x PyTorch's own
+# error in that dtype (permute + SDPA) + atol (flash-attention's test rule).
+DTYPES = [
+    pytest.param(torch.float32, 2e-5, 2.0, id="fp32"),
+    pytest.param(torch.float16, 2e-3, 2.0, id="fp16"),
+    pytest.param(torch.bfloat16, 1.6e-2, 2.0, id="bf16"),
+]
+TRITON_DTYPES = [p for p in DTYPES if p.values[0] != torch.bfloat16 or HAS_CUDA]
+
+
+def _sdpa(qkv: torch.Tensor, mode: str, head_dim: int) -> torch.Tensor:
+    """PyTorch's own path in qkv's dtype: permute, scaled_dot_product_attention, permute back."""
+    x5 = A._as5d(qkv)
+    m = A._effective_mode(qkv, mode)
+    C = x5.shape[1] // 3
+    q, k, v = (A._to_problems(t, m, head_dim) for t in x5.split(C, dim=1))
+    o = F.scaled_dot_product_attention(q, k, v)
+    return A._from_problems(o, m, (x5.shape[0], C, *x5.shape[2:])).reshape(A._out_shape(qkv))
+
+
+def _check_close(got, want64, baseline, atol, factor, what):
+    err = (got.double() - want64).abs().max().item()
+    base = (baseline.double() - want64).abs().max().item()
+    assert err <= factor * base + atol, f"{what}: max error {err:.3e} > {factor} x PyTorch's {base:.3e} + {atol}"
+
+
+def _run_and_check(backend, device, shape, head_dim, mode, dtype, atol, factor, noncontig=False):
+    x = torch.randn(shape, dtype=torch.float64)
+    if noncontig:  # same values, channels-last-like strides and a sliced batch: nothing is contiguous
+        big = torch.randn(2 * shape[0], *shape[2:], shape[1], dtype=torch.float64)
+        x = big.movedim(-1, 1)[::2]
+        assert not x.is_contiguous() or x.numel() == 1
+    x64 = x.clone().requires_grad_(True)
+    want = attention_reference(x64, mode, head_dim)
+    grad = torch.randn_like(want)
+    (want_g,) = torch.autograd.grad(want, x64, grad)
+
+    xl = x.to(device=device, dtype=dtype).requires_grad_(True)
+    with avfast.backend(backend):
+        got = temporal_spatial_attention(xl, mode, head_dim)
+        (got_g,) = torch.autograd.grad(got, xl, grad.to(device=device, dtype=dtype))
+    assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous()
+    # PyTorch's own error in this dtype (forward and autograd backward through SDPA).
+    xb = x.to(dtype).requires_grad_(True)
+    base = _sdpa(xb, mode, head_dim)
+    (base_g,) = torch.autograd.grad(base, xb, grad.to(dtype))
+    _check_close(got.cpu(), want.detach(), base.detach(), atol, factor, f"{backend} forward")
+    scale = want_g.abs().max().item()
+    _check_close(got_g.cpu() / scale, want_g / scale, base_g / scale, atol, factor, f"{backend} backward")
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU backend (the C++ kernel) and the reference itself
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape,head_dim", VIDEO, ids=IDS(VIDEO))
+def test_cpu_video(shape, head_dim, mode, dtype, atol, factor):
+    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype, atol, factor)
+
+
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("shape,head_dim", AUDIO, ids=IDS(AUDIO))
+def test_cpu_audio(shape, head_dim, dtype, atol, factor):
+    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype, atol, factor)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+def test_cpu_noncontiguous(mode, dtype, atol, factor):
+    _run_and_check("cpu", "cpu", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, atol, factor, noncontig=True)
+
+
+def test_lse_matches_reference():
+    x = torch.randn(2, 3 * 64, 5, 3, 4)
+    for mode in MODES:
+        with avfast.backend("cpu"):
+            out, lse = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
+        ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
+        torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
+        torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
+
+
+def test_reference_matches_sdpa_in_fp64():
+    # The oracle itself against an independent formulation (PyTorch's SDPA on permuted copies).
+    for shape, d in VIDEO[:3]:
+        x = torch.randn(shape, dtype=torch.float64)
+        for mode in MODES:
+            torch.testing.assert_close(attention_reference(x, mode, d), _sdpa(x, mode, d))
+
+
+def test_fp16_large_logits_do_not_overflow():
+    # |q.k| * scale ~ 1e4: exp overflows fp16 (and fp32) unless the max is subtracted first in fp32.
+    x = (torch.randn(1, 3 * 64, 4, 4, 4) * 30).half()
+    want = attention_reference(x.double(), "joint", 64)  # the same fp16-rounded inputs, in fp64
+    with avfast.backend("cpu"):
+        got = temporal_spatial_attention(x, "joint", 64)
+    assert torch.isfinite(got).all()
+    # fp16 output rounding alone is ~1e-3 relative to |out| ~ 50
+    assert (got.double() - want).abs().max().item() <= 2e-3 * want.abs().max().item()
+
+
+def test_scale_argument():
+    x = torch.randn(1, 3 * 32, 7)
+    with avfast.backend("cpu"):
+        got = temporal_spatial_attention(x, "temporal", 32, scale=0.05)
+    torch.testing.assert_close(got, attention_reference(x, "temporal", 32, scale=0.05), atol=1e-5, rtol=1e-5)
+
+
+def test_fp64_gradcheck_reference_backend():
+    x = torch.randn(1, 3 * 16, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    with avfast.backend("reference"):
+        torch.autograd.gradcheck(lambda t: temporal_spatial_attention(t, "joint", 16), (x,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton (interpreter on CPU; small shapes: the interpreter is slow)
+# ---------------------------------------------------------------------------------------------
+TRITON_CASES = [((1, 3 * 32, 5, 3, 3), 32, "spatial"), ((1, 3 * 32, 5, 3, 3), 32, "temporal"),
+                ((1, 3 * 16, 3, 4, 5), 16, "joint"), ((2, 3 * 64, 7), 64, "temporal")]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+@pytest.mark.parametrize("dtype,atol,factor", TRITON_DTYPES)
+@pytest.mark.parametrize("shape,head_dim,mode", TRITON_CASES, ids=[f"{c[2]}-{'x'.join(map(str, c[0]))}"
+                                                                   for c in TRITON_CASES])
+def test_triton(shape, head_dim, mode, dtype, atol, factor):
+    _run_and_check("triton", TRITON_DEVICE, shape, head_dim, mode, dtype, atol, factor)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+def test_triton_noncontiguous():
+    _run_and_check("triton", TRITON_DEVICE, (1, 3 * 32, 3, 2, 3), 32, "spatial", torch.float32, 2e-5, 2.0,
+                   noncontig=True)
+
+
+def test_triton_flatten_tokens():
+    from avfast.triton.attention import flatten_tokens
+
+    sizes = [1, 2, 64, 1, 18, 1, 16, 16]
+    assert flatten_tokens(sizes, [0, 0, 0, 256, 0, 16, 1]) == [0, 0, 0, 256, 1]
+    assert flatten_tokens(sizes, [0, 0, 0, 256, 0, 32, 2]) == [0, 0, 0, 256, 2]
+    assert flatten_tokens(sizes, [0, 0, 0, 256, 0, 1, 16]) is None  # transposed H, W
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-only backends
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda(mode, dtype, atol, factor):
+    if "cuda" not in A.SUPPORTS:
+        pytest.skip("the CUDA C++ attention kernel is not implemented yet (Triton serves CUDA tensors)")
+    _run_and_check("cuda", "cuda", (2, 3 * 128, 5, 3, 7), 64, mode, dtype, atol, factor)
+    _run_and_check("cuda", "cuda", (1, 3 * 64, 112), 64, mode, dtype, atol, factor)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")
+@pytest.mark.skipif(importlib.util.find_spec("xformers") is None, reason="xformers is not installed")
+@pytest.mark.parametrize("mode", MODES)
+def test_xformers(mode):
+    _run_and_check("xformers", "cuda", (2, 3 * 128, 5, 3, 7), 64, mode, torch.float16, 2e-3, 2.0)
+
+
+def test_forced_gpu_backend_on_cpu_is_an_error():
+    x = torch.randn(1, 3 * 64, 3)
+    for name in ("cuda", "xformers"):
+        with avfast.backend(name), pytest.raises(BackendUnavailableError, match=repr(name)):
+            temporal_spatial_attention(x, "temporal")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library / torch.compile
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_opcheck(backend):
+    x = torch.randn(1, 3 * 32, 3, 2, 3, requires_grad=True)
+    with avfast.backend(backend):
+        torch.library.opcheck(torch.ops.avfast.temporal_spatial_attention.default, (x, "spatial", 32, 0.2))
+        out, lse = torch.ops.avfast.temporal_spatial_attention(x.detach(), "spatial", 32, 0.2)
+        torch.library.opcheck(torch.ops.avfast.temporal_spatial_attention_backward.default,
+                              (torch.randn_like(out), x.detach(), out, lse, "spatial", 32, 0.2))
+
+
+def test_torch_compile_fullgraph():
+    def block(t):
+        return temporal_spatial_attention(t * 2, "temporal", 32).sum(dim=1)
+
+    x = torch.randn(1, 3 * 64, 5, 2, 2, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    got = compiled(x)
+    got.sum().backward()
+    want = block(x.detach())
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_decomposed_path_is_the_reference():
+    x = torch.randn(1, 3 * 32, 4, 2, 2)
+    with avfast.backends.decomposed():
+        got = temporal_spatial_attention(x, "joint", 32)
+    torch.testing.assert_close(got, attention_reference(x, "joint", 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,head_dim,mode,match", [
+    ((1, 3 * 48, 2, 2, 2), 32, "spatial", "divisible by `head_dim`"),
+    ((1, 100, 2, 2, 2), 32, "spatial", "not divisible by 3"),
+    ((1, 3 * 64, 2, 2), 64, "spatial", "must have 5 dimensions"),
+    ((3 * 64,), 64, "spatial", "must have 5 dimensions"),
+    ((1, 3 * 64, 2, 2, 2), 64, "spatio", "must be one of spatial, temporal, joint"),
+    ((1, 3 * 64, 2, 2, 2), 0, "spatial", "`head_dim` must be a positive int"),
+])
+def test_bad_arguments(shape, head_dim, mode, match):
+    with pytest.raises(AvfastInputError, match=match):
+        temporal_spatial_attention(torch.randn(shape), mode, head_dim)
+
+
+def test_bad_dtype_and_mismatches():
+    with pytest.raises(AvfastInputError, match="dtype"):
+        temporal_spatial_attention(torch.ones(1, 3 * 64, 4, dtype=torch.int32), "temporal")
+    x = torch.randn(1, 3 * 32, 5)
+    out, lse = torch.ops.avfast.temporal_spatial_attention(x, "temporal", 32, 0.2)
+    with pytest.raises(AvfastInputError, match="one dtype"):
+        torch.ops.avfast.temporal_spatial_attention_backward(out.half(), x, out, lse, "temporal", 32, 0.2)
+    with pytest.raises(AvfastInputError, match="`grad_out` must have shape"):
+        torch.ops.avfast.temporal_spatial_attention_backward(out[..., :4], x, out, lse, "temporal", 32, 0.2)
+    with pytest.raises(AvfastInputError, match="one device"):
+        A._check_backward(out.to("meta"), x, out, lse, "temporal", 32)
