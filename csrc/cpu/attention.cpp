@@ -70,7 +70,7 @@ void softmax_tile_portable(int64_t m, int64_t n, float* S, float* mrow, float* l
     const float alpha = std::exp2(mrow[i] - mx);
     float sum = 0.f;
     for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp2(s[j] - mx));
-    for (int64_t j = n; j < kBN; ++j) s[j] = 0.f;
+    for (int64_t j = n; j < round16(n); ++j) s[j] = 0.f;
     lrow[i] = lrow[i] * alpha + sum;
     mrow[i] = mx;
     for (int64_t d = 0; d < Dp; ++d) O[i * Dp + d] *= alpha;
@@ -79,7 +79,7 @@ void softmax_tile_portable(int64_t m, int64_t n, float* S, float* mrow, float* l
 
 void backward_tile_portable(int64_t m, int64_t n, float* S, float* dP, const float* lse2, const float* delta, float c) {
   for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < kBN; ++j) {
+    for (int64_t j = 0; j < round16(n); ++j) {
       const float p = j < n ? std::exp2(S[i * kBN + j] * c - lse2[i]) : 0.f;
       S[i * kBN + j] = p;
       dP[i * kBN + j] = p * (dP[i * kBN + j] - delta[i]);
@@ -177,7 +177,7 @@ AVF_AVX512 void softmax_tile_avx512(int64_t m, int64_t n, float* S, float* mrow,
     const float alpha = std::exp2(mrow[i] - mx);
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512 vsum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < kBN; j += 16) {
+    for (int64_t j = 0; j < n; j += 16) {
       const __m512 p = _mm512_maskz_mov_ps(cols_mask(j, n), exp2_512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vmx)));
       _mm512_storeu_ps(s + j, p);
       vsum = _mm512_add_ps(vsum, p);
@@ -194,7 +194,7 @@ AVF_AVX512 void backward_tile_avx512(int64_t m, int64_t n, float* S, float* dP, 
   const __m512 vc = _mm512_set1_ps(c);
   for (int64_t i = 0; i < m; ++i) {
     const __m512 vl = _mm512_set1_ps(lse2[i]), vd = _mm512_set1_ps(delta[i]);
-    for (int64_t j = 0; j < kBN; j += 16) {
+    for (int64_t j = 0; j < n; j += 16) {
       float* s = S + i * kBN + j;
       float* dp = dP + i * kBN + j;
       const __m512 p = _mm512_maskz_mov_ps(cols_mask(j, n), exp2_512(_mm512_fmsub_ps(_mm512_loadu_ps(s), vc, vl)));
@@ -248,7 +248,7 @@ void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const At
             Kt[d * kBN + j] = to_float(kb_ptr[d * vi.c + koff[j]]);
             V[j * Dp + d] = to_float(vb_ptr[d * vi.c + koff[j]]);
           }
-        kern.gemm(m, kBN, D, Q.data(), Dp, 1, Kt.data(), kBN, S.data(), kBN, false);
+        kern.gemm(m, round16(n), D, Q.data(), Dp, 1, Kt.data(), kBN, S.data(), kBN, false);  // short tiles: N=18
         kern.softmax_tile(m, n, S.data(), mrow.data(), lrow.data(), O.data(), Dp);
         kern.gemm(m, Dp, n, S.data(), kBN, 1, V.data(), Dp, O.data(), Dp, true);
       }
@@ -330,8 +330,8 @@ void backward_impl(const T* dout, const T* qkv, const T* out, const float* lse, 
           const int64_t m = std::min(kBM, N - i0);
           const float* Qi = Q.data() + i0 * Dp;
           const float* dOi = dO.data() + i0 * Dp;
-          kern.gemm(m, kBN, D, Qi, Dp, 1, Kt.data(), kBN, S.data(), kBN, false);
-          kern.gemm(m, kBN, D, dOi, Dp, 1, Vt.data(), kBN, dP.data(), kBN, false);
+          kern.gemm(m, round16(n), D, Qi, Dp, 1, Kt.data(), kBN, S.data(), kBN, false);
+          kern.gemm(m, round16(n), D, dOi, Dp, 1, Vt.data(), kBN, dP.data(), kBN, false);
           kern.backward_tile(m, n, S.data(), dP.data(), lse2.data() + i0, delta.data() + i0, qscale);
           kern.gemm(n, Dp, m, S.data(), 1, kBN, dOi, Dp, dV.data(), Dp, true);   // dV += P^T dO
           kern.gemm(n, Dp, m, dP.data(), 1, kBN, Qi, Dp, dK.data(), Dp, true);   // dK += dS^T Q
