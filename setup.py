@@ -63,7 +63,9 @@ class CMakeBuild(build_ext):
             # an editable install; _C_cuda exists only where nvcc was found, so copy it here.
             for module in out_dir.glob("_C_*" + Path(self.get_ext_filename("x")).suffix):
                 if module.parent.resolve() != (ROOT / "avfast").resolve():
-                    shutil.copy2(module, ROOT / "avfast" / module.name)
+                    tmp = ROOT / "avfast" / (module.name + ".tmp")
+                    shutil.copy2(module, tmp)
+                    os.replace(tmp, ROOT / "avfast" / module.name)  # atomic: never a half-written module
 
 
 setup(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import avfast
+from conftest import warm_up
 from avfast.ops import easy_fusion, easy_fusion_reference
 
 HAS_CUDA = torch.cuda.is_available()
@@ -63,6 +64,7 @@ def test_easy_fusion_forward(benchmark, sync, impl, shape_name, dtype):
     benchmark.group = f"easy_fusion fwd {str(dtype)[6:]} {shape_name}"
     benchmark.extra_info.update(impl=impl, bytes=_bytes(shape, dtype, backward=False))
     with avfast.backend(IMPLS[impl]):
+        warm_up(run)
         benchmark(run)
 
 
@@ -85,4 +87,5 @@ def test_easy_fusion_forward_backward(benchmark, sync, impl, shape_name, dtype):
     benchmark.group = f"easy_fusion fwd+bwd {str(dtype)[6:]} {shape_name}"
     benchmark.extra_info.update(impl=impl, bytes=_bytes(shape, dtype, backward=True))
     with avfast.backend(IMPLS[impl]):
+        warm_up(run)
         benchmark(run)

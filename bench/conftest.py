@@ -25,6 +25,14 @@ def device_name() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
+def warm_up(fn, calls: int = 5) -> None:
+    """Run `fn` a few times before timing: the first calls pay one-off costs (thread pools,
+    Triton compiles, and glibc raising its mmap threshold after the first large free, without
+    which every large output is a fresh mmap that page-faults on each call)."""
+    for _ in range(calls):
+        fn()
+
+
 @pytest.fixture
 def sync():
     """Call after the measured work so that asynchronous GPU work is included in the time."""
