@@ -52,12 +52,14 @@ def _check_close(got, want64, baseline, atol, factor, what):
     assert err <= factor * base + atol, f"{what}: max error {err:.3e} > {factor} x PyTorch's {base:.3e} + {atol}"
 
 
-def _run_and_check(backend, device, shape, head_dim, mode, dtype, atol, factor, noncontig=False):
+def _run_and_check(backend, device, shape, head_dim, mode, dtype, atol, factor, noncontig=False, cropped=False):
     x = torch.randn(shape, dtype=torch.float64)
     if noncontig:  # same values, channels-last-like strides and a sliced batch: nothing is contiguous
         big = torch.randn(2 * shape[0], *shape[2:], shape[1], dtype=torch.float64)
         x = big.movedim(-1, 1)[::2]
         assert not x.is_contiguous() or x.numel() == 1
+    if cropped:  # a crop of a wider tensor: W is unit-stride but rows of pixels do not flatten
+        x = torch.randn(*shape[:-1], shape[-1] + 3, dtype=torch.float64)[..., 1:shape[-1] + 1]
     x64 = x.clone().requires_grad_(True)
     want = attention_reference(x64, mode, head_dim)
     grad = torch.randn_like(want)
@@ -97,6 +99,55 @@ def test_cpu_audio(shape, head_dim, dtype, atol, factor):
 @pytest.mark.parametrize("dtype,atol,factor", DTYPES)
 def test_cpu_noncontiguous(mode, dtype, atol, factor):
     _run_and_check("cpu", "cpu", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, atol, factor, noncontig=True)
+
+
+# The lane kernels (16 small problems side by side in the AVX-512 lanes; by default for N <= 64
+# tokens and >= 16 groups, e.g. temporal mode) against the tile kernels, forced either way so each
+# covers every shape: F = 1, 5, 18, 36; H*W = 1, 9, 35 (lane blocks with a remainder), 256.
+LANE_VIDEO = [
+    ((1, 3 * 64, 1, 3, 3), 64),
+    ((2, 3 * 64, 5, 3, 3), 32),
+    ((1, 3 * 128, 18, 1, 1), 64),
+    ((1, 3 * 64, 18, 5, 7), 64),
+    ((1, 3 * 64, 36, 3, 3), 64),
+    ((1, 3 * 128, 18, 16, 16), 64),
+    ((2, 3 * 32, 5, 4, 3), 16),
+]
+
+
+@pytest.mark.parametrize("kernel", ["lanes", "tiles"])
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("shape,head_dim", LANE_VIDEO, ids=IDS(LANE_VIDEO))
+def test_cpu_temporal_kernels(shape, head_dim, dtype, atol, factor, kernel, monkeypatch):
+    monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
+    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype, atol, factor)
+
+
+@pytest.mark.parametrize("layout", ["noncontig", "cropped"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+def test_cpu_lanes_strided(layout, mode, dtype, atol, factor, monkeypatch):
+    # Lanes through a non-unit pixel stride (channels-last: gathered) and through rows that do not
+    # flatten (cropped W: one lane block per row); spatial / joint here have N <= 64 too.
+    monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
+    _run_and_check("cpu", "cpu", (2, 3 * 64, 5, 4, 6), 32, mode, dtype, atol, factor,
+                   noncontig=layout == "noncontig", cropped=layout == "cropped")
+
+
+def test_cpu_lanes_audio_and_lse(monkeypatch):
+    monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
+    _run_and_check("cpu", "cpu", (3, 3 * 64, 7), 32, "temporal", torch.float32, 2e-5, 2.0)
+    x = torch.randn(2, 3 * 64, 3, 3, 5)  # N <= 64 in every mode
+    for mode in MODES:
+        with avfast.backend("cpu"):
+            out, lse = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
+            monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "tiles")
+            tiles_out, _ = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
+            monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
+        assert not torch.equal(out, tiles_out)  # two kernels really ran (different summation orders)
+        ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
+        torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
+        torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
 
 
 def test_lse_matches_reference():

@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -211,9 +213,340 @@ const Kernels& kernels() {
   return k;
 }
 
+// ---- lane kernels: 16 independent problems side by side in the AVX-512 lanes ------------------
+//
+// Many small problems whose group axis is the memory-contiguous one (temporal mode: one problem of
+// N = F tokens per pixel, neighbouring pixels adjacent in memory) run 16 at a time, one problem per
+// lane: every value below is a vector of 16 lanes (one per group), so q.k over the head dim, the
+// softmax and P.V are plain vertical FMAs / max / exp, with no transposes and no horizontal sums,
+// and N = 18 needs no padding to 16 either. Each block packs its q, k, v (converted to fp32, q
+// pre-scaled) into lane-major scratch [token][d][16], forms the whole N x N score block (N <= 64,
+// scratch in L2) and writes out / dq / dk / dv once. Lanes past the end of a row of groups are
+// packed as zeros (uniform softmax, finite) and never stored.
+constexpr int64_t kLaneMaxN = 64;
+constexpr int kL = 16;  // lanes
+
+#define AVF_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+
+AVF_AVX512BW inline __mmask16 lane_mask(int n) { return n >= kL ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
+
+// 16 lanes of T at p, p + ls, ... (n valid, the rest 0) as fp32.
+AVF_AVX512BW inline __m512 lanes_load(const float* p, int64_t ls, int n) {
+  if (ls == 1) return n == kL ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lane_mask(n), p);
+  alignas(64) float t[kL] = {};
+  for (int l = 0; l < n; ++l) t[l] = p[l * ls];
+  return _mm512_load_ps(t);
+}
+AVF_AVX512BW inline __m512 cvt16(__m256i h, half_t*) { return _mm512_cvtph_ps(h); }
+AVF_AVX512BW inline __m512 cvt16(__m256i h, bf16_t*) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+template <typename T>
+AVF_AVX512BW inline __m512 lanes_load(const T* p, int64_t ls, int n) {
+  __m256i h;
+  if (ls == 1) {
+    h = _mm256_maskz_loadu_epi16(lane_mask(n), p);
+  } else {
+    alignas(32) uint16_t t[kL] = {};
+    for (int l = 0; l < n; ++l) t[l] = p[l * ls].bits;
+    h = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+  }
+  return cvt16(h, static_cast<T*>(nullptr));
+}
+
+AVF_AVX512BW inline void lanes_store(float* p, int64_t ls, int n, __m512 v) {
+  if (ls == 1) {
+    if (n == kL) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, lane_mask(n), v);
+    return;
+  }
+  alignas(64) float t[kL];
+  _mm512_store_ps(t, v);
+  for (int l = 0; l < n; ++l) p[l * ls] = t[l];
+}
+// fp32 -> fp16 / bf16 bits, round to nearest even (as half_from_float / bf16_from_float).
+AVF_AVX512BW inline __m256i to16(__m512 v, half_t*) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+AVF_AVX512BW inline __m256i to16(__m512 v, bf16_t*) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i rounded = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                           _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+}
+template <typename T>
+AVF_AVX512BW inline void lanes_store(T* p, int64_t ls, int n, __m512 v) {
+  const __m256i h = to16(v, static_cast<T*>(nullptr));
+  if (ls == 1) {
+    _mm256_mask_storeu_epi16(p, lane_mask(n), h);
+    return;
+  }
+  alignas(32) uint16_t t[kL];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), h);
+  for (int l = 0; l < n; ++l) p[l * ls].bits = t[l];
+}
+
+// C(i, j) = sum_k A(i, k) B(k, j) for i < M, j < Nc, every element a 16-lane vector:
+// A(i, k) at a + (i ai + k ak) * 16, B(k, j) at b + (k bk + j bj) * 16, C(i, j) at c + (i ci + j cj) * 16.
+template <int MR, int NR>
+AVF_AVX512BW inline void lane_micro(int64_t K, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
+                                    int64_t bj, float* c, int64_t ci, int64_t cj) {
+  __m512 r[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) r[i][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) bv[j] = _mm512_loadu_ps(b + (k * bk + j * bj) * kL);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_loadu_ps(a + (i * ai + k * ak) * kL);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) r[i][j] = _mm512_fmadd_ps(av, bv[j], r[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(c + (i * ci + j * cj) * kL, r[i][j]);
+}
+
+template <int MR>
+AVF_AVX512BW void lane_gemm_rows(int64_t Nc, int64_t K, const float* a, int64_t ai, int64_t ak, const float* b,
+                                 int64_t bk, int64_t bj, float* c, int64_t ci, int64_t cj) {
+  int64_t j = 0;
+  for (; j + 4 <= Nc; j += 4) lane_micro<MR, 4>(K, a, ai, ak, b + j * bj * kL, bk, bj, c + j * cj * kL, ci, cj);
+  switch (Nc - j) {
+    case 3: lane_micro<MR, 3>(K, a, ai, ak, b + j * bj * kL, bk, bj, c + j * cj * kL, ci, cj); break;
+    case 2: lane_micro<MR, 2>(K, a, ai, ak, b + j * bj * kL, bk, bj, c + j * cj * kL, ci, cj); break;
+    case 1: lane_micro<MR, 1>(K, a, ai, ak, b + j * bj * kL, bk, bj, c + j * cj * kL, ci, cj); break;
+    default: break;
+  }
+}
+
+AVF_AVX512BW void lane_gemm(int64_t M, int64_t Nc, int64_t K, const float* a, int64_t ai, int64_t ak, const float* b,
+                            int64_t bk, int64_t bj, float* c, int64_t ci, int64_t cj) {
+  int64_t i = 0;
+  for (; i + 6 <= M; i += 6) lane_gemm_rows<6>(Nc, K, a + i * ai * kL, ai, ak, b, bk, bj, c + i * ci * kL, ci, cj);
+  const float* ar = a + i * ai * kL;
+  float* cr = c + i * ci * kL;
+  switch (M - i) {
+    case 5: lane_gemm_rows<5>(Nc, K, ar, ai, ak, b, bk, bj, cr, ci, cj); break;
+    case 4: lane_gemm_rows<4>(Nc, K, ar, ai, ak, b, bk, bj, cr, ci, cj); break;
+    case 3: lane_gemm_rows<3>(Nc, K, ar, ai, ak, b, bk, bj, cr, ci, cj); break;
+    case 2: lane_gemm_rows<2>(Nc, K, ar, ai, ak, b, bk, bj, cr, ci, cj); break;
+    case 1: lane_gemm_rows<1>(Nc, K, ar, ai, ak, b, bk, bj, cr, ci, cj); break;
+    default: break;
+  }
+}
+
+// dst[t][d] (lane-major scratch) = src[d * c + off[t]] (lanes ls apart) * mul, for t < N, d < D.
+template <typename T>
+AVF_AVX512BW void lanes_pack(float* dst, const T* src, const int64_t* off, int64_t c, int64_t ls, int n, int64_t N,
+                             int64_t D, float mul) {
+  const __m512 vm = _mm512_set1_ps(mul);
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t d = 0; d < D; ++d)
+      _mm512_storeu_ps(dst + (t * D + d) * kL, _mm512_mul_ps(lanes_load(src + d * c + off[t], ls, n), vm));
+}
+
+// dst[d * c + off[t]] = src[t][d] * mul * (rowmul ? rowmul[t] : 1).
+template <typename T>
+AVF_AVX512BW void lanes_unpack(T* dst, const float* src, const int64_t* off, int64_t c, int64_t ls, int n, int64_t N,
+                               int64_t D, float mul, const float* rowmul) {
+  for (int64_t t = 0; t < N; ++t) {
+    const __m512 vm = rowmul ? _mm512_mul_ps(_mm512_loadu_ps(rowmul + t * kL), _mm512_set1_ps(mul)) : _mm512_set1_ps(mul);
+    for (int64_t d = 0; d < D; ++d)
+      lanes_store(dst + d * c + off[t], ls, n, _mm512_mul_ps(_mm512_loadu_ps(src + (t * D + d) * kL), vm));
+  }
+}
+
+// How the group index g maps to lane blocks: `rows` rows of `len` groups; within a row, group
+// (r, x) sits at r * row_stride + x * lane_stride of a view (g = r * len + x).
+struct LaneGeom {
+  int64_t rows, len;
+};
+inline LaneGeom lane_geom(const AttnShape& s, std::initializer_list<const AttnView*> views) {
+  if (s.g[1] == 1 || s.g[0] == 1) return {1, s.g[0] * s.g[1]};
+  for (const AttnView* v : views)
+    if (v->g[0] != s.g[1] * v->g[1]) return {s.g[0], s.g[1]};
+  return {1, s.g[0] * s.g[1]};
+}
+inline int64_t lane_stride(const AttnShape& s, const AttnView& v) { return s.g[1] == 1 ? v.g[0] : v.g[1]; }
+inline int64_t lane_row_offset(const AttnShape& s, const AttnView& v, const LaneGeom& lg, int64_t r, int64_t x) {
+  // Groups (r, x) -> flat g -> the view's offset (exact whether or not the rows flatten).
+  return attn_group_offset(s, v, r * lg.len + x);
+}
+
+struct AlignedScratch {
+  std::vector<float> buf;
+  float* p(int64_t floats) {
+    buf.resize(floats + 16);
+    return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+  }
+};
+
+template <typename T>
+AVF_AVX512BW void forward_lanes(const T* qkv, T* out, float* lse, const AttnShape& s, const AttnView& vi,
+                                const AttnView& vo) {
+  const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, C = s.heads * D;
+  const LaneGeom lg = lane_geom(s, {&vi, &vo});
+  const int64_t nblk = (lg.len + kL - 1) / kL, tasks = s.B * s.heads * lg.rows * nblk;
+  const int64_t lsi = lane_stride(s, vi), lso = lane_stride(s, vo);
+  const float qscale = s.scale * kLog2e;
+#pragma omp parallel
+  {
+    AlignedScratch scratch;
+    float* Q = scratch.p((3 * N * D + N * N + N * D + 2 * N) * kL);
+    float* K = Q + N * D * kL;
+    float* V = K + N * D * kL;
+    float* S = V + N * D * kL;
+    float* O = S + N * N * kL;
+    float* linv = O + N * D * kL;
+    float* lse2 = linv + N * kL;
+    std::vector<int64_t> offi(N), offo(N);
+    for (int64_t i = 0; i < N; ++i) {
+      offi[i] = attn_token_offset(s, vi, i);
+      offo[i] = attn_token_offset(s, vo, i);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      int64_t t = task;
+      const int64_t blk = t % nblk; t /= nblk;
+      const int64_t r = t % lg.rows; t /= lg.rows;
+      const int64_t h = t % s.heads, b = t / s.heads;
+      const int64_t x0 = blk * kL;
+      const int n = int(std::min<int64_t>(kL, lg.len - x0));
+      const T* q_ptr = qkv + b * vi.b + h * D * vi.c + lane_row_offset(s, vi, lg, r, x0);
+      lanes_pack(Q, q_ptr, offi.data(), vi.c, lsi, n, N, D, qscale);
+      lanes_pack(K, q_ptr + C * vi.c, offi.data(), vi.c, lsi, n, N, D, 1.f);
+      lanes_pack(V, q_ptr + 2 * C * vi.c, offi.data(), vi.c, lsi, n, N, D, 1.f);
+      lane_gemm(N, N, D, Q, D, 1, K, 1, D, S, N, 1);  // S(i, j) = q_i . k_j (log2 units)
+      for (int64_t i = 0; i < N; ++i) {
+        float* si = S + i * N * kL;
+        __m512 mx = _mm512_loadu_ps(si);
+        for (int64_t j = 1; j < N; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(si + j * kL));
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < N; ++j) {
+          const __m512 p = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(si + j * kL), mx));
+          _mm512_storeu_ps(si + j * kL, p);
+          sum = _mm512_add_ps(sum, p);
+        }
+        _mm512_storeu_ps(linv + i * kL, _mm512_div_ps(_mm512_set1_ps(1.f), sum));
+        // lse (natural log) = (max + log2 sum) ln 2; log2 via getexp/getmant keeps it in vectors.
+        const __m512 e = _mm512_getexp_ps(sum);
+        const __m512 mnt = _mm512_getmant_ps(sum, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
+        alignas(64) float mt[kL];
+        _mm512_store_ps(mt, mnt);
+        for (int l = 0; l < kL; ++l) mt[l] = std::log2(mt[l]);
+        _mm512_storeu_ps(lse2 + i * kL,
+                         _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(mx, e), _mm512_load_ps(mt)), _mm512_set1_ps(kLn2)));
+      }
+      lane_gemm(N, D, N, S, N, 1, V, D, 1, O, D, 1);  // O(i, d) = sum_j P(i, j) v_j
+      lanes_unpack(out + b * vo.b + h * D * vo.c + lane_row_offset(s, vo, lg, r, x0), O, offo.data(), vo.c, lso, n,
+                   N, D, 1.f, linv);
+      float* lse_b = lse + ((b * s.heads + h) * G + r * lg.len + x0) * N;
+      for (int l = 0; l < n; ++l)
+        for (int64_t i = 0; i < N; ++i) lse_b[l * N + i] = lse2[i * kL + l];
+    }
+  }
+}
+
+template <typename T>
+AVF_AVX512BW void backward_lanes(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv,
+                                 const AttnShape& s, const AttnView& vdo, const AttnView& vi, const AttnView& vo,
+                                 const AttnView& vdq) {
+  const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, C = s.heads * D;
+  const LaneGeom lg = lane_geom(s, {&vdo, &vi, &vo, &vdq});
+  const int64_t nblk = (lg.len + kL - 1) / kL, tasks = s.B * s.heads * lg.rows * nblk;
+  const int64_t lsdo = lane_stride(s, vdo), lsi = lane_stride(s, vi), lso = lane_stride(s, vo),
+                lsdq = lane_stride(s, vdq);
+  const float qscale = s.scale * kLog2e;
+#pragma omp parallel
+  {
+    AlignedScratch scratch;
+    float* Q = scratch.p((5 * N * D + 2 * N * N + 2 * N) * kL);
+    float* K = Q + N * D * kL;
+    float* V = K + N * D * kL;
+    float* dO = V + N * D * kL;
+    float* R = dO + N * D * kL;  // result rows (dq, then dk, then dv)
+    float* P = R + N * D * kL;
+    float* dS = P + N * N * kL;
+    float* delta = dS + N * N * kL;
+    float* lse2 = delta + N * kL;
+    std::vector<int64_t> offi(N), offdo(N), offo(N), offdq(N);
+    for (int64_t i = 0; i < N; ++i) {
+      offi[i] = attn_token_offset(s, vi, i);
+      offdo[i] = attn_token_offset(s, vdo, i);
+      offo[i] = attn_token_offset(s, vo, i);
+      offdq[i] = attn_token_offset(s, vdq, i);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      int64_t t = task;
+      const int64_t blk = t % nblk; t /= nblk;
+      const int64_t r = t % lg.rows; t /= lg.rows;
+      const int64_t h = t % s.heads, b = t / s.heads;
+      const int64_t x0 = blk * kL;
+      const int n = int(std::min<int64_t>(kL, lg.len - x0));
+      const T* q_ptr = qkv + b * vi.b + h * D * vi.c + lane_row_offset(s, vi, lg, r, x0);
+      const T* do_ptr = dout + b * vdo.b + h * D * vdo.c + lane_row_offset(s, vdo, lg, r, x0);
+      const T* o_ptr = out + b * vo.b + h * D * vo.c + lane_row_offset(s, vo, lg, r, x0);
+      T* dq_ptr = dqkv + b * vdq.b + h * D * vdq.c + lane_row_offset(s, vdq, lg, r, x0);
+      lanes_pack(Q, q_ptr, offi.data(), vi.c, lsi, n, N, D, qscale);
+      lanes_pack(K, q_ptr + C * vi.c, offi.data(), vi.c, lsi, n, N, D, 1.f);
+      lanes_pack(V, q_ptr + 2 * C * vi.c, offi.data(), vi.c, lsi, n, N, D, 1.f);
+      lanes_pack(dO, do_ptr, offdo.data(), vdo.c, lsdo, n, N, D, 1.f);
+      for (int64_t i = 0; i < N; ++i) {  // delta_i = dO_i . O_i
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t d = 0; d < D; ++d)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(dO + (i * D + d) * kL), lanes_load(o_ptr + d * vo.c + offo[i], lso, n),
+                                acc);
+        _mm512_storeu_ps(delta + i * kL, acc);
+      }
+      const float* lse_b = lse + ((b * s.heads + h) * G + r * lg.len + x0) * N;
+      for (int64_t i = 0; i < N; ++i)
+        for (int l = 0; l < kL; ++l) lse2[i * kL + l] = l < n ? lse_b[l * N + i] * kLog2e : 0.f;
+      lane_gemm(N, N, D, Q, D, 1, K, 1, D, P, N, 1);    // S (log2 units)
+      lane_gemm(N, N, D, dO, D, 1, V, 1, D, dS, N, 1);  // dP = dO V^T
+      for (int64_t i = 0; i < N; ++i) {
+        const __m512 l2 = _mm512_loadu_ps(lse2 + i * kL), dl = _mm512_loadu_ps(delta + i * kL);
+        for (int64_t j = 0; j < N; ++j) {
+          float* pij = P + (i * N + j) * kL;
+          float* dsij = dS + (i * N + j) * kL;
+          const __m512 p = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(pij), l2));
+          _mm512_storeu_ps(pij, p);
+          _mm512_storeu_ps(dsij, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(dsij), dl)));
+        }
+      }
+      lane_gemm(N, D, N, dS, N, 1, K, D, 1, R, D, 1);  // dQ = dS K
+      lanes_unpack(dq_ptr, R, offdq.data(), vdq.c, lsdq, n, N, D, s.scale, nullptr);
+      lane_gemm(N, D, N, dS, 1, N, Q, D, 1, R, D, 1);  // dK = dS^T Q (Q holds q * scale * log2 e)
+      lanes_unpack(dq_ptr + C * vdq.c, R, offdq.data(), vdq.c, lsdq, n, N, D, 1.f / kLog2e, nullptr);
+      lane_gemm(N, D, N, P, 1, N, dO, D, 1, R, D, 1);  // dV = P^T dO
+      lanes_unpack(dq_ptr + 2 * C * vdq.c, R, offdq.data(), vdq.c, lsdq, n, N, D, 1.f, nullptr);
+    }
+  }
+}
+
+// Which CPU kernel: the lane kernels when the problems are small (N <= 64) and there are enough of
+// them to fill the lanes; AVFAST_ATTN_CPU_KERNEL=lanes|tiles forces one (tests cover both).
+bool use_lanes(const AttnShape& s) {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (!ok || attn_tokens(s) > kLaneMaxN) return false;
+  const char* force = std::getenv("AVFAST_ATTN_CPU_KERNEL");
+  if (force && std::string(force) == "lanes") return true;
+  if (force && std::string(force) == "tiles") return false;
+  return attn_groups(s) >= kL;
+}
+
 // ---- drivers ----------------------------------------------------------------------------------
 template <typename T>
 void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo) {
+  if (use_lanes(s)) return forward_lanes(qkv, out, lse, s, vi, vo);
   const Kernels& kern = kernels();
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t nqb = (N + kBM - 1) / kBM, tasks = s.B * s.heads * G * nqb;
@@ -268,6 +601,7 @@ void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const At
 template <typename T>
 void backward_impl(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const AttnShape& s,
                    const AttnView& vdo, const AttnView& vi, const AttnView& vo, const AttnView& vdq) {
+  if (use_lanes(s)) return backward_lanes(dout, qkv, out, lse, dqkv, s, vdo, vi, vo, vdq);
   const Kernels& kern = kernels();
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t tasks = s.B * s.heads * G;
