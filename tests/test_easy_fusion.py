@@ -151,13 +151,14 @@ def test_opcheck(backend, contiguous):
         torch.library.opcheck(torch.ops.avfast.easy_fusion_backward.default, (gvf, gaf, 3, 5))
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(compile_backend):
     def block(v, a):
         vf, af = easy_fusion(v * 2, a + 1)
         return vf.sum(dim=1), af.relu()
 
     v, a = _inputs(SHAPES[1], torch.float32, "cpu", requires_grad=True)
-    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(block, fullgraph=True, backend=compile_backend)
     got = compiled(v, a)
     expected = block(v, a)
     for g, e in zip(got, expected):
