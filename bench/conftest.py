@@ -3,10 +3,13 @@
 Each benchmark sets `benchmark.group` (one op, pass and shape) and `benchmark.extra_info`:
 `impl` (e.g. "fused", "reference", "sdpa") and optionally `bytes` (effective memory traffic).
 At the end a table per group prints median time, effective GB/s and the speedup over the
-group's "reference" impl — ratios measured in this one run, on this machine.
+group's "reference" impl — ratios measured in this one run, on this machine. With
+AVFAST_BENCH_SUMMARY=<prefix> the table, the rows as JSON and a bar chart are also written to
+<prefix>.txt, <prefix>.json and <prefix>.png.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -19,10 +22,20 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # never benchmarked, but imports must not break
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name() -> str:
     if HAS_CUDA:
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{_cpu_model()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def warm_up(fn, calls: int = 5) -> None:
@@ -51,23 +64,72 @@ def _rows(config):
     return groups
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    groups = _rows(config)
-    if not groups:
-        return
-    lines = [f"avfast speedups, one run on: {device_name()}", "",
-             f"{'group':<62} {'impl':<12} {'median ms':>10} {'GB/s':>8} {'vs reference':>12}"]
-    for group, benches in groups.items():
+def summary_rows(config) -> list[dict]:
+    """One row per benchmark: group, impl, median seconds, GB/s and speedup over the group's reference."""
+    rows = []
+    for group, benches in _rows(config).items():
         ref = next((b for b in benches if b.extra_info.get("impl") == "reference"), None)
         for b in sorted(benches, key=lambda b: b.stats.median):
             med = b.stats.median
             nbytes = b.extra_info.get("bytes")
-            gbs = f"{nbytes / med / 1e9:8.2f}" if nbytes else f"{'':>8}"
-            speed = f"{ref.stats.median / med:11.2f}x" if ref is not None else f"{'':>12}"
-            lines.append(f"{group[:62]:<62} {b.extra_info.get('impl', b.name)[:12]:<12} {med * 1e3:10.3f} {gbs} {speed}")
-    text = "\n".join(lines)
+            rows.append({"group": group, "impl": b.extra_info.get("impl", b.name), "median_s": med,
+                         "gb_per_s": nbytes / med / 1e9 if nbytes else None,
+                         "speedup": ref.stats.median / med if ref is not None else None,
+                         **{k: v for k, v in b.extra_info.items() if k not in ("impl", "bytes")}})
+    return rows
+
+
+def render_summary(rows: list[dict], device: str) -> str:
+    lines = [f"avfast speedups, one run on: {device}", "",
+             f"{'group':<62} {'impl':<12} {'median ms':>10} {'GB/s':>8} {'vs reference':>12}"]
+    for r in rows:
+        gbs = f"{r['gb_per_s']:8.2f}" if r["gb_per_s"] else f"{'':>8}"
+        speed = f"{r['speedup']:11.2f}x" if r["speedup"] else f"{'':>12}"
+        lines.append(f"{r['group'][:62]:<62} {str(r['impl'])[:12]:<12} {r['median_s'] * 1e3:10.3f} {gbs} {speed}")
+    return "\n".join(lines)
+
+
+def plot_summary(rows: list[dict], device: str, path: Path) -> bool:
+    """Bar chart of every non-reference impl's speedup over its reference (log scale)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    shown = [r for r in rows if r["speedup"] and r["impl"] != "reference"]
+    if not shown:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(shown) + 1.5))
+    labels = [f"{r['group']}  [{r['impl']}]" for r in shown]
+    colors = ["tab:green" if r["speedup"] >= 1 else "tab:red" for r in shown]
+    # Bars grow from 1x: right for faster than the reference, left for slower.
+    speed = [r["speedup"] for r in shown]
+    ax.barh(range(len(shown)), [abs(x - 1.0) for x in speed], left=[min(x, 1.0) for x in speed], color=colors)
+    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speedup over the PyTorch reference (median, same run)")
+    ax.set_title(f"avfast kernels on {device}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = summary_rows(config)
+    if not rows:
+        return
+    device = device_name()
+    text = render_summary(rows, device)
     terminalreporter.write_sep("=", "avfast benchmark summary")
     terminalreporter.write_line(text)
-    out = os.environ.get("AVFAST_BENCH_SUMMARY")
-    if out:
-        Path(out).write_text(text + "\n")
+    prefix = os.environ.get("AVFAST_BENCH_SUMMARY")
+    if prefix:  # <prefix>.txt, <prefix>.json and, with matplotlib, <prefix>.png
+        Path(prefix + ".txt").write_text(text + "\n")
+        Path(prefix + ".json").write_text(json.dumps({"device": device, "rows": rows}, indent=1, default=str))
+        if plot_summary(rows, device, Path(prefix + ".png")):
+            terminalreporter.write_line(f"plot: {prefix}.png")
