@@ -123,6 +123,30 @@ def test_cpu_temporal_kernels(shape, head_dim, dtype, atol, factor, kernel, monk
     _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype, atol, factor)
 
 
+# Contiguous tokens (spatial, joint, audio) take the column kernels (queries in the lanes, fp32
+# read in place); forced to the packed tiles, the same shapes check those. N = 1, 9, 21, 45, 105,
+# 130 (ragged last query and key tiles), 256.
+COLS_CASES = [((1, 3 * 64, 1, 1, 1), 64), ((2, 3 * 64, 5, 3, 7), 32), ((1, 3 * 128, 2, 13, 10), 64),
+              ((1, 3 * 64, 2, 16, 16), 64), ((2, 3 * 32, 5, 3, 3), 16)]
+
+
+@pytest.mark.parametrize("kernel", ["cols", "tiles"])
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("mode", ["spatial", "joint"])
+@pytest.mark.parametrize("shape,head_dim", COLS_CASES, ids=IDS(COLS_CASES))
+def test_cpu_contiguous_token_kernels(shape, head_dim, mode, dtype, atol, factor, kernel, monkeypatch):
+    monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
+    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype, atol, factor)
+
+
+@pytest.mark.parametrize("kernel", ["cols", "tiles"])
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+def test_cpu_audio_kernels(dtype, atol, factor, kernel, monkeypatch):
+    monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
+    _run_and_check("cpu", "cpu", (2, 3 * 64, 130), 64, "temporal", dtype, atol, factor)
+    _run_and_check("cpu", "cpu", (1, 3 * 64, 112), 64, "temporal", dtype, atol, factor, cropped=True)
+
+
 @pytest.mark.parametrize("layout", ["noncontig", "cropped"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype,atol,factor", DTYPES)
@@ -134,20 +158,24 @@ def test_cpu_lanes_strided(layout, mode, dtype, atol, factor, monkeypatch):
                    noncontig=layout == "noncontig", cropped=layout == "cropped")
 
 
-def test_cpu_lanes_audio_and_lse(monkeypatch):
+def test_cpu_kernels_differ_and_lse(monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
     _run_and_check("cpu", "cpu", (3, 3 * 64, 7), 32, "temporal", torch.float32, 2e-5, 2.0)
     x = torch.randn(2, 3 * 64, 3, 3, 5)  # N <= 64 in every mode
     for mode in MODES:
-        with avfast.backend("cpu"):
-            out, lse = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
-            monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "tiles")
-            tiles_out, _ = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
-            monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
-        assert not torch.equal(out, tiles_out)  # two kernels really ran (different summation orders)
         ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
-        torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
-        torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
+        got = {}
+        for kernel in ("lanes", "cols", "tiles"):
+            monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
+            with avfast.backend("cpu"):
+                out, lse = got[kernel] = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
+            torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
+            torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
+        # The kernels really ran (different summation orders); temporal tokens are strided (no cols).
+        assert not torch.equal(got["lanes"][0], got["tiles"][0])
+        if mode != "temporal":
+            assert not torch.equal(got["cols"][0], got["tiles"][0])
+            assert not torch.equal(got["cols"][0], got["lanes"][0])
 
 
 def test_lse_matches_reference():

@@ -21,6 +21,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "avfast/attention.h"
@@ -531,22 +532,156 @@ AVF_AVX512BW void backward_lanes(const T* dout, const T* qkv, const T* out, cons
   }
 }
 
+// ---- column kernels: queries in the vector lanes, for tokens contiguous in memory ----------------
+//
+// Spatial, joint and audio tokens are contiguous (the H*W, F*H*W or T axis has stride 1), and q, k,
+// v are stored [d][token]. Computing the transposed score tile S^T[key j][query i] makes every
+// operand fall out of that layout with no packing or transposing: S^T = K^T Q broadcasts k[d][j]
+// and loads 16 queries q[d][i..i+15] as a vector; the softmax runs down the key axis, one query per
+// lane (vertical max / exp / sum); O^T[d][i] += sum_j v[d][j] P^T[j][i] broadcasts v and writes O^T
+// in the output's own [d][token] layout. fp32 inputs are read in place; fp16 / bf16 tiles (and a
+// ragged last query tile) are converted into small fp32 scratch tiles in the same layout.
+constexpr int64_t kCM = 64;   // queries per task (4 vectors)
+constexpr int64_t kCN = 64;   // keys per score tile
+
+bool flat_tokens(const AttnShape& s, const AttnView& v) {
+  return (s.n[2] == 1 || v.n[2] == 1) && (s.n[1] == 1 || v.n[1] == s.n[2]) &&
+         (s.n[0] == 1 || v.n[0] == s.n[1] * s.n[2]);
+}
+
+// dst[d][0:round16(cols)] (row stride ld) = src[d * c + 0:cols] as fp32, zero-padded.
+template <typename T>
+AVF_AVX512BW void pack_rows(float* dst, int64_t ld, const T* src, int64_t c, int64_t cols, int64_t D) {
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t j = 0; j < cols; j += kL)
+      _mm512_storeu_ps(dst + d * ld + j, lanes_load(src + d * c + j, 1, int(std::min<int64_t>(kL, cols - j))));
+}
+
+template <typename T>
+AVF_AVX512BW void forward_cols(const T* qkv, T* out, float* lse, const AttnShape& s, const AttnView& vi,
+                               const AttnView& vo) {
+  constexpr bool kDirect = std::is_same<T, float>::value;  // fp32: k, v read in place
+  const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, C = s.heads * D;
+  const int64_t nqb = (N + kCM - 1) / kCM, tasks = s.B * s.heads * G * nqb;
+  const float qscale = s.scale * kLog2e;
+#pragma omp parallel
+  {
+    AlignedScratch scratch;
+    float* Qs = scratch.p(D * kCM + 2 * D * kCN + kCN * kCM + D * kCM + 3 * kCM);
+    float* Ks = Qs + D * kCM;
+    float* Vs = Ks + D * kCN;
+    float* St = Vs + D * kCN;  // S^T / P^T [key][query]
+    float* Ot = St + kCN * kCM;  // O^T [d][query]
+    float* mrow = Ot + D * kCM;  // running max (log2 units), sum, per query
+    float* lrow = mrow + kCM;
+    float* tmp = lrow + kCM;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      int64_t r = task;
+      const int64_t qb = r % nqb; r /= nqb;
+      const int64_t g = r % G; r /= G;
+      const int64_t h = r % s.heads, b = r / s.heads;
+      const T* q_ptr = qkv + b * vi.b + h * D * vi.c + attn_group_offset(s, vi, g);
+      const T* k_ptr = q_ptr + C * vi.c;
+      const T* v_ptr = q_ptr + 2 * C * vi.c;
+      const int64_t i0 = qb * kCM, m = std::min(kCM, N - i0), mp = round16(m), nv = mp / kL;
+      const float* Q;
+      int64_t ldq;
+      if (kDirect && m == kCM) {
+        Q = reinterpret_cast<const float*>(q_ptr + i0), ldq = vi.c;
+      } else {
+        pack_rows(Qs, kCM, q_ptr + i0, vi.c, m, D);
+        Q = Qs, ldq = kCM;
+      }
+      for (int64_t i = 0; i < mp; i += kL) {
+        _mm512_storeu_ps(mrow + i, _mm512_set1_ps(kNegInf));
+        _mm512_storeu_ps(lrow + i, _mm512_setzero_ps());
+      }
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t i = 0; i < mp; i += kL) _mm512_storeu_ps(Ot + d * kCM + i, _mm512_setzero_ps());
+      for (int64_t j0 = 0; j0 < N; j0 += kCN) {
+        const int64_t n = std::min(kCN, N - j0);
+        const float *Kp, *Vp;
+        int64_t ldk;
+        if (kDirect) {
+          Kp = reinterpret_cast<const float*>(k_ptr + j0), Vp = reinterpret_cast<const float*>(v_ptr + j0);
+          ldk = vi.c;
+        } else {
+          pack_rows(Ks, kCN, k_ptr + j0, vi.c, n, D);
+          pack_rows(Vs, kCN, v_ptr + j0, vi.c, n, D);
+          Kp = Ks, Vp = Vs, ldk = kCN;
+        }
+        // S^T[j][i] = sum_d k[d][j] q[d][i]
+        gemm_avx512(n, mp, D, Kp, 1, ldk, Q, ldq, St, kCM, false);
+        // Online softmax down the key axis, 16 queries per vector.
+        const __m512 vqs = _mm512_set1_ps(qscale);
+        for (int64_t v = 0; v < nv; ++v) {
+          float* col = St + v * kL;
+          __m512 mx = _mm512_loadu_ps(mrow + v * kL);
+          for (int64_t j = 0; j < n; ++j) {
+            const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(col + j * kCM), vqs);
+            _mm512_storeu_ps(col + j * kCM, t);
+            mx = _mm512_max_ps(mx, t);
+          }
+          const __m512 alpha = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(mrow + v * kL), mx));
+          __m512 sum = _mm512_setzero_ps();
+          for (int64_t j = 0; j < n; ++j) {
+            const __m512 p = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(col + j * kCM), mx));
+            _mm512_storeu_ps(col + j * kCM, p);
+            sum = _mm512_add_ps(sum, p);
+          }
+          _mm512_storeu_ps(lrow + v * kL, _mm512_fmadd_ps(_mm512_loadu_ps(lrow + v * kL), alpha, sum));
+          _mm512_storeu_ps(mrow + v * kL, mx);
+          if (j0 > 0)
+            for (int64_t d = 0; d < D; ++d)
+              _mm512_storeu_ps(Ot + d * kCM + v * kL, _mm512_mul_ps(_mm512_loadu_ps(Ot + d * kCM + v * kL), alpha));
+        }
+        // O^T[d][i] += sum_j v[d][j] P^T[j][i]
+        gemm_avx512(D, mp, n, Vp, ldk, 1, St, kCM, Ot, kCM, true);
+      }
+      T* o_ptr = out + b * vo.b + h * D * vo.c + attn_group_offset(s, vo, g) + i0;
+      float* lse_row = lse + ((b * s.heads + h) * G + g) * N + i0;
+      for (int64_t v = 0; v < nv; ++v) {
+        const int cnt = int(std::min<int64_t>(kL, m - v * kL));
+        const __m512 l = _mm512_loadu_ps(lrow + v * kL);
+        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), l);
+        for (int64_t d = 0; d < D; ++d)
+          lanes_store(o_ptr + d * vo.c + v * kL, 1, cnt, _mm512_mul_ps(_mm512_loadu_ps(Ot + d * kCM + v * kL), inv));
+        _mm512_storeu_ps(tmp, l);
+        for (int k = 0; k < cnt; ++k) tmp[k] = (mrow[v * kL + k] + std::log2(tmp[k])) * kLn2;
+        _mm512_mask_storeu_ps(lse_row + v * kL, lane_mask(cnt), _mm512_loadu_ps(tmp));
+      }
+    }
+  }
+}
+
 // Which CPU kernel: the lane kernels when the problems are small (N <= 64) and there are enough of
 // them to fill the lanes; AVFAST_ATTN_CPU_KERNEL=lanes|tiles forces one (tests cover both).
-bool use_lanes(const AttnShape& s) {
+// Which CPU kernel: lanes (N <= 64 tokens and >= 16 groups adjacent in memory: temporal mode),
+// else columns (tokens contiguous: spatial, joint, audio), else the packed tiles (any strides).
+// AVFAST_ATTN_CPU_KERNEL=lanes|cols|tiles forces one where it applies (the tests cover each).
+enum class Path { kLanes, kCols, kTiles };
+Path choose_path(const AttnShape& s, const AttnView& vi, const AttnView& vo) {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (!ok || attn_tokens(s) > kLaneMaxN) return false;
-  const char* force = std::getenv("AVFAST_ATTN_CPU_KERNEL");
-  if (force && std::string(force) == "lanes") return true;
-  if (force && std::string(force) == "tiles") return false;
-  return attn_groups(s) >= kL;
+  if (!ok) return Path::kTiles;
+  const char* env = std::getenv("AVFAST_ATTN_CPU_KERNEL");
+  const std::string force = env ? env : "";
+  const bool lanes_ok = attn_tokens(s) <= kLaneMaxN, cols_ok = flat_tokens(s, vi) && flat_tokens(s, vo);
+  if (force == "lanes" && lanes_ok) return Path::kLanes;
+  if (force == "cols" && cols_ok) return Path::kCols;
+  if (force == "tiles") return Path::kTiles;
+  // Spatial mode's groups are frames H*W apart: gathering them into lanes loses to the columns.
+  if (lanes_ok && attn_groups(s) >= kL && lane_stride(s, vi) == 1) return Path::kLanes;
+  return cols_ok ? Path::kCols : Path::kTiles;
 }
 
 // ---- drivers ----------------------------------------------------------------------------------
 template <typename T>
 void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo) {
-  if (use_lanes(s)) return forward_lanes(qkv, out, lse, s, vi, vo);
+  const Path path = choose_path(s, vi, vo);
+  if (path == Path::kLanes) return forward_lanes(qkv, out, lse, s, vi, vo);
+  if (path == Path::kCols) return forward_cols(qkv, out, lse, s, vi, vo);
   const Kernels& kern = kernels();
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t nqb = (N + kBM - 1) / kBM, tasks = s.B * s.heads * G * nqb;
@@ -601,7 +736,7 @@ void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const At
 template <typename T>
 void backward_impl(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const AttnShape& s,
                    const AttnView& vdo, const AttnView& vi, const AttnView& vo, const AttnView& vdq) {
-  if (use_lanes(s)) return backward_lanes(dout, qkv, out, lse, dqkv, s, vdo, vi, vo, vdq);
+  if (choose_path(s, vi, vdq) == Path::kLanes) return backward_lanes(dout, qkv, out, lse, dqkv, s, vdo, vi, vo, vdq);
   const Kernels& kern = kernels();
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t tasks = s.B * s.heads * G;
