@@ -178,6 +178,36 @@ def test_cpu_kernels_differ_and_lse(monkeypatch):
             assert not torch.equal(got["cols"][0], got["lanes"][0])
 
 
+def test_cpu_inference_fast_path_keeps_the_op_visible():
+    # No-grad eager calls on plain CPU tensors skip the custom-op dispatch; anything that must see
+    # the op (dispatch modes, torch.compile, functorch) still gets it, with the same numbers.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x = torch.randn(1, 3 * 64, 5, 3, 3)
+    with torch.no_grad():
+        fast = temporal_spatial_attention(x, "temporal")
+    op_out, _ = torch.ops.avfast.temporal_spatial_attention(x, "temporal", 64, 64 ** -0.5)
+    assert torch.equal(fast, op_out)
+
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Spy():
+        temporal_spatial_attention(x, "temporal")
+    assert any("avfast" in name for name in seen)
+    with torch.no_grad():
+        compiled = torch.compile(lambda t: temporal_spatial_attention(t, "temporal"), fullgraph=True,
+                                 backend="aot_eager")
+        torch.testing.assert_close(compiled(x), fast)
+        pair = x[None].expand(2, -1, -1, -1, -1, -1)
+        batched = torch.func.vmap(lambda t: temporal_spatial_attention(t, "temporal"))(pair)
+    torch.testing.assert_close(batched[1], fast)
+
+
 def test_lse_matches_reference():
     x = torch.randn(2, 3 * 64, 5, 3, 4)
     for mode in MODES:
