@@ -9,6 +9,7 @@ using namespace avfast;  // NOLINT
 namespace avfast {
 void bind_easy_fusion_cuda(py::module_& m);
 void bind_contrastive_loss_cuda(py::module_& m);
+void bind_attention_cuda(py::module_& m);
 }  // namespace avfast
 
 PYBIND11_MODULE(_C_cuda, m) {
@@ -16,5 +17,6 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.attr("cuda_archs") = AVFAST_CUDA_ARCHS;
   bind_easy_fusion_cuda(m);
   bind_contrastive_loss_cuda(m);
+  bind_attention_cuda(m);
   // New ops: add `void bind_<op>_cuda(py::module_&)` in csrc/cuda/<op>_bind.cpp and call it here.
 }

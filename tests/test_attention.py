@@ -283,14 +283,97 @@ def test_triton_flatten_tokens():
 # ---------------------------------------------------------------------------------------------
 # GPU-only backends
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")
+# The CUDA C++ kernels (csrc/cuda/attention.cu). Without a GPU they still run on the CPU under a
+# host emulation of CUDA threads: tests/test_attention_cuda_emulated.py.
+requires_cuda_ext = pytest.mark.skipif(not HAS_CUDA or avfast._ext.load("cuda") is None,
+                                       reason="needs a CUDA GPU and the avfast CUDA extension (none here)")
+
+
+@requires_cuda_ext
 @pytest.mark.parametrize("dtype,atol,factor", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
-def test_cuda(mode, dtype, atol, factor):
-    if "cuda" not in A.SUPPORTS:
-        pytest.skip("the CUDA C++ attention kernel is not implemented yet (Triton serves CUDA tensors)")
-    _run_and_check("cuda", "cuda", (2, 3 * 128, 5, 3, 7), 64, mode, dtype, atol, factor)
-    _run_and_check("cuda", "cuda", (1, 3 * 64, 112), 64, mode, dtype, atol, factor)
+@pytest.mark.parametrize("shape,head_dim", VIDEO + [((2, 3 * 128, 5, 3, 7), 64), ((1, 3 * 32, 3, 5, 4), 16),
+                                                    ((1, 3 * 256, 3, 4, 5), 128)],
+                         ids=IDS(VIDEO + [((2, 3 * 128, 5, 3, 7), 64), ((1, 3 * 32, 3, 5, 4), 16),
+                                          ((1, 3 * 256, 3, 4, 5), 128)]))
+def test_cuda_video(shape, head_dim, mode, dtype, atol, factor):
+    _run_and_check("cuda", "cuda", shape, head_dim, mode, dtype, atol, factor)
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("shape,head_dim", AUDIO, ids=IDS(AUDIO))
+def test_cuda_audio(shape, head_dim, dtype, atol, factor):
+    _run_and_check("cuda", "cuda", shape, head_dim, "temporal", dtype, atol, factor)
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+def test_cuda_noncontiguous(mode, dtype, atol, factor):
+    _run_and_check("cuda", "cuda", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, atol, factor, noncontig=True)
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize("shape", [(1, 3 * 64, 18, 16, 16), (1, 3 * 64, 36, 16, 16)], ids=["N4608", "N9216"])
+def test_cuda_long_joint(shape):
+    # The model's joint attention at 16 x 16 latents (18 and 36 frames); oracle in fp64 on the GPU.
+    x = torch.randn(shape, device="cuda")
+    with avfast.backend("cuda"):
+        out, lse = torch.ops.avfast.temporal_spatial_attention(x, "joint", 64, 0.125)
+        g = torch.randn_like(out)
+        grad = torch.ops.avfast.temporal_spatial_attention_backward(g, x, out, lse, "joint", 64, 0.125)
+    ref_out, ref_lse = A.attention_reference_with_lse(x.double(), "joint", 64, 0.125)
+    torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-4, rtol=1e-5)
+    want = A.attention_backward_reference(g.double(), x.double(), ref_out, ref_lse, "joint", 64, 0.125)
+    scale = want.abs().max().item()
+    torch.testing.assert_close(grad.double() / scale, want / scale, atol=2e-5, rtol=0)
+
+
+@requires_cuda_ext
+def test_cuda_fp16_large_logits_and_determinism():
+    x = (torch.randn(1, 3 * 64, 4, 4, 4) * 30).half().cuda()
+    want = attention_reference(x.double(), "joint", 64)
+    with avfast.backend("cuda"):
+        got = temporal_spatial_attention(x, "joint", 64)
+        out, lse = torch.ops.avfast.temporal_spatial_attention(x, "joint", 64, 0.125)
+        g = torch.randn_like(out)
+        g1 = torch.ops.avfast.temporal_spatial_attention_backward(g, x, out, lse, "joint", 64, 0.125)
+        g2 = torch.ops.avfast.temporal_spatial_attention_backward(g, x, out, lse, "joint", 64, 0.125)
+    assert torch.isfinite(got).all()
+    assert (got.double() - want).abs().max().item() <= 2e-3 * want.abs().max().item()
+    assert torch.equal(g1, g2), "the CUDA backward must be bitwise deterministic (no atomics)"
+
+
+@requires_cuda_ext
+def test_cuda_is_the_default_on_cuda_tensors():
+    x = torch.randn(1, 3 * 64, 5, device="cuda")
+    assert A._choose(A.OP, x, 64) == "cuda"
+    assert A._choose(A.OP, x, 48) == "reference"  # head dims the kernels are not compiled for
+    with avfast.backend("cuda"), pytest.raises(BackendUnavailableError, match="supports head_dim in"):
+        temporal_spatial_attention(torch.randn(1, 3 * 48, 5, device="cuda"), "temporal", 48)
+
+
+@requires_cuda_ext
+def test_cuda_opcheck():
+    x = torch.randn(1, 3 * 32, 3, 2, 3, device="cuda", requires_grad=True)
+    with avfast.backend("cuda"):
+        torch.library.opcheck(torch.ops.avfast.temporal_spatial_attention.default, (x, "spatial", 32, 0.2))
+        out, lse = torch.ops.avfast.temporal_spatial_attention(x.detach(), "spatial", 32, 0.2)
+        torch.library.opcheck(torch.ops.avfast.temporal_spatial_attention_backward.default,
+                              (torch.randn_like(out), x.detach(), out, lse, "spatial", 32, 0.2))
+
+
+def test_cuda_backend_is_declared():
+    # Runs without a GPU: the op lists the CUDA kernel, and its head dims match what was compiled.
+    assert "cuda" in A.SUPPORTS and set(A.SUPPORTS["cuda"]) == {torch.float32, torch.float16, torch.bfloat16}
+    ext = avfast._ext.load("cuda")
+    if ext is not None:
+        assert tuple(ext.attention_head_dims) == A.GPU_HEAD_DIMS["cuda"]
+    x = torch.randn(1, 3 * 64, 3)
+    with avfast.backend("cuda"), pytest.raises(BackendUnavailableError, match="runs on CUDA tensors"):
+        temporal_spatial_attention(x, "temporal")
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")

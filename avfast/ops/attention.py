@@ -16,8 +16,10 @@ Accumulation is fp32 (fp64 for the fp64 reference); the scale is applied before 
 running max is kept in fp32, so fp16 inputs with large logits do not overflow.
 
 Backends: reference (explicit permutes + softmax(QK^T)V in fp32, the oracle), cpu (OpenMP C++,
-AVX-512 micro-kernels), triton (the default on CUDA tensors), xformers (CUDA only; its forward and
-explicit backward ops on permuted copies). A CUDA C++ kernel is not written yet (see SUPPORTS).
+AVX-512 micro-kernels), cuda (CUDA C++ csrc/cuda/attention.cu: tiled flash-attention-2 style kernels,
+fp32 FMA in shared memory; the default on CUDA tensors), triton (the default on CUDA tensors when the
+CUDA extension is not built), xformers (CUDA only; its forward and explicit backward ops on permuted
+copies).
 """
 from __future__ import annotations
 
@@ -33,11 +35,11 @@ from ._validate import FLOATING, AvfastInputError, check_same_device, check_same
 OP = "temporal_spatial_attention"
 MODES = ("spatial", "temporal", "joint")
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# No "cuda" entry yet: the CUDA C++ kernel (csrc/cuda/attention.cu) is not written; on GPUs the
-# default is Triton, and forcing "cuda" says so. _forward_cuda/_backward_cuda define its interface.
-SUPPORTS = {"reference": FLOATING, "cpu": GPU_DTYPES, "triton": GPU_DTYPES, "xformers": GPU_DTYPES}
-# Head dims the register-tiled GPU kernels are compiled for (a thread keeps a D-vector in registers).
-GPU_HEAD_DIMS = {"cuda": (16, 32, 64), "triton": (16, 32, 64, 128), "xformers": tuple(range(8, 257, 8))}
+SUPPORTS = {"reference": FLOATING, "cpu": GPU_DTYPES, "cuda": GPU_DTYPES, "triton": GPU_DTYPES,
+            "xformers": GPU_DTYPES}
+# Head dims the tiled GPU kernels are compiled for (templates / constexpr tiles); "cuda" must match
+# csrc/cuda/attention_cuda.h::kAttnCudaHeadDims (the extension's `attention_head_dims`).
+GPU_HEAD_DIMS = {"cuda": (16, 32, 64, 128), "triton": (16, 32, 64, 128), "xformers": tuple(range(8, 257, 8))}
 
 # Which of the three trailing axes (A1, A2, A3) = (F, H, W) are independent groups and which are tokens.
 _GROUP_AXES = {"spatial": (0,), "temporal": (1, 2), "joint": ()}

@@ -40,4 +40,32 @@ AVF_HD int64_t attn_token_offset(const AttnShape& s, const AttnView& v, int64_t 
   return (n / s.n[1]) * v.n[0] + (n % s.n[1]) * v.n[1] + n2 * v.n[2];
 }
 
+// Problem p = (b, head, group) in row-major order [B, heads, G] -> offset of channel 0 of that
+// head (q block for qkv) plus the group; the lse / delta row of the problem starts at p * N.
+AVF_HD int64_t attn_problem_offset(const AttnShape& s, const AttnView& v, int64_t p) {
+  const int64_t G = attn_groups(s);
+  const int64_t bh = p / G;
+  return (bh / s.heads) * v.b + (bh % s.heads) * s.D * v.c + attn_group_offset(s, v, p % G);
+}
+
+// Online softmax in base 2: scores are kept as log2 units (q . k * scale * log2 e), so every
+// exponential is one exp2 and the running max never meets an unscaled logit.
+constexpr float kAttnLog2e = 1.4426950408889634f;
+constexpr float kAttnLn2 = 0.6931471805599453f;
+AVF_HD float attn_log2_scale(float scale) { return scale * kAttnLog2e; }
+// One key tile of the online softmax for a row: raises the running max m to include the tile's
+// max and returns alpha, the factor the running sum and accumulator are rescaled by (0 on the
+// first tile, where m = -inf; the tile max is finite because every tile has a valid key).
+AVF_HD float attn_online_rescale(float& m, float tile_max) {
+  const float m_new = m > tile_max ? m : tile_max;
+  const float alpha = exp2f(m - m_new);
+  m = m_new;
+  return alpha;
+}
+// Natural-log log-sum-exp of the scaled scores from the base-2 running max and sum.
+AVF_HD float attn_lse(float m2, float l) { return (m2 + log2f(l)) * kAttnLn2; }
+// Backward: P recomputed from the saved lse (s2 in log2 units), and dS = P * (dP - delta).
+AVF_HD float attn_prob(float s2, float lse) { return exp2f(s2 - lse * kAttnLog2e); }
+AVF_HD float attn_dscore(float p, float dp, float delta) { return p * (dp - delta); }
+
 }  // namespace avfast
