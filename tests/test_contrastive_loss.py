@@ -43,6 +43,8 @@ def _backends():
             not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")),
         pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.skipif(
             not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")),
+        # The CUDA kernels compiled as host C++ on CPU threads (tests/cuda_emu; conftest.emulated_cuda).
+        pytest.param("cuda-emulated", "cpu", id="cuda-emulated"),
     ]
 
 
@@ -67,7 +69,11 @@ def _close(got, want, atol, rtol, what):
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-def test_forward_backward_match_reference(backend, device, dtype, atol, rtol, shape, contiguous):
+def test_forward_backward_match_reference(use_backend, backend, device, dtype, atol, rtol, shape, contiguous):
+    if backend == "cuda-emulated" and shape == SHAPES[-1]:
+        pytest.skip("the CUDA emulation runs one CPU thread at a time (~8 s for this 18432-element shape); "
+                    "its chunk boundaries are covered by the 5003- and 4100-element shapes")
+    backend = use_backend(backend)
     if backend == "triton" and dtype not in TRITON_DTYPES:
         pytest.skip(f"the triton backend does not take {dtype} here (Triton's interpreter has no bf16/fp64)")
     Kv = shape[1]
@@ -89,7 +95,8 @@ def test_forward_backward_match_reference(backend, device, dtype, atol, rtol, sh
 
 
 @pytest.mark.parametrize("backend,device", _backends())
-def test_explicit_backward_matches_autograd(backend, device):
+def test_explicit_backward_matches_autograd(use_backend, backend, device):
+    backend = use_backend(backend)
     dtype = torch.float32
     x = _inputs(SHAPES[2], dtype, device)
     grad = torch.randn(4, SHAPES[2][2], device=device)

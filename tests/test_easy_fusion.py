@@ -38,6 +38,9 @@ def _backends():
         not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")))
     out.append(pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.skipif(
         not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")))
+    # The CUDA kernels compiled as host C++ and run on CPU threads (tests/cuda_emu): every
+    # machine checks their indexing, masking and reductions, GPU or not.
+    out.append(pytest.param("cuda-emulated", "cpu", id="cuda-emulated"))
     return out
 
 
@@ -65,7 +68,8 @@ def _inputs(shape, dtype, device, contiguous=True, requires_grad=False):
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-def test_forward_backward_match_reference(backend, device, dtype, atol, rtol, shape, contiguous):
+def test_forward_backward_match_reference(use_backend, backend, device, dtype, atol, rtol, shape, contiguous):
+    backend = use_backend(backend)
     if not _supported(backend, dtype):
         pytest.skip(f"the {backend} backend does not take {dtype} here (Triton's interpreter has no bf16/fp64)")
     v, a = _inputs(shape, dtype, device, contiguous, requires_grad=True)
@@ -91,8 +95,9 @@ def test_forward_backward_match_reference(backend, device, dtype, atol, rtol, sh
 
 @pytest.mark.parametrize("backend,device", _backends())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_low_precision_error_no_worse_than_pytorch(backend, device, dtype):
+def test_low_precision_error_no_worse_than_pytorch(use_backend, backend, device, dtype):
     """flash-attention's criterion: error vs an fp64 truth at most 2x PyTorch's own low-precision error."""
+    backend = use_backend(backend)
     if not _supported(backend, dtype):
         pytest.skip(f"the {backend} backend does not take {dtype} here (Triton's interpreter has no bf16)")
     shape = (2, 8, 4, 18, 16, 16, 112)

@@ -32,12 +32,6 @@
 #include "attention_cuda.h"
 #include "device_common.cuh"
 
-// Kernel launch as a macro so that tests/cuda_emu can compile this file as host C++ (a thread per
-// CUDA thread, see tests/test_attention_cuda_emulated.py) and run the very kernels below on a CPU.
-#ifndef AVF_LAUNCH
-#define AVF_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
-#endif
-
 namespace avfast {
 namespace {
 

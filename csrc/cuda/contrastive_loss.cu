@@ -141,15 +141,15 @@ void contrastive_loss_forward_cuda(int dtype, const void* pv, const void* pa, co
     A* part_a = part_v + s.G * s.B * chunks(s.Nv);
     A* sum_v = part_a + s.G * s.B * chunks(s.Na);
     A* sum_a = sum_v + s.G * s.B;
-    partial_sums<scalar_t><<<grid_for(s.B * chunks(s.Nv), 1), kThreads, 0, st>>>(
+    AVF_LAUNCH(partial_sums<scalar_t>, grid_for(s.B * chunks(s.Nv), 1), kThreads, st,
         static_cast<const scalar_t*>(pv), static_cast<const scalar_t*>(tv), part_v, s.G, s.B, s.Nv, s.pvs[0],
         s.pvs[1], s.pvs[2], s.tvs[0], s.tvs[1]);
     check(cudaGetLastError(), "forward video partials");
-    partial_sums<scalar_t><<<grid_for(s.B * chunks(s.Na), 1), kThreads, 0, st>>>(
+    AVF_LAUNCH(partial_sums<scalar_t>, grid_for(s.B * chunks(s.Na), 1), kThreads, st,
         static_cast<const scalar_t*>(pa), static_cast<const scalar_t*>(ta), part_a, s.G, s.B, s.Na, s.pas[0],
         s.pas[1], s.pas[2], s.tas[0], s.tas[1]);
     check(cudaGetLastError(), "forward audio partials");
-    finalize<A><<<grid_for(s.B, 128), 128, 0, st>>>(part_v, part_a, sum_v, sum_a, static_cast<A*>(out), s);
+    AVF_LAUNCH(finalize<A>, grid_for(s.B, 128), 128, st, part_v, part_a, sum_v, sum_a, static_cast<A*>(out), s);
     check(cudaGetLastError(), "forward finalize");
   });
 }
@@ -161,11 +161,11 @@ void contrastive_loss_backward_cuda(int dtype, const void* grad, const void* pv,
   AVF_DISPATCH_FLOATING(dtype, {
     using A = acc_t<scalar_t>;
     const A* g = static_cast<const A*>(grad);
-    backward_elems<scalar_t><<<grid_for(s.B * s.Nv, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(backward_elems<scalar_t>, grid_for(s.B * s.Nv, kThreads), kThreads, st,
         g, static_cast<const scalar_t*>(pv), static_cast<const scalar_t*>(tv), static_cast<scalar_t*>(gpv),
         static_cast<scalar_t*>(gtv), s.Nv, s.pvs[0], s.pvs[1], s.pvs[2], s.tvs[0], s.tvs[1], s.wv, s);
     check(cudaGetLastError(), "backward video");
-    backward_elems<scalar_t><<<grid_for(s.B * s.Na, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(backward_elems<scalar_t>, grid_for(s.B * s.Na, kThreads), kThreads, st,
         g, static_cast<const scalar_t*>(pa), static_cast<const scalar_t*>(ta), static_cast<scalar_t*>(gpa),
         static_cast<scalar_t*>(gta), s.Na, s.pas[0], s.pas[1], s.pas[2], s.tas[0], s.tas[1], s.wa, s);
     check(cudaGetLastError(), "backward audio");

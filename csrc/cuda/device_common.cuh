@@ -6,6 +6,12 @@
 
 #include "avfast/common.h"
 
+// Kernel launch as a macro so that tests/cuda_emu can compile the .cu files as host C++ (a thread
+// per CUDA thread, see tests/cuda_emu/include/emu.h) and run the very kernels on a CPU.
+#ifndef AVF_LAUNCH
+#define AVF_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
+
 namespace avfast {
 
 template <typename T> using acc_t = typename Acc<T>::type;

@@ -37,28 +37,34 @@ int grid_for(int64_t work, int64_t per_block) {
   return int(blocks < (int64_t(1) << 20) ? blocks : (int64_t(1) << 20));
 }
 
+// The row loops below advance a whole block at a time (bound `base < rows` is block-uniform) and
+// every lane reaches each warp_sum: the shuffles never sit in divergent control flow, which also
+// lets tests/cuda_emu run these kernels on a CPU with block-wide shuffle emulation.
 template <typename T>
 __global__ void fwd_rows(const T* __restrict__ v, const T* __restrict__ a, T* __restrict__ vf,
                          acc_t<T>* __restrict__ pooled, EasyFusionShape s) {
   const int64_t C = s.Cv + s.Ca, HW = s.H * s.W, rows = s.B * C * s.F;
   const int lane = threadIdx.x & 31;
-  for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; row < rows; row += int64_t(gridDim.x) * kWarps) {
+  for (int64_t base = int64_t(blockIdx.x) * kWarps; base < rows; base += int64_t(gridDim.x) * kWarps) {
+    const int64_t row = base + threadIdx.x / 32;
     const int64_t f = row % s.F, bc = row / s.F, c = bc % C, b = bc / C;
-    T* out = vf + row * HW;
-    if (c < s.Cv) {
+    const bool video = row < rows && c < s.Cv;
+    acc_t<T> sum = 0;
+    if (video) {
       const T* src = v + b * s.vs[0] + c * s.vs[1] + f * s.vs[2];
-      acc_t<T> sum = 0;
+      T* out = vf + row * HW;
       for (int64_t i = lane; i < HW; i += 32) {
         const T x = src[(i / s.W) * s.vs[3] + (i % s.W) * s.vs[4]];
         out[i] = x;
         sum += load_acc(&x);
       }
-      sum = warp_sum(sum);
-      if (lane == 0) pooled[(b * s.Cv + c) * s.F + f] = sum / acc_t<T>(HW);
-    } else {
+    } else if (row < rows) {
       const T x = a[b * s.as[0] + (c - s.Cv) * s.as[1] + nearest_src_index(f, s.T, s.F) * s.as[2]];
+      T* out = vf + row * HW;
       for (int64_t i = lane; i < HW; i += 32) out[i] = x;
     }
+    sum = warp_sum(sum);
+    if (video && lane == 0) pooled[(b * s.Cv + c) * s.F + f] = sum / acc_t<T>(HW);
   }
 }
 
@@ -79,13 +85,16 @@ template <typename T>
 __global__ void bwd_audio_rows(const T* __restrict__ gvf, acc_t<T>* __restrict__ rowsum, EasyFusionShape s) {
   const int64_t HW = s.H * s.W, rows = s.B * s.Ca * s.F;
   const int lane = threadIdx.x & 31;
-  for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; row < rows; row += int64_t(gridDim.x) * kWarps) {
-    const int64_t f = row % s.F, bc = row / s.F, c = bc % s.Ca, b = bc / s.Ca;
-    const T* src = gvf + b * s.vs[0] + (s.Cv + c) * s.vs[1] + f * s.vs[2];
+  for (int64_t base = int64_t(blockIdx.x) * kWarps; base < rows; base += int64_t(gridDim.x) * kWarps) {
+    const int64_t row = base + threadIdx.x / 32;
     acc_t<T> sum = 0;
-    for (int64_t i = lane; i < HW; i += 32) sum += load_acc(&src[(i / s.W) * s.vs[3] + (i % s.W) * s.vs[4]]);
+    if (row < rows) {
+      const int64_t f = row % s.F, bc = row / s.F, c = bc % s.Ca, b = bc / s.Ca;
+      const T* src = gvf + b * s.vs[0] + (s.Cv + c) * s.vs[1] + f * s.vs[2];
+      for (int64_t i = lane; i < HW; i += 32) sum += load_acc(&src[(i / s.W) * s.vs[3] + (i % s.W) * s.vs[4]]);
+    }
     sum = warp_sum(sum);
-    if (lane == 0) rowsum[row] = sum;
+    if (row < rows && lane == 0) rowsum[row] = sum;
   }
 }
 
@@ -140,11 +149,11 @@ void easy_fusion_forward_cuda(int dtype, const void* v, const void* a, void* vf,
   auto st = static_cast<cudaStream_t>(stream);
   AVF_DISPATCH_FLOATING(dtype, {
     using A = acc_t<scalar_t>;
-    fwd_rows<scalar_t><<<grid_for(s.B * (s.Cv + s.Ca) * s.F, kWarps), kThreads, 0, st>>>(
+    AVF_LAUNCH(fwd_rows<scalar_t>, grid_for(s.B * (s.Cv + s.Ca) * s.F, kWarps), kThreads, st,
         static_cast<const scalar_t*>(v), static_cast<const scalar_t*>(a), static_cast<scalar_t*>(vf),
         static_cast<A*>(workspace), s);
     check(cudaGetLastError(), "forward rows");
-    fwd_audio<scalar_t><<<grid_for(s.B * (s.Ca + s.Cv) * s.T, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(fwd_audio<scalar_t>, grid_for(s.B * (s.Ca + s.Cv) * s.T, kThreads), kThreads, st,
         static_cast<const scalar_t*>(a), static_cast<const A*>(workspace), static_cast<scalar_t*>(af), s);
     check(cudaGetLastError(), "forward audio");
   });
@@ -157,16 +166,16 @@ void easy_fusion_backward_cuda(int dtype, const void* gvf, const void* gaf, void
     using A = acc_t<scalar_t>;
     A* gpool = static_cast<A*>(workspace);
     A* rowsum = gpool + s.B * s.Cv * s.F;
-    bwd_audio_rows<scalar_t><<<grid_for(s.B * s.Ca * s.F, kWarps), kThreads, 0, st>>>(
+    AVF_LAUNCH(bwd_audio_rows<scalar_t>, grid_for(s.B * s.Ca * s.F, kWarps), kThreads, st,
         static_cast<const scalar_t*>(gvf), rowsum, s);
     check(cudaGetLastError(), "backward audio rows");
-    bwd_gather_pool<scalar_t><<<grid_for(s.B * s.Cv * s.F, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(bwd_gather_pool<scalar_t>, grid_for(s.B * s.Cv * s.F, kThreads), kThreads, st,
         static_cast<const scalar_t*>(gaf), gpool, s);
     check(cudaGetLastError(), "backward gather");
-    bwd_video<scalar_t><<<grid_for(s.B * s.Cv * s.F * s.H * s.W, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(bwd_video<scalar_t>, grid_for(s.B * s.Cv * s.F * s.H * s.W, kThreads), kThreads, st,
         static_cast<const scalar_t*>(gvf), gpool, static_cast<scalar_t*>(gv), s);
     check(cudaGetLastError(), "backward video");
-    bwd_audio<scalar_t><<<grid_for(s.B * s.Ca * s.T, kThreads), kThreads, 0, st>>>(
+    AVF_LAUNCH(bwd_audio<scalar_t>, grid_for(s.B * s.Ca * s.T, kThreads), kThreads, st,
         static_cast<const scalar_t*>(gaf), rowsum, static_cast<scalar_t*>(ga), s);
     check(cudaGetLastError(), "backward audio");
   });

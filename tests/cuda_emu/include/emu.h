@@ -7,6 +7,7 @@
 // in the kernels emulated). Half/bfloat16 conversions go through avfast/common.h.
 #pragma once
 #include <cmath>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -83,7 +84,11 @@ class Barrier {
 inline Barrier& barrier() { static Barrier b; return b; }
 inline double* shuffle_slots() { static double slots[1024]; return slots; }
 // Blocks a launch really runs: the kernels' grid-stride loops cover the rest (tests set it low).
-inline unsigned& max_grid() { static unsigned g = 1u << 30; return g; }
+// AVFAST_EMU_MAX_GRID sets the default for whole-module builds (tests/test_cuda_emulated.py).
+inline unsigned& max_grid() {
+  static unsigned g = std::getenv("AVFAST_EMU_MAX_GRID") ? unsigned(std::atoi(std::getenv("AVFAST_EMU_MAX_GRID"))) : 1u << 30;
+  return g;
+}
 
 inline void launch(unsigned grid, unsigned block, const std::function<void()>& body) {
   if (grid > max_grid()) grid = max_grid();
