@@ -542,7 +542,7 @@ AVF_AVX512BW void backward_lanes(const T* dout, const T* qkv, const T* out, cons
 // in the output's own [d][token] layout. fp32 inputs are read in place; fp16 / bf16 tiles (and a
 // ragged last query tile) are converted into small fp32 scratch tiles in the same layout.
 constexpr int64_t kCM = 64;   // queries per task (4 vectors)
-constexpr int64_t kCN = 64;   // keys per score tile
+constexpr int64_t kCN = 128;  // keys per score tile
 
 bool flat_tokens(const AttnShape& s, const AttnView& v) {
   return (s.n[2] == 1 || v.n[2] == 1) && (s.n[1] == 1 || v.n[1] == s.n[2]) &&
