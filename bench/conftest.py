@@ -9,6 +9,7 @@ AVFAST_BENCH_SUMMARY=<prefix> the table, the rows as JSON and a bar chart are al
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -20,6 +21,25 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # never benchmarked, but imports must not break
+
+
+def _keep_large_allocations_on_the_heap() -> bool:
+    """glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh mmaps, and every
+    call then page-faults its whole output in: at batch 8 both the fused op and the reference would
+    measure the kernel zeroing pages (~10 ms) rather than themselves, and which one pays depends on
+    the allocator's history. Keeping every allocation on the heap (M_MMAP_MAX = 0, no trimming)
+    measures the ops. Set AVFAST_BENCH_SYSTEM_MALLOC=1 to benchmark with glibc's defaults."""
+    if HAS_CUDA or os.environ.get("AVFAST_BENCH_SYSTEM_MALLOC") == "1" or platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+HEAP_ONLY_MALLOC = _keep_large_allocations_on_the_heap()
 
 
 def _cpu_model() -> str:
@@ -35,7 +55,9 @@ def _cpu_model() -> str:
 def device_name() -> str:
     if HAS_CUDA:
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{_cpu_model()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    malloc = ", heap-only malloc" if HEAP_ONLY_MALLOC else ""
+    return (f"{_cpu_model()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads{malloc})")
 
 
 def warm_up(fn, calls: int = 5) -> None:
