@@ -11,4 +11,17 @@ from .backends import BACKENDS, BackendUnavailableError, backend, decomposed
 from .backends import available as available_backends
 from . import ops  # registers the torch.library custom ops (torch.ops.avfast.*)
 
-__all__ = ["__version__", "BACKENDS", "BackendUnavailableError", "available_backends", "backend", "decomposed", "ops"]
+__all__ = ["__version__", "BACKENDS", "BackendUnavailableError", "available_backends", "backend", "decomposed", "ops",
+           "nn", "train", "data", "metrics"]
+
+# Imported on first use (`avfast.nn.EasyFusion`, `avfast.train.make_negatives`, ...), so that
+# `import avfast` stays light and optional media packages are never imported eagerly.
+_LAZY_SUBMODULES = ("nn", "train", "data", "metrics")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'avfast' has no attribute {name!r}")
