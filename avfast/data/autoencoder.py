@@ -8,6 +8,7 @@ tests and CPU smoke runs.  Both encode/decode frames in chunks of at most `max_f
 """
 from __future__ import annotations
 
+import abc
 import os
 from typing import Optional
 
@@ -19,8 +20,8 @@ from ._deps import require
 SD_VAE_SCALING = 0.18215
 
 
-class FrameAutoencoder(nn.Module):
-    """Base class: subclasses implement _encode_frames / _decode_frames on [N, C, H, W]."""
+class FrameAutoencoder(nn.Module, abc.ABC):
+    """Abstract base: subclasses implement _encode_frames / _decode_frames on [N, C, H, W]."""
 
     latent_channels = 4
     downsample = 8
@@ -33,11 +34,13 @@ class FrameAutoencoder(nn.Module):
         self.max_frames_per_chunk = max_frames_per_chunk
         self.progress = progress
 
+    @abc.abstractmethod
     def _encode_frames(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """[N, 3, H, W] in [-1, 1] -> unscaled latents [N, 4, H/8, W/8]."""
 
+    @abc.abstractmethod
     def _decode_frames(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Unscaled latents [N, 4, h, w] -> frames [N, 3, 8h, 8w]."""
 
     def _chunked(self, fn, x: torch.Tensor, desc: str) -> torch.Tensor:
         chunks = list(torch.split(x, self.max_frames_per_chunk))
