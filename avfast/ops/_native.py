@@ -18,3 +18,15 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def stream_of(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def plain_eager(*tensors: torch.Tensor) -> bool:
+    """True when the native kernels may be called directly instead of through torch.ops: plain
+    tensors in eager mode. The custom-op dispatch costs ~10-20 us a call, a large share of small
+    kernels. Whatever must see the registered op (torch.compile / export, jit tracing, dispatch and
+    function modes, functorch transforms, tensor subclasses such as FakeTensor) still goes
+    through torch.ops."""
+    return (all(type(t) is torch.Tensor for t in tensors)
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
+            and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))

@@ -29,7 +29,7 @@ import torch
 
 from .. import _ext
 from ..backends import BackendUnavailableError, is_decomposing, requested, select
-from ._native import accumulator_dtype, dtype_code, stream_of
+from ._native import accumulator_dtype, dtype_code, plain_eager, stream_of
 from ._validate import FLOATING, AvfastInputError, check_same_device, check_same_dtype, check_tensor
 
 OP = "temporal_spatial_attention"
@@ -436,12 +436,7 @@ def temporal_spatial_attention(qkv: torch.Tensor, mode: str = "spatial", head_di
 
 
 def _plain_cpu_inference(qkv: torch.Tensor) -> bool:
-    """Eager inference on a plain CPU tensor: the CPU kernel is called directly, since the custom-op
-    dispatch costs ~12 us, a third of an audio-sized call. Whatever must see the op (autograd,
-    torch.compile / export, jit tracing, dispatch and function modes, functorch transforms, tensor
-    subclasses such as FakeTensor) still goes through torch.ops."""
-    return (type(qkv) is torch.Tensor and qkv.device.type == "cpu"
-            and not (qkv.requires_grad and torch.is_grad_enabled())
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
-            and not torch._C._functorch.is_functorch_wrapped_tensor(qkv))
+    """Eager inference on a plain CPU tensor: the CPU kernel is called directly (the custom-op
+    dispatch costs ~12 us, a third of an audio-sized call); autograd still goes through torch.ops."""
+    return (qkv.device.type == "cpu" and not (qkv.requires_grad and torch.is_grad_enabled())
+            and plain_eager(qkv))

@@ -19,6 +19,10 @@ for fp64 inputs): per-sample values; `contrastive_loss` reduces them. Forward re
 once; backward is one fused pass that writes grad_pred of all groups and grad_target. Accumulation
 is fp32 for fp16/bf16. Backends: reference, cpu (OpenMP), cuda, triton; all deterministic (no
 atomics). Double backward is not implemented.
+
+`contrastive_loss` calls the cpu/cuda kernels in plain eager mode without the custom-op dispatch
+(`_EagerContrastiveLoss`), and in fp32/fp64 computes forward and backward in one pass over the
+data; torch.compile, export, functorch and tensor subclasses go through the registered ops.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import torch
 
 from .. import _ext
 from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, stream_of
+from ._native import accumulator_dtype, dtype_code, plain_eager, stream_of
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
@@ -81,8 +85,9 @@ def contrastive_loss_reference(pred_v: torch.Tensor, pred_a: torch.Tensor, targe
 
 def contrastive_loss_backward_reference(grad: torch.Tensor, pred_v: torch.Tensor, pred_a: torch.Tensor,
                                         target_v: torch.Tensor, target_a: torch.Tensor, num_video_negatives: int,
-                                        eta: float, weight_v: float, weight_a: float):
-    """The gradient written out (an independent check of autograd): (g_pred_v, g_pred_a, g_target_v, g_target_a)."""
+                                        eta: float, weight_v: float, weight_a: float, targets: bool = True):
+    """The gradient written out (an independent check of autograd): (g_pred_v, g_pred_a, g_target_v,
+    g_target_a); the target gradients are None unless `targets`."""
     acc = accumulator_dtype(pred_v.dtype)
     G = pred_v.shape[0]
     coef = group_coefficients(grad.to(acc), G, num_video_negatives, eta)
@@ -91,7 +96,7 @@ def contrastive_loss_backward_reference(grad: torch.Tensor, pred_v: torch.Tensor
         n = target[0].numel()
         c = (coef * (w * 2.0 / n)).view(*coef.shape, *([1] * (pred.dim() - 2)))
         gp = c * (pred.to(acc) - target.to(acc).unsqueeze(0))
-        return gp.to(pred.dtype), (-gp.sum(0)).to(target.dtype)
+        return gp.to(pred.dtype), (-gp.sum(0)).to(target.dtype) if targets else None
 
     gpv, gtv = one(pred_v, target_v, weight_v)
     gpa, gta = one(pred_a, target_a, weight_a)
@@ -135,52 +140,72 @@ def _native_args(pv, pa, tv, ta, Kv: int, eta: float, wv: float, wa: float):
 # ---------------------------------------------------------------------------------------------
 # Backends
 # ---------------------------------------------------------------------------------------------
-def _forward_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _grads_like(pred_v, pred_a, target_v, target_a, targets: bool = True):
+    """Contiguous gradient buffers; the target ones only when `targets` (None otherwise)."""
+    def like(t):
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+    return like(pred_v), like(pred_a), like(target_v) if targets else None, like(target_a) if targets else None
+
+
+def _run_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad=None, targets=False):
+    """(out [4, B], gradients): with `grad` (the upstream gradient [4, B] to expect) the same pass
+    also writes the gradients (the targets' only when `targets`); without it they are None."""
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
     out = torch.empty(4, pv.shape[1], dtype=accumulator_dtype(pv.dtype))
+    grads = _grads_like(pred_v, pred_a, target_v, target_a, targets) if grad is not None else (None,) * 4
     _ext.load("cpu").contrastive_loss_forward(dtype_code(pv), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(),
-                                              ta.data_ptr(), out.data_ptr(), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa))
-    return out
+                                              ta.data_ptr(), out.data_ptr(), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa),
+                                              _ptr(grad), *map(_ptr, grads))
+    return out, grads
 
 
-def _grads_like(pred_v, pred_a, target_v, target_a):
-    return (torch.empty(pred_v.shape, dtype=pred_v.dtype, device=pred_v.device),
-            torch.empty(pred_a.shape, dtype=pred_a.dtype, device=pred_a.device),
-            torch.empty(target_v.shape, dtype=target_v.dtype, device=target_v.device),
-            torch.empty(target_a.shape, dtype=target_a.dtype, device=target_a.device))
+def _forward_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+    return _run_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa)[0]
 
 
-def _backward_cpu(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+def _backward_cpu(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
-    outs = _grads_like(pred_v, pred_a, target_v, target_a)
+    outs = _grads_like(pred_v, pred_a, target_v, target_a, targets)
     g = grad.to(accumulator_dtype(pv.dtype)).contiguous()
     _ext.load("cpu").contrastive_loss_backward(dtype_code(pv), g.data_ptr(), pv.data_ptr(), pa.data_ptr(),
-                                               tv.data_ptr(), ta.data_ptr(), *(o.data_ptr() for o in outs),
+                                               tv.data_ptr(), ta.data_ptr(), *map(_ptr, outs),
                                                *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa))
     return outs
 
 
-def _forward_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+def _run_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad=None, targets=False):
+    """As _run_cpu, on CUDA."""
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
     acc = accumulator_dtype(pv.dtype)
     args = _native_args(pv, pa, tv, ta, Kv, eta, wv, wa)
     ext = _ext.load("cuda")
     out = torch.empty(4, pv.shape[1], dtype=acc, device=pv.device)
     workspace = torch.empty(ext.contrastive_loss_workspace_elems(*args), dtype=acc, device=pv.device)
+    grads = _grads_like(pred_v, pred_a, target_v, target_a, targets) if grad is not None else (None,) * 4
     with torch.cuda.device(pv.device):
         ext.contrastive_loss_forward(dtype_code(pv), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(),
-                                     out.data_ptr(), workspace.data_ptr(), *args, stream_of(pv))
-    return out
+                                     out.data_ptr(), workspace.data_ptr(), *args, stream_of(pv), _ptr(grad),
+                                     *map(_ptr, grads))
+    return out, grads
 
 
-def _backward_cuda(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+def _forward_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+    return _run_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa)[0]
+
+
+def _backward_cuda(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
-    outs = _grads_like(pred_v, pred_a, target_v, target_a)
+    outs = _grads_like(pred_v, pred_a, target_v, target_a, targets)
     g = grad.to(accumulator_dtype(pv.dtype)).contiguous()
     with torch.cuda.device(pv.device):
         _ext.load("cuda").contrastive_loss_backward(
             dtype_code(pv), g.data_ptr(), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(),
-            *(o.data_ptr() for o in outs), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa), stream_of(pv))
+            *map(_ptr, outs), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa), stream_of(pv))
     return outs
 
 
@@ -191,11 +216,11 @@ def _forward_triton(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
     return combine(kernels.sq_sums(pv, tv), kernels.sq_sums(pa, ta), pv.shape[2], pa.shape[2], Kv, eta, wv, wa)
 
 
-def _backward_triton(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+def _backward_triton(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
     from ..triton import contrastive_loss as kernels
 
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
-    gpv, gpa, gtv, gta = _grads_like(pred_v, pred_a, target_v, target_a)
+    gpv, gpa, gtv, gta = _grads_like(pred_v, pred_a, target_v, target_a, targets)
     coef = group_coefficients(grad.float(), pv.shape[0], Kv, eta)
     kernels.backward(coef * (2.0 * wv / pv.shape[2]), pv, tv, gpv, gtv)
     kernels.backward(coef * (2.0 * wa / pa.shape[2]), pa, ta, gpa, gta)
@@ -228,21 +253,29 @@ def _(pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, we
 @torch.library.custom_op("avfast::contrastive_loss_backward", mutates_args=())
 def _contrastive_loss_backward_op(grad: torch.Tensor, pred_v: torch.Tensor, pred_a: torch.Tensor,
                                   target_v: torch.Tensor, target_a: torch.Tensor, num_video_negatives: int,
-                                  eta: float, weight_v: float, weight_a: float
+                                  eta: float, weight_v: float, weight_a: float, grad_targets: bool = True
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_pred_v, grad_pred_a, grad_target_v, grad_target_a); the target gradients are empty
+    [0]-tensors unless `grad_targets` (autograd asks only for what needs a gradient)."""
     op = OP + "_backward"
     _check_inputs(op, pred_v, pred_a, target_v, target_a, num_video_negatives)
     check_tensor(op, "grad", grad, ndim=2, layout="[4, B]")
     if grad.shape != (4, pred_v.shape[1]):
         raise AvfastInputError(f"{op}: `grad` must have shape [4, {pred_v.shape[1]}], got {list(grad.shape)}")
     backend = select(op, pred_v.device, pred_v.dtype, SUPPORTS)
-    outs = _BACKWARD[backend](grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a)
-    return tuple(o.contiguous() for o in outs)
+    outs = _BACKWARD[backend](grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a,
+                              targets=grad_targets)
+    return tuple(o.contiguous() if o is not None else _no_grad_like(ref) for o, ref in zip(outs, (pred_v, pred_a, target_v, target_a)))
+
+
+def _no_grad_like(t: torch.Tensor) -> torch.Tensor:
+    return t.new_empty(0)
 
 
 @_contrastive_loss_backward_op.register_fake
-def _(grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a):
-    return _grads_like(pred_v, pred_a, target_v, target_a)
+def _(grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a, grad_targets=True):
+    gpv, gpa, gtv, gta = _grads_like(pred_v, pred_a, target_v, target_a, grad_targets)
+    return gpv, gpa, gtv if grad_targets else _no_grad_like(target_v), gta if grad_targets else _no_grad_like(target_a)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -252,14 +285,94 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad: torch.Tensor):
     pred_v, pred_a, target_v, target_a = ctx.saved_tensors
-    gpv, gpa, gtv, gta = torch.ops.avfast.contrastive_loss_backward(
-        grad, pred_v, pred_a, target_v, target_a, ctx.kv, ctx.eta, ctx.wv, ctx.wa)
     need = ctx.needs_input_grad
+    gpv, gpa, gtv, gta = torch.ops.avfast.contrastive_loss_backward(
+        grad, pred_v, pred_a, target_v, target_a, ctx.kv, ctx.eta, ctx.wv, ctx.wa, need[2] or need[3])
     return (gpv if need[0] else None, gpa if need[1] else None, gtv if need[2] else None,
             gta if need[3] else None, None, None, None, None)
 
 
 _contrastive_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager fast path: the cpu/cuda kernels under a plain autograd.Function, forward + backward fused
+# ---------------------------------------------------------------------------------------------
+_FUSED = {"cpu": _run_cpu, "cuda": _run_cuda}
+# Where the forward also writes the gradient. The gradient it writes assumes an upstream gradient
+# of 1 on `loss`; the backward scales it by the real one (GradScaler's factor, say). That product is
+# as exact as computing it directly only when the stored gradient is in fp32/fp64: an fp16
+# gradient of 2/(B N) * (pred - target) would underflow before a loss scale could rescue it, and
+# bf16 would round twice.
+_FUSED_GRAD_DTYPES = (torch.float32, torch.float64)
+
+
+def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    return rows.mean(1) if reduction == "mean" else rows.sum(1) if reduction == "sum" else rows
+
+
+def _upstream_rows(grads, B: int, reduction: str, like: torch.Tensor) -> torch.Tensor:
+    """The [4, B] upstream gradient of the op's rows from the gradients of the reduced outputs."""
+    rows = []
+    for g in grads:
+        if g is None:
+            rows.append(like.new_zeros(B))
+        else:
+            rows.append((g / B if reduction == "mean" else g).to(like.dtype).expand(B))
+    return torch.stack(rows)
+
+
+def _scale_(grad: torch.Tensor, upstream: torch.Tensor, batch_dim: int) -> torch.Tensor:
+    """grad *= upstream in place (a scalar, or [B] per sample along `batch_dim`); skipped for an
+    upstream of exactly 1 on the CPU, where checking costs no device sync."""
+    if upstream.device.type == "cpu" and bool((upstream == 1).all()):
+        return grad
+    if upstream.dim() == 1:
+        upstream = upstream.view(*([1] * batch_dim), -1, *([1] * (grad.dim() - batch_dim - 1)))
+    return grad.mul_(upstream)
+
+
+class _EagerContrastiveLoss(torch.autograd.Function):
+    """Autograd for the cpu/cuda kernels in plain eager mode (see `plain_eager`): no custom-op
+    dispatch, the batch reduction folded in, and, in fp32/fp64, ONE pass over the data for
+    forward and backward: the loss is quadratic, so its gradient needs only the upstream gradient,
+    and the forward writes it for an upstream gradient of 1 on `loss`. The backward hands that
+    buffer over (scaled by the real upstream gradient) once; gradients flowing into the components,
+    a second backward through a retained graph, and fp16/bf16 run the backward kernel instead.
+    Memory: the precomputed gradient (the size of the predictions) lives from forward to backward."""
+
+    @staticmethod
+    def forward(ctx, backend, reduction, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
+        B = pred_v.shape[1]
+        ctx.set_materialize_grads(False)
+        ctx.backend, ctx.reduction, ctx.params = backend, reduction, (Kv, eta, wv, wa)
+        ctx.save_for_backward(pred_v, pred_a, target_v, target_a)
+        grad = None
+        if pred_v.dtype in _FUSED_GRAD_DTYPES:
+            grad = torch.zeros(4, B, dtype=accumulator_dtype(pred_v.dtype), device=pred_v.device)
+            grad[0] = 1.0 / B if reduction == "mean" else 1.0
+        need = ctx.needs_input_grad[2:6]
+        rows, grads = _FUSED[backend](pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad, need[2] or need[3])
+        ctx.grads = grads if grad is not None else None
+        return tuple(_reduce(rows, reduction).unbind(0))
+
+    @staticmethod
+    def backward(ctx, g_loss, g_pos, g_neg_v, g_neg_a):
+        need = ctx.needs_input_grad[2:6]
+        grads, ctx.grads = ctx.grads, None  # handed over at most once: a retained graph recomputes
+        if grads is not None and g_pos is None and g_neg_v is None and g_neg_a is None:
+            if g_loss is None:
+                return (None,) * 10
+            if ctx.reduction == "none":
+                grads = [None if g is None else _scale_(g, g_loss, 1 if k < 2 else 0) for k, g in enumerate(grads)]
+            else:
+                grads = [None if g is None else _scale_(g, g_loss, 0) for g in grads]
+        else:
+            pred_v, pred_a, target_v, target_a = saved = ctx.saved_tensors
+            upstream = _upstream_rows((g_loss, g_pos, g_neg_v, g_neg_a), pred_v.shape[1], ctx.reduction,
+                                      pred_v.new_empty(0, dtype=accumulator_dtype(pred_v.dtype)))
+            grads = _BACKWARD[ctx.backend](upstream, *saved, *ctx.params, targets=need[2] or need[3])
+        return (None, None, *(g if n else None for g, n in zip(grads, need)), None, None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,9 +400,19 @@ def contrastive_loss(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch
         _check_inputs(OP, *args[:5])
         rows = contrastive_loss_reference(*args)
     else:
+        backend = _eager_backend(*args[:5])
+        if backend is not None:
+            if torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
+                return ContrastiveLossOutput(*_EagerContrastiveLoss.apply(backend, reduction, *args))
+            return ContrastiveLossOutput(*_reduce(_FUSED[backend](*args)[0], reduction).unbind(0))
         rows = torch.ops.avfast.contrastive_loss(*args)
-    if reduction == "mean":
-        rows = rows.mean(1)
-    elif reduction == "sum":
-        rows = rows.sum(1)
-    return ContrastiveLossOutput(*rows.unbind(0))
+    return ContrastiveLossOutput(*_reduce(rows, reduction).unbind(0))
+
+
+def _eager_backend(pred_v, pred_a, target_v, target_a, num_video_negatives) -> str | None:
+    """The cpu/cuda backend to call without torch.ops (see `_EagerContrastiveLoss`), or None."""
+    if not plain_eager(pred_v, pred_a, target_v, target_a):
+        return None
+    _check_inputs(OP, pred_v, pred_a, target_v, target_a, num_video_negatives)
+    backend = select(OP, pred_v.device, pred_v.dtype, SUPPORTS)
+    return backend if backend in _FUSED else None

@@ -5,7 +5,8 @@ _sq_sums  one program per (sample b, chunk of BLOCK elements): loads the target 
           (group, sample, chunk); the host adds the partials in chunk order (torch.sum: no atomics,
           deterministic) and combines the tiny [G, B] sums with the reference's `combine`.
 _backward one program per (b, chunk): loads the target once, writes grad_pred = coef[g, b] *
-          (pred - target) for every group and grad_target = -sum_g grad_pred.
+          (pred - target) for every group and grad_target = -sum_g grad_pred (WRITE_TARGET: only
+          when the targets need a gradient).
 Offsets are int64 (tensors over 2^31 elements); grids are 1-D (no 65535 y/z limit).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _sq_sums(pred_ptr, target_ptr, partial_ptr, G, B, N, nch,
 @triton.jit
 def _backward(coef_ptr, pred_ptr, target_ptr, gpred_ptr, gtarget_ptr, G, B, N, nch,
               ps0, ps1, ps2, ts0, ts1,
-              BLOCK: tl.constexpr):
+              BLOCK: tl.constexpr, WRITE_TARGET: tl.constexpr):
     task = tl.program_id(0).to(tl.int64)
     b = task // nch
     c = task % nch
@@ -55,7 +56,8 @@ def _backward(coef_ptr, pred_ptr, target_ptr, gpred_ptr, gtarget_ptr, G, B, N, n
         gp = coef * (p - t)
         tl.store(gpred_ptr + (gg * B + b) * N + i, gp.to(gpred_ptr.dtype.element_ty), mask=mask)
         gt -= gp
-    tl.store(gtarget_ptr + b * N + i, gt.to(gtarget_ptr.dtype.element_ty), mask=mask)
+    if WRITE_TARGET:
+        tl.store(gtarget_ptr + b * N + i, gt.to(gtarget_ptr.dtype.element_ty), mask=mask)
 
 
 def sq_sums(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,12 +71,15 @@ def sq_sums(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def backward(coef: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, gpred: torch.Tensor,
-             gtarget: torch.Tensor) -> None:
-    """Writes gpred (contiguous, pred's shape) and gtarget (contiguous); coef [G, B] fp32 includes w*2/N."""
+             gtarget: torch.Tensor | None) -> None:
+    """Writes gpred (contiguous, pred's shape) and gtarget (contiguous) unless it is None; coef [G, B]
+    fp32 includes w*2/N."""
     G, B, N = pred.shape
     nch = triton.cdiv(N, BLOCK)
-    _backward[(B * nch,)](coef.contiguous(), pred, target, gpred, gtarget, G, B, N, nch, *pred.stride(),
-                          *target.stride(), BLOCK=BLOCK, num_warps=NUM_WARPS)
+    write_target = gtarget is not None
+    _backward[(B * nch,)](coef.contiguous(), pred, target, gpred, gtarget if write_target else gpred, G, B, N, nch,
+                          *pred.stride(), *target.stride(), BLOCK=BLOCK, WRITE_TARGET=write_target,
+                          num_warps=NUM_WARPS)
 
 
 def aot_specs() -> list[AotSpec]:
@@ -86,7 +91,9 @@ def aot_specs() -> list[AotSpec]:
         p = "*" + TRITON_TYPE[dtype]
         specs.append(AotSpec(_sq_sums, {"pred_ptr": p, "target_ptr": p, "partial_ptr": "*fp32", **common,
                                         "BLOCK": "constexpr"}, {"BLOCK": BLOCK}, NUM_WARPS))
-        specs.append(AotSpec(_backward, {"coef_ptr": "*fp32", "pred_ptr": p, "target_ptr": p, "gpred_ptr": p,
-                                         "gtarget_ptr": p, **common, "BLOCK": "constexpr"},
-                             {"BLOCK": BLOCK}, NUM_WARPS))
+        for write_target in (True, False):
+            specs.append(AotSpec(_backward, {"coef_ptr": "*fp32", "pred_ptr": p, "target_ptr": p, "gpred_ptr": p,
+                                             "gtarget_ptr": p, **common, "BLOCK": "constexpr",
+                                             "WRITE_TARGET": "constexpr"},
+                                 {"BLOCK": BLOCK, "WRITE_TARGET": write_target}, NUM_WARPS))
     return specs

@@ -5,8 +5,10 @@
 //               against them; a block reduction writes one partial per (group, sample, chunk);
 //           (2) one thread per sample adds its partials in chunk order and combines them (shared
 //               helper) into the [4, B] output.
+//           Given the upstream gradient, (1) also writes grad_pred and grad_target (forward and
+//           backward in one read of the data, for the autograd fast path).
 // Backward: one thread per (sample, element): reads the target once, writes grad_pred of every
-//           group and grad_target = -sum_g grad_pred.
+//           group and grad_target = -sum_g grad_pred (skipped when its pointer is null).
 // No atomics anywhere: every output has one writer and reductions run in a fixed order, so results
 // are bitwise deterministic. Offsets are int64; grids are 1-D grid-stride loops (no y/z limits).
 #include <cuda_runtime.h>
@@ -50,33 +52,58 @@ int grid_for(int64_t work, int64_t per_block) {
 
 __host__ __device__ __forceinline__ int64_t chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
+// One modality's pass of the forward: partial sums of squared errors and, when `grad` is given
+// (the upstream gradient [4, B] the caller expects), grad_pred and (if non-null) grad_target too:
+// the loss is quadratic, so the gradient needs only the upstream gradient, and the autograd fast
+// path gets forward + backward from one read of the data.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) partial_sums(const T* __restrict__ pred, const T* __restrict__ target,
-                                                         acc_t<T>* __restrict__ partial, int64_t G, int64_t B,
-                                                         int64_t N, int64_t ps0, int64_t ps1, int64_t ps2,
-                                                         int64_t ts0, int64_t ts1) {
+                                                         acc_t<T>* __restrict__ partial, int64_t N, int64_t ps0,
+                                                         int64_t ps1, int64_t ps2, int64_t ts0, int64_t ts1,
+                                                         const acc_t<T>* __restrict__ grad, T* __restrict__ gpred,
+                                                         T* __restrict__ gtarget, double w, ContrastiveLossShape s) {
   using A = acc_t<T>;
   __shared__ A shared[kThreads / 32];
-  const int64_t nch = chunks(N);
+  const int64_t G = s.G, B = s.B, nch = chunks(N);
+  const A scale = A(w) * A(2) / A(N);
   for (int64_t task = blockIdx.x; task < B * nch; task += gridDim.x) {
     const int64_t b = task / nch, c = task % nch;
-    A t[kPerThread];
+    A t[kPerThread], gt[kPerThread];
     bool in[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       const int64_t i = c * kChunk + k * kThreads + threadIdx.x;
       in[k] = i < N;
       t[k] = in[k] ? load_acc(&target[b * ts0 + i * ts1]) : A(0);
+      gt[k] = 0;
     }
     for (int64_t g = 0; g < G; ++g) {
+      A coef = 0;
+      if (grad)
+        coef = scale * contrastive_group_coef<A>(g, G, s.Kv, A(s.eta), grad[kCont * B + b], grad[kPos * B + b],
+                                                 grad[kNegV * B + b], grad[kNegA * B + b]);
       A sum = 0;
 #pragma unroll
       for (int k = 0; k < kPerThread; ++k) {
         const int64_t i = c * kChunk + k * kThreads + threadIdx.x;
-        if (in[k]) sum += contrastive_sq_err<A>(load_acc(&pred[g * ps0 + b * ps1 + i * ps2]), t[k]);
+        if (!in[k]) continue;
+        const A p = load_acc(&pred[g * ps0 + b * ps1 + i * ps2]);
+        sum += contrastive_sq_err<A>(p, t[k]);
+        if (grad) {
+          const A gp = contrastive_grad_elem<A>(coef, p, t[k]);
+          store_acc(&gpred[(g * B + b) * N + i], gp);
+          gt[k] -= gp;
+        }
       }
       sum = block_sum(sum, shared);
       if (threadIdx.x == 0) partial[(g * B + b) * nch + c] = sum;
+    }
+    if (grad && gtarget) {
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) {
+        const int64_t i = c * kChunk + k * kThreads + threadIdx.x;
+        if (in[k]) store_acc(&gtarget[b * N + i], gt[k]);
+      }
     }
   }
 }
@@ -114,10 +141,10 @@ __global__ void backward_elems(const acc_t<T>* __restrict__ grad, const T* __res
     for (int64_t g = 0; g < s.G; ++g) {
       const A coef = scale * contrastive_group_coef<A>(g, s.G, s.Kv, A(s.eta), gc, gL, gnv, gna);
       const A gp = contrastive_grad_elem<A>(coef, load_acc(&pred[g * ps0 + b * ps1 + i * ps2]), t);
-      gpred[(g * s.B + b) * N + i] = from_acc<T>(gp);
+      store_acc(&gpred[(g * s.B + b) * N + i], gp);
       gt -= gp;
     }
-    gtarget[e] = from_acc<T>(gt);
+    if (gtarget) store_acc(&gtarget[e], gt);  // null: the targets need no gradient
   }
 }
 
@@ -133,21 +160,25 @@ int64_t contrastive_loss_workspace_elems_cuda(const ContrastiveLossShape& s) {
 }
 
 void contrastive_loss_forward_cuda(int dtype, const void* pv, const void* pa, const void* tv, const void* ta,
-                                   void* out, void* workspace, const ContrastiveLossShape& s, void* stream) {
+                                   void* out, void* workspace, const void* grad, void* gpv, void* gpa, void* gtv,
+                                   void* gta, const ContrastiveLossShape& s, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
+  if (grad && (!gpv || !gpa))
+    throw std::invalid_argument("avfast: contrastive_loss_forward: `grad` needs both prediction gradients");
   AVF_DISPATCH_FLOATING(dtype, {
     using A = acc_t<scalar_t>;
     A* part_v = static_cast<A*>(workspace);
     A* part_a = part_v + s.G * s.B * chunks(s.Nv);
     A* sum_v = part_a + s.G * s.B * chunks(s.Na);
     A* sum_a = sum_v + s.G * s.B;
+    const A* g = static_cast<const A*>(grad);
     AVF_LAUNCH(partial_sums<scalar_t>, grid_for(s.B * chunks(s.Nv), 1), kThreads, st,
-        static_cast<const scalar_t*>(pv), static_cast<const scalar_t*>(tv), part_v, s.G, s.B, s.Nv, s.pvs[0],
-        s.pvs[1], s.pvs[2], s.tvs[0], s.tvs[1]);
+        static_cast<const scalar_t*>(pv), static_cast<const scalar_t*>(tv), part_v, s.Nv, s.pvs[0], s.pvs[1],
+        s.pvs[2], s.tvs[0], s.tvs[1], g, static_cast<scalar_t*>(gpv), static_cast<scalar_t*>(gtv), s.wv, s);
     check(cudaGetLastError(), "forward video partials");
     AVF_LAUNCH(partial_sums<scalar_t>, grid_for(s.B * chunks(s.Na), 1), kThreads, st,
-        static_cast<const scalar_t*>(pa), static_cast<const scalar_t*>(ta), part_a, s.G, s.B, s.Na, s.pas[0],
-        s.pas[1], s.pas[2], s.tas[0], s.tas[1]);
+        static_cast<const scalar_t*>(pa), static_cast<const scalar_t*>(ta), part_a, s.Na, s.pas[0], s.pas[1],
+        s.pas[2], s.tas[0], s.tas[1], g, static_cast<scalar_t*>(gpa), static_cast<scalar_t*>(gta), s.wa, s);
     check(cudaGetLastError(), "forward audio partials");
     AVF_LAUNCH(finalize<A>, grid_for(s.B, 128), 128, st, part_v, part_a, sum_v, sum_a, static_cast<A*>(out), s);
     check(cudaGetLastError(), "forward finalize");
@@ -158,6 +189,8 @@ void contrastive_loss_backward_cuda(int dtype, const void* grad, const void* pv,
                                     const void* ta, void* gpv, void* gpa, void* gtv, void* gta,
                                     const ContrastiveLossShape& s, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
+  if (!gpv || !gpa)
+    throw std::invalid_argument("avfast: contrastive_loss_backward: both prediction gradients are required");
   AVF_DISPATCH_FLOATING(dtype, {
     using A = acc_t<scalar_t>;
     const A* g = static_cast<const A*>(grad);

@@ -24,6 +24,15 @@ __device__ __forceinline__ float load_acc(const bf16_t* p) {
   return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
 }
 
+// Stores an accumulator value rounded to nearest even into the tensor's dtype, with the hardware
+// conversions (the portable from_acc<half_t> made ptxas spill on sm_90).
+__device__ __forceinline__ void store_acc(float* p, float x) { *p = x; }
+__device__ __forceinline__ void store_acc(double* p, double x) { *p = x; }
+__device__ __forceinline__ void store_acc(half_t* p, float x) { *reinterpret_cast<__half*>(p) = __float2half_rn(x); }
+__device__ __forceinline__ void store_acc(bf16_t* p, float x) {
+  *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(x);
+}
+
 // Sum over the 32 lanes of a warp; lane 0 holds the result.
 template <typename A>
 __device__ __forceinline__ A warp_sum(A x) {

@@ -143,3 +143,5 @@ struct __half { uint16_t bits; };
 struct __nv_bfloat16 { uint16_t bits; };
 inline float __half2float(__half h) { return avfast::to_float(avfast::half_t{h.bits}); }
 inline float __bfloat162float(__nv_bfloat16 h) { return avfast::to_float(avfast::bf16_t{h.bits}); }
+inline __half __float2half_rn(float f) { return __half{avfast::half_from_float(f).bits}; }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{avfast::bf16_from_float(f).bits}; }
