@@ -217,3 +217,24 @@ def test_bad_inputs_raise_clear_errors(make, match):
 def test_backward_op_rejects_inconsistent_channels():
     with pytest.raises(AvfastInputError, match=r"channels .* must match"):
         torch.ops.avfast.easy_fusion_backward(torch.randn(1, 5, 2, 2, 2), torch.randn(1, 5, 3), 3, 3)
+
+
+@pytest.mark.parametrize("backend,device", [("cpu", "cpu"), ("cuda-emulated", "cpu")])
+def test_eager_path_matches_registered_op(use_backend, backend, device):
+    """`easy_fusion` in plain eager mode calls the kernels without torch.ops (`_EagerEasyFusion`);
+    it must agree bit for bit with the registered op, forward and backward."""
+    backend = use_backend(backend)
+    v, a = _inputs(SHAPES[2], torch.float32, device, contiguous=False, requires_grad=True)
+    with avfast.backend(backend):
+        eager = easy_fusion(v, a)
+        assert "EagerEasyFusion" in type(eager[0].grad_fn).__name__  # the path under test
+        op = torch.ops.avfast.easy_fusion(v, a)
+        assert "EagerEasyFusion" not in type(op[0].grad_fn).__name__
+        grads = [torch.randn_like(t) for t in op]
+        for got, want in zip((*eager, *torch.autograd.grad(eager, (v, a), grads)),
+                             (*op, *torch.autograd.grad(op, (v, a), grads))):
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
+        with torch.no_grad():
+            plain = easy_fusion(v, a)
+    assert plain[0].grad_fn is None
+    torch.testing.assert_close(plain, op, atol=0, rtol=0)

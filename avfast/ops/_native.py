@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..backends import select
+
 # Must match csrc/include/avfast/common.h::DType.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
@@ -30,3 +32,15 @@ def plain_eager(*tensors: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
             and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))
+
+
+NATIVE_BACKENDS = ("cpu", "cuda")
+
+
+def eager_native_backend(op: str, supports: dict, *tensors: torch.Tensor) -> str | None:
+    """The backend to call directly, without torch.ops: the one `select` picks, when it is a native
+    (cpu/cuda) kernel and the call is plain eager (see `plain_eager`); None otherwise."""
+    if not plain_eager(*tensors):
+        return None
+    backend = select(op, tensors[0].device, tensors[0].dtype, supports)
+    return backend if backend in NATIVE_BACKENDS else None

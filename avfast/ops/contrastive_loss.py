@@ -32,7 +32,7 @@ import torch
 
 from .. import _ext
 from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, plain_eager, stream_of
+from ._native import accumulator_dtype, dtype_code, eager_native_backend, plain_eager, stream_of
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
@@ -414,5 +414,4 @@ def _eager_backend(pred_v, pred_a, target_v, target_a, num_video_negatives) -> s
     if not plain_eager(pred_v, pred_a, target_v, target_a):
         return None
     _check_inputs(OP, pred_v, pred_a, target_v, target_a, num_video_negatives)
-    backend = select(OP, pred_v.device, pred_v.dtype, SUPPORTS)
-    return backend if backend in _FUSED else None
+    return eager_native_backend(OP, SUPPORTS, pred_v, pred_a, target_v, target_a)
