@@ -146,3 +146,18 @@ def test_build_rejects_bad_cuda_switch(tmp_path):
     proc = _cmake_configure(tmp_path, "-DAVFAST_CUDA=maybe")
     assert proc.returncode != 0
     assert "AVFAST_CUDA must be auto, 0 or 1, got 'maybe'" in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_build_without_cuda_removes_a_stale_cuda_module(tmp_path):
+    """An editable install rebuilt with AVFAST_CUDA=0 must not keep loading an older _C_cuda."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "_C_cuda.cpython-311-x86_64-linux-gnu.so"
+    stale.write_bytes(b"old")
+    (out / "_C_cpu.keep").write_bytes(b"")
+    proc = _cmake_configure(tmp_path, "-DAVFAST_CUDA=0", f"-DAVFAST_OUTPUT_DIR={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists()
+    assert (out / "_C_cpu.keep").exists()
+    assert "removed the CUDA module of an earlier build" in proc.stdout
