@@ -20,7 +20,8 @@ EMU_INCLUDE = Path(__file__).resolve().parent / "include"
 
 def sources() -> list[Path]:
     cuda = ROOT / "csrc" / "cuda"
-    return [ROOT / "csrc" / "bindings_cuda.cpp", *sorted(cuda.glob("*_bind.cpp")), *sorted(cuda.glob("*.cu"))]
+    return [ROOT / "csrc" / "bindings_cuda.cpp", *sorted(cuda.glob("*_bind.cpp")), *sorted(cuda.glob("*.cu")),
+            Path(__file__).resolve().parent / "emu_control.cpp"]
 
 
 def build(out_dir: Path):
@@ -53,3 +54,12 @@ def build(out_dir: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def set_max_grid(module, blocks: int) -> int:
+    """Blocks a launch of the emulated `module` really runs from now on; returns the previous value."""
+    import ctypes
+
+    fn = ctypes.CDLL(module.__file__).avfast_emu_set_max_grid
+    fn.argtypes, fn.restype = [ctypes.c_uint], ctypes.c_uint
+    return fn(blocks)
