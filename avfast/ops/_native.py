@@ -44,3 +44,10 @@ def eager_native_backend(op: str, supports: dict, *tensors: torch.Tensor) -> str
         return None
     backend = select(op, tensors[0].device, tensors[0].dtype, supports)
     return backend if backend in NATIVE_BACKENDS else None
+
+
+def under_functorch(*tensors: torch.Tensor) -> bool:
+    """True inside torch.func transforms (grad, vmap, jacrev, ...). torch's custom-op autograd does
+    not support them (it raises), so the public functions run their PyTorch reference there:
+    transforms work, at the reference's speed."""
+    return any(isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)

@@ -32,7 +32,7 @@ import torch
 
 from .. import _ext
 from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, eager_native_backend, plain_eager, stream_of
+from ._native import accumulator_dtype, dtype_code, eager_native_backend, plain_eager, stream_of, under_functorch
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
@@ -396,7 +396,7 @@ def contrastive_loss(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch
     if reduction not in ("mean", "sum", "none"):
         raise AvfastInputError(f"{OP}: `reduction` must be 'mean', 'sum' or 'none', got {reduction!r}")
     args = (pred_v, pred_a, target_v, target_a, num_video_negatives, float(eta), float(weight_v), float(weight_a))
-    if is_decomposing():
+    if is_decomposing() or under_functorch(*args[:4]):
         _check_inputs(OP, *args[:5])
         rows = contrastive_loss_reference(*args)
     else:

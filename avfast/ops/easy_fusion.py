@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import _ext
 from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, eager_native_backend, stream_of
+from ._native import accumulator_dtype, dtype_code, eager_native_backend, stream_of, under_functorch
 from ._validate import FLOATING, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "easy_fusion"
@@ -251,7 +251,7 @@ def easy_fusion(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.T
     `avfast.backend(...)` / `AVFAST_BACKEND`.
     """
     _check_inputs(v, a)  # here too, so a wrong argument type gets our message, not the dispatcher's
-    if is_decomposing():
+    if is_decomposing() or under_functorch(v, a):
         return easy_fusion_reference(v, a)
     backend = eager_native_backend(OP, SUPPORTS, v, a)
     if backend is not None:
