@@ -50,4 +50,6 @@ def under_functorch(*tensors: torch.Tensor) -> bool:
     """True inside torch.func transforms (grad, vmap, jacrev, ...). torch's custom-op autograd does
     not support them (it raises), so the public functions run their PyTorch reference there:
     transforms work, at the reference's speed."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the check; compiled code sees the ops
+        return False
     return any(isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
