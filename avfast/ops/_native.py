@@ -31,7 +31,7 @@ def plain_eager(*tensors: torch.Tensor) -> bool:
     return (all(type(t) is torch.Tensor for t in tensors)
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
-            and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))
+            and not under_functorch(*tensors))
 
 
 NATIVE_BACKENDS = ("cpu", "cuda")

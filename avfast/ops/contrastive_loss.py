@@ -26,13 +26,15 @@ data; torch.compile, export, functorch and tensor subclasses go through the regi
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
 
 from .. import _ext
 from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, eager_native_backend, plain_eager, stream_of, under_functorch
+from ._native import (NATIVE_BACKENDS, accumulator_dtype, dtype_code, eager_native_backend, stream_of,
+                      under_functorch)
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
@@ -152,60 +154,43 @@ def _grads_like(pred_v, pred_a, target_v, target_a, targets: bool = True):
     return like(pred_v), like(pred_a), like(target_v) if targets else None, like(target_a) if targets else None
 
 
-def _run_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad=None, targets=False):
-    """(out [4, B], gradients): with `grad` (the upstream gradient [4, B] to expect) the same pass
-    also writes the gradients (the targets' only when `targets`); without it they are None."""
-    pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
-    out = torch.empty(4, pv.shape[1], dtype=accumulator_dtype(pv.dtype))
-    grads = _grads_like(pred_v, pred_a, target_v, target_a, targets) if grad is not None else (None,) * 4
-    _ext.load("cpu").contrastive_loss_forward(dtype_code(pv), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(),
-                                              ta.data_ptr(), out.data_ptr(), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa),
-                                              _ptr(grad), *map(_ptr, grads))
-    return out, grads
-
-
-def _forward_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
-    return _run_cpu(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa)[0]
-
-
-def _backward_cpu(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
-    pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
-    outs = _grads_like(pred_v, pred_a, target_v, target_a, targets)
-    g = grad.to(accumulator_dtype(pv.dtype)).contiguous()
-    _ext.load("cpu").contrastive_loss_backward(dtype_code(pv), g.data_ptr(), pv.data_ptr(), pa.data_ptr(),
-                                               tv.data_ptr(), ta.data_ptr(), *map(_ptr, outs),
-                                               *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa))
-    return outs
-
-
-def _run_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad=None, targets=False):
-    """As _run_cpu, on CUDA."""
+def _run_native(backend, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad=None, targets=False):
+    """(out [4, B], gradients) from the cpu or cuda kernels: with `grad` (the upstream gradient
+    [4, B] to expect) the same pass also writes the gradients (the targets' only when `targets`);
+    without it they are None."""
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
     acc = accumulator_dtype(pv.dtype)
     args = _native_args(pv, pa, tv, ta, Kv, eta, wv, wa)
-    ext = _ext.load("cuda")
+    ext = _ext.load(backend)
     out = torch.empty(4, pv.shape[1], dtype=acc, device=pv.device)
-    workspace = torch.empty(ext.contrastive_loss_workspace_elems(*args), dtype=acc, device=pv.device)
     grads = _grads_like(pred_v, pred_a, target_v, target_a, targets) if grad is not None else (None,) * 4
+    ptrs = [pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(), out.data_ptr()]
+    if backend == "cpu":
+        ext.contrastive_loss_forward(dtype_code(pv), *ptrs, *args, _ptr(grad), *map(_ptr, grads))
+        return out, grads
+    workspace = torch.empty(ext.contrastive_loss_workspace_elems(*args), dtype=acc, device=pv.device)
     with torch.cuda.device(pv.device):
-        ext.contrastive_loss_forward(dtype_code(pv), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(),
-                                     out.data_ptr(), workspace.data_ptr(), *args, stream_of(pv), _ptr(grad),
+        ext.contrastive_loss_forward(dtype_code(pv), *ptrs, workspace.data_ptr(), *args, stream_of(pv), _ptr(grad),
                                      *map(_ptr, grads))
     return out, grads
 
 
-def _forward_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa):
-    return _run_cuda(pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa)[0]
+def _forward_native(backend, *args):
+    return _run_native(backend, *args)[0]
 
 
-def _backward_cuda(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
+def _backward_native(backend, grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, targets=True):
+    """The backward kernel of the cpu or cuda backend; target gradients only when `targets`."""
     pv, pa, tv, ta = _flat(pred_v, pred_a, target_v, target_a)
     outs = _grads_like(pred_v, pred_a, target_v, target_a, targets)
     g = grad.to(accumulator_dtype(pv.dtype)).contiguous()
-    with torch.cuda.device(pv.device):
-        _ext.load("cuda").contrastive_loss_backward(
-            dtype_code(pv), g.data_ptr(), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(),
-            *map(_ptr, outs), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa), stream_of(pv))
+    call = [dtype_code(pv), g.data_ptr(), pv.data_ptr(), pa.data_ptr(), tv.data_ptr(), ta.data_ptr(),
+            *map(_ptr, outs), *_native_args(pv, pa, tv, ta, Kv, eta, wv, wa)]
+    if backend == "cpu":
+        _ext.load("cpu").contrastive_loss_backward(*call)
+    else:
+        with torch.cuda.device(pv.device):
+            _ext.load("cuda").contrastive_loss_backward(*call, stream_of(pv))
     return outs
 
 
@@ -227,10 +212,10 @@ def _backward_triton(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, 
     return gpv, gpa, gtv, gta
 
 
-_FORWARD = {"reference": contrastive_loss_reference, "cpu": _forward_cpu, "cuda": _forward_cuda,
-            "triton": _forward_triton}
-_BACKWARD = {"reference": contrastive_loss_backward_reference, "cpu": _backward_cpu, "cuda": _backward_cuda,
-             "triton": _backward_triton}
+_FORWARD = {"reference": contrastive_loss_reference, "triton": _forward_triton,
+            **{b: functools.partial(_forward_native, b) for b in NATIVE_BACKENDS}}
+_BACKWARD = {"reference": contrastive_loss_backward_reference, "triton": _backward_triton,
+             **{b: functools.partial(_backward_native, b) for b in NATIVE_BACKENDS}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +283,6 @@ _contrastive_loss_op.register_autograd(_backward, setup_context=_setup_context)
 # ---------------------------------------------------------------------------------------------
 # Eager fast path: the cpu/cuda kernels under a plain autograd.Function, forward + backward fused
 # ---------------------------------------------------------------------------------------------
-_FUSED = {"cpu": _run_cpu, "cuda": _run_cuda}
 # Where the forward also writes the gradient. The gradient it writes assumes an upstream gradient
 # of 1 on `loss`; the backward scales it by the real one (GradScaler's factor, say). That product is
 # as exact as computing it directly only when the stored gradient is in fp32/fp64: an fp16
@@ -311,15 +295,10 @@ def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
     return rows.mean(1) if reduction == "mean" else rows.sum(1) if reduction == "sum" else rows
 
 
-def _upstream_rows(grads, B: int, reduction: str, like: torch.Tensor) -> torch.Tensor:
+def _upstream_rows(grads, B: int, reduction: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The [4, B] upstream gradient of the op's rows from the gradients of the reduced outputs."""
-    rows = []
-    for g in grads:
-        if g is None:
-            rows.append(like.new_zeros(B))
-        else:
-            rows.append((g / B if reduction == "mean" else g).to(like.dtype).expand(B))
-    return torch.stack(rows)
+    return torch.stack([torch.zeros(B, dtype=dtype, device=device) if g is None
+                        else (g / B if reduction == "mean" else g).to(dtype).expand(B) for g in grads])
 
 
 def _scale_(grad: torch.Tensor, upstream: torch.Tensor, batch_dim: int) -> torch.Tensor:
@@ -352,7 +331,8 @@ class _EagerContrastiveLoss(torch.autograd.Function):
             grad = torch.zeros(4, B, dtype=accumulator_dtype(pred_v.dtype), device=pred_v.device)
             grad[0] = 1.0 / B if reduction == "mean" else 1.0
         need = ctx.needs_input_grad[2:6]
-        rows, grads = _FUSED[backend](pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad, need[2] or need[3])
+        rows, grads = _run_native(backend, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, grad,
+                                  need[2] or need[3])
         ctx.grads = grads if grad is not None else None
         return tuple(_reduce(rows, reduction).unbind(0))
 
@@ -370,7 +350,7 @@ class _EagerContrastiveLoss(torch.autograd.Function):
         else:
             pred_v, pred_a, target_v, target_a = saved = ctx.saved_tensors
             upstream = _upstream_rows((g_loss, g_pos, g_neg_v, g_neg_a), pred_v.shape[1], ctx.reduction,
-                                      pred_v.new_empty(0, dtype=accumulator_dtype(pred_v.dtype)))
+                                      accumulator_dtype(pred_v.dtype), pred_v.device)
             grads = _BACKWARD[ctx.backend](upstream, *saved, *ctx.params, targets=need[2] or need[3])
         return (None, None, *(g if n else None for g, n in zip(grads, need)), None, None, None, None)
 
@@ -396,22 +376,14 @@ def contrastive_loss(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch
     if reduction not in ("mean", "sum", "none"):
         raise AvfastInputError(f"{OP}: `reduction` must be 'mean', 'sum' or 'none', got {reduction!r}")
     args = (pred_v, pred_a, target_v, target_a, num_video_negatives, float(eta), float(weight_v), float(weight_a))
+    _check_inputs(OP, *args[:5])  # here too, so a wrong argument gets our message, not the dispatcher's
     if is_decomposing() or under_functorch(*args[:4]):
-        _check_inputs(OP, *args[:5])
         rows = contrastive_loss_reference(*args)
     else:
-        backend = _eager_backend(*args[:5])
+        backend = eager_native_backend(OP, SUPPORTS, *args[:4])
         if backend is not None:
             if torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
                 return ContrastiveLossOutput(*_EagerContrastiveLoss.apply(backend, reduction, *args))
-            return ContrastiveLossOutput(*_reduce(_FUSED[backend](*args)[0], reduction).unbind(0))
+            return ContrastiveLossOutput(*_reduce(_run_native(backend, *args)[0], reduction).unbind(0))
         rows = torch.ops.avfast.contrastive_loss(*args)
     return ContrastiveLossOutput(*_reduce(rows, reduction).unbind(0))
-
-
-def _eager_backend(pred_v, pred_a, target_v, target_a, num_video_negatives) -> str | None:
-    """The cpu/cuda backend to call without torch.ops (see `_EagerContrastiveLoss`), or None."""
-    if not plain_eager(pred_v, pred_a, target_v, target_a):
-        return None
-    _check_inputs(OP, pred_v, pred_a, target_v, target_a, num_video_negatives)
-    return eager_native_backend(OP, SUPPORTS, pred_v, pred_a, target_v, target_a)
