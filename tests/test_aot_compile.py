@@ -88,9 +88,12 @@ def _parse_ptxas(log: str) -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(_nvcc() is None, reason="nvcc is not installed: the CUDA kernels cannot be compiled here")
+# CI sets AVFAST_CUDA=1 (.ci/run): there a missing nvcc fails these tests instead of skipping them.
+@pytest.mark.skipif(_nvcc() is None and os.environ.get("AVFAST_CUDA") != "1",
+                    reason="nvcc is not installed: the CUDA kernels cannot be compiled here")
 @pytest.mark.parametrize("source", CUDA_SOURCES, ids=[p.name for p in CUDA_SOURCES])
 def test_cuda_kernels_compile_without_spills(source):
+    assert _nvcc(), "AVFAST_CUDA=1 requires the CUDA build, but nvcc is not on PATH or in /usr/local/cuda/bin"
     gencode = [f"-gencode=arch=compute_{cc},code=sm_{cc}" for cc in ARCHS]
     proc = subprocess.run([_nvcc(), "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-I{ROOT / 'csrc'}",
                            f"-I{ROOT / 'csrc' / 'include'}", *gencode, "-Xptxas", "-v", "-c", str(source),

@@ -107,6 +107,8 @@ def test_info_json_reports_extensions_and_backends():
     assert set(info["extensions"]) == {"cpu", "cuda"}
     assert info["extensions"]["cpu"] is True, info.get("extension_errors")
     assert info["cuda_kernels_compiled"] == info["extensions"]["cuda"]
+    if os.environ.get("AVFAST_CUDA") == "1":  # CI: .ci/run requires the CUDA build
+        assert info["cuda_kernels_compiled"], "AVFAST_CUDA=1, so the build must have compiled the CUDA kernels"
     if shutil.which("nvcc") and os.environ.get("AVFAST_CUDA", "auto") != "0":
         assert info["cuda_kernels_compiled"], "nvcc is here, so the build must have compiled the CUDA kernels"
     assert "reference" in info["backends"] and "cpu" in info["backends"]
