@@ -1,0 +1,169 @@
+"""`ModelConfig`: everything that fixes a joint U-Net's shape, as a JSON-round-tripping dataclass.
+
+The presets follow CMMD's Table 4 (seed 000): base channels 128, multipliers (1, 2, 3, 4), video
+downsampling H/2, W/2 (frames kept), audio T/2, attention dim 64, heads = channels // 64, a cosine
+schedule of 1000 steps and v-prediction. `tiny` is the package's CPU-trainable default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Bumped when the meaning of a field changes; a config from a newer version is refused on load.
+CONFIG_VERSION = 1
+FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
+VIDEO_SPACES = ("pixels", "latent")
+ATTENTION_KINDS = ("spatial_temporal", "joint")
+
+
+@dataclass
+class ModelConfig:
+    """The joint U-Net's architecture and the data layout it was built for."""
+
+    # data layout (without batch): video [video_channels, frames, height, width], audio [mel_bins, audio_length]
+    video_channels: int = 4
+    frames: int = 18
+    height: int = 16
+    width: int = 16
+    mel_bins: int = 80
+    audio_length: int = 112
+    video_space: str = "latent"        # "pixels": RGB in [-1, 1]; "latent": scaled autoencoder latents (÷8)
+    mel_center: float = -1.75          # model audio = (log10-mel - mel_center) / mel_scale, about [-1, 1]
+    mel_scale: float = 3.25
+    fps: float = 10.0
+    sample_rate: int = 16_000
+    # U-Net
+    patch_size: int = 1                # > 1: video enters as non-overlapping p x p patches (pixel unshuffle)
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
+    num_res_blocks: int = 1
+    attention_levels: tuple[int, ...] = (1, 2, 3)   # levels (0 = full resolution) with attention
+    attention_kind: str = "spatial_temporal"       # video attention: spatial then temporal, or joint
+    head_dim: int = 64
+    norm_groups: int = 32
+    dropout: float = 0.0
+    fusion: str = "easy"
+    cmcpe_dim: int = 128                # width of the CMC-PE connector features
+    num_classes: int = 0                # > 0: class-label conditioning with a learned null label (-1)
+    num_train_steps: int = 1000
+    prediction: str = "v"
+    gradient_checkpointing: bool = False
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attention_levels = tuple(int(x) for x in self.attention_levels)
+        _check_config(self)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        return (self.video_channels, self.frames, self.height, self.width)
+
+    @property
+    def audio_shape(self) -> tuple[int, int]:
+        return (self.mel_bins, self.audio_length)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.channel_mult)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        version = d.get("version", CONFIG_VERSION)
+        if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
+            raise ValueError(f"{source}: config version {version!r} is not one this avfast understands "
+                             f"(1..{CONFIG_VERSION}); upgrade avfast to load it")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "ModelConfig":
+        p = Path(path_or_text)
+        if isinstance(path_or_text, Path) or (len(str(path_or_text)) < 4096 and p.suffix == ".json"):
+            if not p.is_file():
+                raise FileNotFoundError(f"config: no file at {p}")
+            try:
+                d = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"config: {p} is not valid JSON ({e})") from None
+            return cls.from_dict(d, str(p))
+        return cls.from_dict(json.loads(str(path_or_text)))
+
+
+def _check_config(c: ModelConfig) -> None:
+    def need(cond: bool, what: str, got: Any) -> None:
+        if not cond:
+            raise ValueError(f"ModelConfig.{what}, got {got!r}")
+
+    for name in ("video_channels", "frames", "height", "width", "mel_bins", "audio_length", "base_channels",
+                 "head_dim", "norm_groups", "num_train_steps", "cmcpe_dim", "patch_size"):
+        v = getattr(c, name)
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1", v)
+    need(c.num_res_blocks >= 1, "num_res_blocks must be >= 1", c.num_res_blocks)
+    need(len(c.channel_mult) >= 1 and all(m >= 1 for m in c.channel_mult),
+         "channel_mult must be a non-empty tuple of integers >= 1", c.channel_mult)
+    need(all(0 <= lv < len(c.channel_mult) for lv in c.attention_levels),
+         f"attention_levels must index levels 0..{len(c.channel_mult) - 1}", c.attention_levels)
+    need(c.fusion in FUSIONS, f"fusion must be one of {FUSIONS}", c.fusion)
+    need(c.video_space in VIDEO_SPACES, f"video_space must be one of {VIDEO_SPACES}", c.video_space)
+    need(c.attention_kind in ATTENTION_KINDS, f"attention_kind must be one of {ATTENTION_KINDS}",
+         c.attention_kind)
+    need(c.prediction == "v", "prediction must be 'v' (CMMD predicts v)", c.prediction)
+    need(c.num_classes >= 0, "num_classes must be >= 0", c.num_classes)
+    need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
+    need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
+         (c.mel_scale, c.fps, c.sample_rate))
+    for lv in c.attention_levels:
+        ch = c.base_channels * c.channel_mult[lv]
+        need(ch % c.head_dim == 0, f"channels at attention level {lv} ({ch}) must be divisible by head_dim "
+             f"({c.head_dim})", c.head_dim)
+    for m in c.channel_mult:
+        ch = c.base_channels * m
+        need(ch % c.norm_groups == 0, f"every level's channels ({ch}) must be divisible by norm_groups",
+             c.norm_groups)
+
+
+# Table 4 sizes. paper-128: 128x128 frames through the SD VAE (÷8) -> 4x16x16 latents, 18 frames,
+# 80x112 mel. paper-512: 512x512 frames -> 4x64x64 latents.
+PRESETS: dict[str, ModelConfig] = {
+    "paper-128": ModelConfig(),
+    "paper-512": ModelConfig(height=64, width=64, attention_levels=(2, 3)),
+    # tiny: RGB pixels at 32x32 (no autoencoder to train or ship, and a person can see the clip), entering
+    # as 2x2 patches (12 channels at 16x16: a quarter of the convolution work of full-resolution pixels,
+    # which is what makes an hour of CPU training enough); levels 16/8/4, attention at the coarser two.
+    "tiny": ModelConfig(video_channels=3, height=32, width=32, video_space="pixels", patch_size=2,
+                        base_channels=32, channel_mult=(1, 2, 3), attention_levels=(1, 2), head_dim=32,
+                        norm_groups=16, cmcpe_dim=64),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
