@@ -36,8 +36,8 @@ def _seed():
 @pytest.fixture(scope="session")
 def emulated_cuda_module(tmp_path_factory):
     """csrc/bindings_cuda.cpp + csrc/cuda/* compiled as host C++ (tests/cuda_emu): a `_C_cuda` whose
-    kernels run on CPU threads, at most AVFAST_EMU_MAX_GRID=4 blocks a launch (so the grid-stride
-    loops are exercised too)."""
+    kernels run on the CPU (a fiber per CUDA thread), at most AVFAST_EMU_MAX_GRID=4 blocks a launch
+    (so the grid-stride loops are exercised too)."""
     import shutil
 
     if shutil.which("g++") is None:

@@ -1,13 +1,14 @@
 """The CUDA attention kernels (csrc/cuda/attention.cu) run on the CPU under a host emulation.
 
 The build machines have no GPU, so the `emulated_cuda` fixture (tests/conftest.py, tests/cuda_emu)
-compiles the whole `_C_cuda` (bindings and every .cu file) as host C++ with a thread per CUDA
-thread (std::thread), `static` for __shared__, a barrier for __syncthreads and a shared-array
-exchange for __shfl_xor_sync, and installs it as the cuda backend for CPU tensors. These tests then
-call the registered ops under `avfast.backend("cuda")`, so the op's own host code
-(`_forward_cuda`/`_backward_cuda`: allocation, strides, workspace) and the kernels (tile indexing,
-masking of odd token counts, the online softmax, the barriers' placement: a missing one shows up as
-a race between real threads, the grid-stride task loop) are checked against the fp64 reference. It
+compiles the whole `_C_cuda` (bindings and every .cu file) as host C++ with a fiber per CUDA
+thread, `static` for __shared__, a scheduler switch for __syncthreads and a shared-array exchange
+for __shfl_xor_sync, and installs it as the cuda backend for CPU tensors. These tests then call the
+registered ops under `avfast.backend("cuda")`, so the op's own host code (`_forward_cuda`/
+`_backward_cuda`: allocation, strides, workspace) and the kernels (tile indexing, masking of odd
+token counts, the online softmax, the grid-stride task loop) are checked against the fp64
+reference; the barriers' placement is checked by test_cuda_emulated_schedules.py (identical bits
+whatever order threads and blocks run in). It
 cannot check what only hardware shows (timing, coalescing, the device exp2 / conversion
 intrinsics): test_attention.py::test_cuda* does, where a GPU exists; the AOT compile test checks
 registers, spills and shared memory.
