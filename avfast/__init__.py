@@ -16,7 +16,7 @@ __all__ = ["__version__", "BACKENDS", "BackendUnavailableError", "available_back
 
 # Imported on first use (`avfast.nn.EasyFusion`, `avfast.train.make_negatives`, ...), so that
 # `import avfast` stays light and optional media packages are never imported eagerly.
-_LAZY_SUBMODULES = ("nn", "train", "data", "metrics")
+_LAZY_SUBMODULES = ("nn", "train", "data", "metrics", "sample", "diffusion")
 
 
 def __getattr__(name: str):

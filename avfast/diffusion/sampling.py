@@ -287,6 +287,8 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
                          f"prediction with the null label's); pass labels= or leave cfg_scale at 1")
 
     config = getattr(model, "config", None)
+    if labels is not None and getattr(config, "num_classes", None) == 0:
+        raise ValueError("`labels` were given but the model has no label conditioning (config.num_classes = 0)")
     shapes = (_shape_from("video_shape", video_shape, config, "video_shape"),
               _shape_from("audio_shape", audio_shape, config, "audio_shape"))
     T = int(getattr(config, "num_train_steps", DEFAULT_NUM_TRAIN_STEPS))
