@@ -194,7 +194,7 @@ def test_gamma_one_equals_no_adjustment_bitwise_and_gamma_changes_the_run():
     coefs = step_coefficients("dpmpp2m", grid, CosineSchedule(), 0.0)
     times = [torch.full((2,), float(t)) for t in grid[:-1]]
     xv, xa, _ = start_noise(den, 2)
-    plain = _run(_Predictor(den, None, (1.0, 1.0)), [xv, xa], [coefs, coefs], [times, times], "joint", None,
+    plain = _run(_Predictor(den, None, (1.0, 1.0), F64), [xv, xa], [coefs, coefs], [times, times], "joint", None,
                  "replace", 0.0, _Noise(0, 2, torch.device("cpu"), None), False, "")
     assert torch.equal(v1, plain[0]) and torch.equal(a1, plain[1])
     rec = Recorder(den)

@@ -66,13 +66,15 @@ def _non_negative(name: str, value: float) -> float:
 
 
 def _device_dtype(model: Any, noise, device, dtype) -> tuple[torch.device, torch.dtype]:
-    param = None
-    if isinstance(model, torch.nn.Module):
-        param = next(iter(model.parameters()), None)
-    ref = noise[0] if noise is not None else param
-    device = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
-    dtype = dtype if dtype is not None else (ref.dtype if ref is not None else torch.float32)
-    return device, dtype
+    """Explicit arguments, else the model's parameters, else `noise`, else the model's `.device` /
+    `.dtype` attributes (runtime wrappers), else CPU float32."""
+    ref = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    ref = ref if ref is not None else (noise[0] if noise is not None else None)
+    if device is None:
+        device = ref.device if ref is not None else getattr(model, "device", None) or "cpu"
+    if dtype is None:
+        dtype = ref.dtype if ref is not None else getattr(model, "dtype", None) or torch.float32
+    return torch.device(device), dtype
 
 
 def _check_noise(noise, shapes: tuple[tuple[int, ...], tuple[int, ...]], batch_size: int) -> int:
@@ -147,8 +149,9 @@ class _Noise:
 class _Predictor:
     """Calls the denoiser for one step, with classifier-free guidance batched into one 2B call."""
 
-    def __init__(self, denoiser: Denoiser, labels: torch.Tensor | None, cfg: tuple[float, float]) -> None:
-        self.denoiser, self.cfg = denoiser, cfg
+    def __init__(self, denoiser: Denoiser, labels: torch.Tensor | None, cfg: tuple[float, float],
+                 dtype: torch.dtype) -> None:
+        self.denoiser, self.cfg, self.dtype = denoiser, cfg, dtype
         self.use_cfg = labels is not None and cfg != (1.0, 1.0)
         self.labels = torch.cat([labels, torch.full_like(labels, NULL_LABEL)]) if self.use_cfg else labels
 
@@ -160,6 +163,7 @@ class _Predictor:
         return self._call(v, a, t_v, t_a)
 
     def _call(self, v, a, t_v, t_a):
+        v, a = v.to(self.dtype), a.to(self.dtype)  # the state may be wider than the model (fp32 for fp16)
         out = self.denoiser(v, a, t_v, t_a) if self.labels is None else self.denoiser(v, a, t_v, t_a, labels=self.labels)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise TypeError(f"the denoiser must return (v_pred, a_pred), got {type(out).__name__}")
@@ -250,7 +254,9 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
         u with labels = -1 (the null label). Scale 1 (both) is the plain conditional prediction.
     noise: (v_T, a_T) fixes the starting noise (batch taken from it); else drawn from `seed`
         (sample i from seed + i) or from `generator`.
-    device / dtype: default to the model's parameters (or `noise`), else CPU float32.
+    device / dtype: default to the model's parameters, else `noise`, else the model's `.device` /
+        `.dtype`, else CPU float32. With fp16/bf16 the sampler keeps its state in float32 and casts
+        the denoiser's inputs; the result comes back in `dtype`.
     """
     if not callable(model):
         raise TypeError(f"`model` must be a callable denoiser (v_t, a_t, t_v, t_a[, labels]) -> (v, a), got "
@@ -310,9 +316,13 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
 
     rng = _Noise(seed, B, device, generator)
     drawn = rng.start(((B, *shapes[0]), (B, *shapes[1])))  # drawn even when `noise` replaces it, so the
-    x = [n.to(device, dtype) for n in (noise if noise is not None else drawn)]  # step noise is the same either way
-    predict = _Predictor(model, label_ids, cfg)
+    # Half-precision models get a float32 state: 200 updates rounded to fp16 would drift.
+    state = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    if condition is not None:
+        condition = condition.to(state)
+    x = [n.to(device, state) for n in (noise if noise is not None else drawn)]  # step noise is the same either way
+    predict = _Predictor(model, label_ids, cfg, dtype)
     with torch.no_grad():
         out = _run(predict, x, coefs, times, task, condition, condition_mode, guidance, rng, progress,
                    desc=f"{sampler} {task}")
-    return out[0], out[1]
+    return out[0].to(dtype), out[1].to(dtype)
