@@ -237,4 +237,7 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported `avfast.sample`, not this __main__ copy, so runtimes registered in its RUNTIMES count.
+    from avfast.sample import main as _main
+
+    sys.exit(_main())
