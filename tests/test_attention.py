@@ -5,12 +5,12 @@ import importlib.util
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import avfast
 from avfast.backends import BackendUnavailableError
 from avfast.ops import AvfastInputError, attention_reference, temporal_spatial_attention
 from avfast.ops import attention as A
+from _compare import assert_accurate
 from conftest import HAS_CUDA, HAS_TRITON, TRITON_DEVICE
 
 MODES = ("spatial", "temporal", "joint")
@@ -26,79 +26,76 @@ VIDEO = [
 AUDIO = [((2, 3 * 64, 1), 64), ((1, 3 * 64, 7), 32), ((1, 3 * 128, 112), 64)]
 IDS = lambda cases: ["x".join(map(str, s)) + f"-d{d}" for s, d in cases]  # noqa: E731
 
-# (dtype, atol, factor): the kernel's max error against fp64 must be <= factor x PyTorch's own
-# error in that dtype (permute + SDPA) + atol (flash-attention's test rule).
-DTYPES = [
-    pytest.param(torch.float32, 2e-5, 2.0, id="fp32"),
-    pytest.param(torch.float16, 2e-3, 2.0, id="fp16"),
-    pytest.param(torch.bfloat16, 1.6e-2, 2.0, id="bf16"),
-]
-TRITON_DTYPES = [p for p in DTYPES if p.values[0] != torch.bfloat16 or HAS_CUDA]
+# Every result is held to tests/_compare.py's rule: its error against the fp64 reference at most 2x
+# PyTorch's own in that dtype (attention_sdpa: permute + the fused SDPA kernel), plus half an ulp
+# of the output's size.
+DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16"),
+          pytest.param(torch.bfloat16, id="bf16")]
+# Triton's interpreter (no GPU) has no bf16; on a GPU the bf16 cases run.
+TRITON_DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16"),
+                 pytest.param(torch.bfloat16, id="bf16", marks=pytest.mark.skipif(
+                     not HAS_CUDA, reason="Triton's interpreter has no bf16 (runs on a CUDA GPU)"))]
 
 
-def _sdpa(qkv: torch.Tensor, mode: str, head_dim: int) -> torch.Tensor:
-    """PyTorch's own path in qkv's dtype: permute, scaled_dot_product_attention, permute back."""
-    x5 = A._as5d(qkv)
-    m = A._effective_mode(qkv, mode)
-    C = x5.shape[1] // 3
-    q, k, v = (A._to_problems(t, m, head_dim) for t in x5.split(C, dim=1))
-    o = F.scaled_dot_product_attention(q, k, v)
-    return A._from_problems(o, m, (x5.shape[0], C, *x5.shape[2:])).reshape(A._out_shape(qkv))
-
-
-def _check_close(got, want64, baseline, atol, factor, what):
-    err = (got.double() - want64).abs().max().item()
-    base = (baseline.double() - want64).abs().max().item()
-    assert err <= factor * base + atol, f"{what}: max error {err:.3e} > {factor} x PyTorch's {base:.3e} + {atol}"
-
-
-def _run_and_check(backend, device, shape, head_dim, mode, dtype, atol, factor, noncontig=False, cropped=False):
-    x = torch.randn(shape, dtype=torch.float64)
-    if noncontig:  # same values, channels-last-like strides and a sliced batch: nothing is contiguous
-        big = torch.randn(2 * shape[0], *shape[2:], shape[1], dtype=torch.float64)
+def _inputs(shape, dtype, device, noncontig=False, cropped=False) -> torch.Tensor:
+    """qkv in `dtype` on `device`, made in its final layout (`.to` would make a cropped view contiguous)."""
+    if noncontig:  # channels-last-like strides and a sliced batch: nothing is contiguous
+        big = torch.randn(2 * shape[0], *shape[2:], shape[1], dtype=dtype, device=device)
         x = big.movedim(-1, 1)[::2]
         assert not x.is_contiguous() or x.numel() == 1
-    if cropped:  # a crop of a wider tensor: W is unit-stride but rows of pixels do not flatten
-        x = torch.randn(*shape[:-1], shape[-1] + 3, dtype=torch.float64)[..., 1:shape[-1] + 1]
+    elif cropped:  # a crop of a wider tensor: W is unit-stride but rows of pixels do not flatten
+        x = torch.randn(*shape[:-1], shape[-1] + 3, dtype=dtype, device=device)[..., 1:shape[-1] + 1]
+        assert not x.is_contiguous()
+    else:
+        x = torch.randn(shape, dtype=dtype, device=device)
+    return x
+
+
+def _run_and_check(backend, device, shape, head_dim, mode, dtype, noncontig=False, cropped=False):
+    xl = _inputs(shape, dtype, device, noncontig, cropped).requires_grad_(True)
+    x = xl.detach().cpu().double()  # the oracle and PyTorch see the kernel's (rounded) inputs
     x64 = x.clone().requires_grad_(True)
     want = attention_reference(x64, mode, head_dim)
-    grad = torch.randn_like(want)
-    (want_g,) = torch.autograd.grad(want, x64, grad)
+    grad = torch.randn_like(want).to(dtype)
+    (want_g,) = torch.autograd.grad(want, x64, grad.double())
 
-    xl = x.to(device=device, dtype=dtype).requires_grad_(True)
     with avfast.backend(backend):
         got = temporal_spatial_attention(xl, mode, head_dim)
-        (got_g,) = torch.autograd.grad(got, xl, grad.to(device=device, dtype=dtype))
+        (got_g,) = torch.autograd.grad(got, xl, grad.to(device))
     assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous()
-    # PyTorch's own error in this dtype (forward and autograd backward through SDPA).
+    # PyTorch's own result in this dtype (forward and autograd backward through the fused SDPA).
     xb = x.to(dtype).requires_grad_(True)
-    base = _sdpa(xb, mode, head_dim)
-    (base_g,) = torch.autograd.grad(base, xb, grad.to(dtype))
-    _check_close(got.cpu(), want.detach(), base.detach(), atol, factor, f"{backend} forward")
-    scale = want_g.abs().max().item()
-    _check_close(got_g.cpu() / scale, want_g / scale, base_g / scale, atol, factor, f"{backend} backward")
+    base = A.attention_sdpa(xb, mode, head_dim)
+    (base_g,) = torch.autograd.grad(base, xb, grad)
+    assert_accurate(got, want.detach(), base, what=f"{backend} forward")
+    assert_accurate(got_g, want_g, base_g, what=f"{backend} backward")
 
 
 # ---------------------------------------------------------------------------------------------
 # CPU backend (the C++ kernel) and the reference itself
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape,head_dim", VIDEO, ids=IDS(VIDEO))
-def test_cpu_video(shape, head_dim, mode, dtype, atol, factor):
-    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype, atol, factor)
+def test_cpu_video(shape, head_dim, mode, dtype, request):
+    if mode == "joint" and shape == VIDEO[-1][0] and dtype == torch.float32:
+        # A known shortfall, kept visible: the kernel's fp32 error stays ~3e-8 rms from N = 512 up while
+        # PyTorch's shrinks with the output (9.7e-9 at N = 4608), so here it is ~3x PyTorch's. fp16/bf16
+        # (output rounding dominates) pass; strict, so a fix shows up as XPASS.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="cpu kernel fp32 error ~3x PyTorch's at N = 4608"))
+    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype)
 
 
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,head_dim", AUDIO, ids=IDS(AUDIO))
-def test_cpu_audio(shape, head_dim, dtype, atol, factor):
-    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype, atol, factor)
+def test_cpu_audio(shape, head_dim, dtype):
+    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
-def test_cpu_noncontiguous(mode, dtype, atol, factor):
-    _run_and_check("cpu", "cpu", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, atol, factor, noncontig=True)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_noncontiguous(mode, dtype):
+    _run_and_check("cpu", "cpu", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, noncontig=True)
 
 
 # The lane kernels (16 small problems side by side in the AVX-512 lanes; by default for N <= 64
@@ -116,11 +113,11 @@ LANE_VIDEO = [
 
 
 @pytest.mark.parametrize("kernel", ["lanes", "tiles"])
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,head_dim", LANE_VIDEO, ids=IDS(LANE_VIDEO))
-def test_cpu_temporal_kernels(shape, head_dim, dtype, atol, factor, kernel, monkeypatch):
+def test_cpu_temporal_kernels(shape, head_dim, dtype, kernel, monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
-    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype, atol, factor)
+    _run_and_check("cpu", "cpu", shape, head_dim, "temporal", dtype)
 
 
 # Contiguous tokens (spatial, joint, audio) take the column kernels (queries in the lanes, fp32
@@ -131,36 +128,45 @@ COLS_CASES = [((1, 3 * 64, 1, 1, 1), 64), ((2, 3 * 64, 5, 3, 7), 32), ((1, 3 * 1
 
 
 @pytest.mark.parametrize("kernel", ["cols", "tiles"])
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["spatial", "joint"])
 @pytest.mark.parametrize("shape,head_dim", COLS_CASES, ids=IDS(COLS_CASES))
-def test_cpu_contiguous_token_kernels(shape, head_dim, mode, dtype, atol, factor, kernel, monkeypatch):
+def test_cpu_contiguous_token_kernels(shape, head_dim, mode, dtype, kernel, monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
-    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype, atol, factor)
+    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype)
 
 
 @pytest.mark.parametrize("kernel", ["cols", "tiles"])
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
-def test_cpu_audio_kernels(dtype, atol, factor, kernel, monkeypatch):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_audio_kernels(dtype, kernel, monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
-    _run_and_check("cpu", "cpu", (2, 3 * 64, 130), 64, "temporal", dtype, atol, factor)
-    _run_and_check("cpu", "cpu", (1, 3 * 64, 112), 64, "temporal", dtype, atol, factor, cropped=True)
+    _run_and_check("cpu", "cpu", (2, 3 * 64, 130), 64, "temporal", dtype)
+    _run_and_check("cpu", "cpu", (1, 3 * 64, 112), 64, "temporal", dtype, cropped=True)
 
 
 @pytest.mark.parametrize("layout", ["noncontig", "cropped"])
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
-def test_cpu_lanes_strided(layout, mode, dtype, atol, factor, monkeypatch):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_lanes_strided(layout, mode, dtype, monkeypatch):
     # Lanes through a non-unit pixel stride (channels-last: gathered) and through rows that do not
     # flatten (cropped W: one lane block per row); spatial / joint here have N <= 64 too.
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
-    _run_and_check("cpu", "cpu", (2, 3 * 64, 5, 4, 6), 32, mode, dtype, atol, factor,
+    _run_and_check("cpu", "cpu", (2, 3 * 64, 5, 4, 6), 32, mode, dtype,
                    noncontig=layout == "noncontig", cropped=layout == "cropped")
+
+
+def _sdpa_with_lse(qkv, mode, head_dim, scale):
+    """PyTorch's fused CPU attention with its log-sum-exp, as (out, lse [B, heads, G, N])."""
+    C = qkv.shape[1] // 3
+    q, k, v = (A.sdpa_problems(t, mode, head_dim) for t in qkv.split(C, dim=1))
+    _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[:2]
+    B, heads, G, N = A._lse_shape(qkv, mode, head_dim)
+    return A.attention_sdpa(qkv, mode, head_dim, scale), lse.reshape(B, G, heads, N).transpose(1, 2)
 
 
 def test_cpu_kernels_differ_and_lse(monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
-    _run_and_check("cpu", "cpu", (3, 3 * 64, 7), 32, "temporal", torch.float32, 2e-5, 2.0)
+    _run_and_check("cpu", "cpu", (3, 3 * 64, 7), 32, "temporal", torch.float32)
     x = torch.randn(2, 3 * 64, 3, 3, 5)  # N <= 64 in every mode
     for mode in MODES:
         ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
@@ -169,8 +175,9 @@ def test_cpu_kernels_differ_and_lse(monkeypatch):
             monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
             with avfast.backend("cpu"):
                 out, lse = got[kernel] = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
-            torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
-            torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
+            base_out, base_lse = _sdpa_with_lse(x, mode, 32, 0.3)
+            assert_accurate(out, ref_out, base_out, what=f"{kernel} {mode} out")
+            assert_accurate(lse, ref_lse, base_lse, what=f"{kernel} {mode} lse")
         # The kernels really ran (different summation orders); temporal tokens are strided (no cols).
         assert not torch.equal(got["lanes"][0], got["tiles"][0])
         if mode != "temporal":
@@ -178,16 +185,9 @@ def test_cpu_kernels_differ_and_lse(monkeypatch):
             assert not torch.equal(got["cols"][0], got["lanes"][0])
 
 
-def test_cpu_inference_fast_path_keeps_the_op_visible():
-    # No-grad eager calls on plain CPU tensors skip the custom-op dispatch; anything that must see
-    # the op (dispatch modes, torch.compile, functorch) still gets it, with the same numbers.
+def _dispatched(fn):
+    """(fn(), the names of the ops it dispatched), seen by a dispatch mode."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    x = torch.randn(1, 3 * 64, 5, 3, 3)
-    with torch.no_grad():
-        fast = temporal_spatial_attention(x, "temporal")
-    op_out, _ = torch.ops.avfast.temporal_spatial_attention(x, "temporal", 64, 64 ** -0.5)
-    assert torch.equal(fast, op_out)
 
     seen = []
 
@@ -196,8 +196,22 @@ def test_cpu_inference_fast_path_keeps_the_op_visible():
             seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    with torch.no_grad(), Spy():
-        temporal_spatial_attention(x, "temporal")
+    with Spy():
+        result = fn()
+    return result, seen
+
+
+def test_cpu_inference_fast_path_keeps_the_op_visible():
+    # No-grad eager calls on plain CPU tensors skip the custom-op dispatch; anything that must see
+    # the op (dispatch modes, torch.compile, functorch) still gets it, with the same numbers.
+    x = torch.randn(1, 3 * 64, 5, 3, 3)
+    with torch.no_grad():
+        fast = temporal_spatial_attention(x, "temporal")
+    op_out, _ = torch.ops.avfast.temporal_spatial_attention(x, "temporal", 64, 64 ** -0.5)
+    assert torch.equal(fast, op_out)
+
+    with torch.no_grad():
+        _, seen = _dispatched(lambda: temporal_spatial_attention(x, "temporal"))
     assert any("avfast" in name for name in seen)
     with torch.no_grad():
         compiled = torch.compile(lambda t: temporal_spatial_attention(t, "temporal"), fullgraph=True,
@@ -214,8 +228,9 @@ def test_lse_matches_reference():
         with avfast.backend("cpu"):
             out, lse = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
         ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
-        torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=0)
-        torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=0)
+        base_out, base_lse = _sdpa_with_lse(x, mode, 32, 0.3)
+        assert_accurate(out, ref_out, base_out, what=f"{mode} out")
+        assert_accurate(lse, ref_lse, base_lse, what=f"{mode} lse")
 
 
 def test_reference_matches_sdpa_in_fp64():
@@ -223,7 +238,26 @@ def test_reference_matches_sdpa_in_fp64():
     for shape, d in VIDEO[:3]:
         x = torch.randn(shape, dtype=torch.float64)
         for mode in MODES:
-            torch.testing.assert_close(attention_reference(x, mode, d), _sdpa(x, mode, d))
+            torch.testing.assert_close(attention_reference(x, mode, d), A.attention_sdpa(x, mode, d))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],
+                         ids=["fp32", "fp16", "bf16", "fp64"])
+def test_sdpa_baseline_takes_the_fused_kernel(dtype):
+    # The baseline of the benchmarks and of the tolerances must be PyTorch's fused kernel, forward
+    # and backward; 5-D [B, heads, G, N, D] inputs would silently get the unfused math path.
+    from torch.nn.attention import SDPBackend
+
+    for shape, d in [VIDEO[1], VIDEO[3], AUDIO[1]]:
+        x = torch.randn(shape, dtype=dtype, requires_grad=True)
+        for mode in MODES:
+            q = A.sdpa_problems(x, mode, d)
+            assert torch._fused_sdp_choice(q, q, q) == int(SDPBackend.FLASH_ATTENTION), (shape, mode)
+            five_d = A._to_problems(A._as5d(x), A._effective_mode(x, mode), d)
+            assert torch._fused_sdp_choice(five_d, five_d, five_d) == int(SDPBackend.MATH)  # why the 4-D layout
+            _, ops = _dispatched(lambda: torch.autograd.grad(A.attention_sdpa(x, mode, d).sum(), x))
+            assert "aten._scaled_dot_product_flash_attention_for_cpu.default" in ops, ops
+            assert "aten._scaled_dot_product_flash_attention_for_cpu_backward.default" in ops, ops
 
 
 def test_fp16_large_logits_do_not_overflow():
@@ -233,15 +267,15 @@ def test_fp16_large_logits_do_not_overflow():
     with avfast.backend("cpu"):
         got = temporal_spatial_attention(x, "joint", 64)
     assert torch.isfinite(got).all()
-    # fp16 output rounding alone is ~1e-3 relative to |out| ~ 50
-    assert (got.double() - want).abs().max().item() <= 2e-3 * want.abs().max().item()
+    assert_accurate(got, want, A.attention_sdpa(x, "joint", 64), what="fp16 large logits")
 
 
 def test_scale_argument():
     x = torch.randn(1, 3 * 32, 7)
     with avfast.backend("cpu"):
         got = temporal_spatial_attention(x, "temporal", 32, scale=0.05)
-    torch.testing.assert_close(got, attention_reference(x, "temporal", 32, scale=0.05), atol=1e-5, rtol=1e-5)
+    assert_accurate(got, attention_reference(x.double(), "temporal", 32, scale=0.05),
+                    A.attention_sdpa(x, "temporal", 32, scale=0.05), what="scale 0.05")
 
 
 def test_fp64_gradcheck_reference_backend():
@@ -258,16 +292,16 @@ TRITON_CASES = [((1, 3 * 32, 5, 3, 3), 32, "spatial"), ((1, 3 * 32, 5, 3, 3), 32
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
-@pytest.mark.parametrize("dtype,atol,factor", TRITON_DTYPES)
+@pytest.mark.parametrize("dtype", TRITON_DTYPES)
 @pytest.mark.parametrize("shape,head_dim,mode", TRITON_CASES, ids=[f"{c[2]}-{'x'.join(map(str, c[0]))}"
                                                                    for c in TRITON_CASES])
-def test_triton(shape, head_dim, mode, dtype, atol, factor):
-    _run_and_check("triton", TRITON_DEVICE, shape, head_dim, mode, dtype, atol, factor)
+def test_triton(shape, head_dim, mode, dtype):
+    _run_and_check("triton", TRITON_DEVICE, shape, head_dim, mode, dtype)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
 def test_triton_noncontiguous():
-    _run_and_check("triton", TRITON_DEVICE, (1, 3 * 32, 3, 2, 3), 32, "spatial", torch.float32, 2e-5, 2.0,
+    _run_and_check("triton", TRITON_DEVICE, (1, 3 * 32, 3, 2, 3), 32, "spatial", torch.float32,
                    noncontig=True)
 
 
@@ -290,28 +324,28 @@ requires_cuda_ext = pytest.mark.skipif(not HAS_CUDA or avfast._ext.load("cuda") 
 
 
 @requires_cuda_ext
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape,head_dim", VIDEO + [((2, 3 * 128, 5, 3, 7), 64), ((1, 3 * 32, 3, 5, 4), 16),
                                                     ((1, 3 * 256, 3, 4, 5), 128)],
                          ids=IDS(VIDEO + [((2, 3 * 128, 5, 3, 7), 64), ((1, 3 * 32, 3, 5, 4), 16),
                                           ((1, 3 * 256, 3, 4, 5), 128)]))
-def test_cuda_video(shape, head_dim, mode, dtype, atol, factor):
-    _run_and_check("cuda", "cuda", shape, head_dim, mode, dtype, atol, factor)
+def test_cuda_video(shape, head_dim, mode, dtype):
+    _run_and_check("cuda", "cuda", shape, head_dim, mode, dtype)
 
 
 @requires_cuda_ext
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,head_dim", AUDIO, ids=IDS(AUDIO))
-def test_cuda_audio(shape, head_dim, dtype, atol, factor):
-    _run_and_check("cuda", "cuda", shape, head_dim, "temporal", dtype, atol, factor)
+def test_cuda_audio(shape, head_dim, dtype):
+    _run_and_check("cuda", "cuda", shape, head_dim, "temporal", dtype)
 
 
 @requires_cuda_ext
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dtype,atol,factor", DTYPES)
-def test_cuda_noncontiguous(mode, dtype, atol, factor):
-    _run_and_check("cuda", "cuda", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, atol, factor, noncontig=True)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_noncontiguous(mode, dtype):
+    _run_and_check("cuda", "cuda", (1, 3 * 64, 5, 4, 3), 32, mode, dtype, noncontig=True)
 
 
 @requires_cuda_ext
@@ -380,7 +414,7 @@ def test_cuda_backend_is_declared():
 @pytest.mark.skipif(importlib.util.find_spec("xformers") is None, reason="xformers is not installed")
 @pytest.mark.parametrize("mode", MODES)
 def test_xformers(mode):
-    _run_and_check("xformers", "cuda", (2, 3 * 128, 5, 3, 7), 64, mode, torch.float16, 2e-3, 2.0)
+    _run_and_check("xformers", "cuda", (2, 3 * 128, 5, 3, 7), 64, mode, torch.float16)
 
 
 def test_forced_gpu_backend_on_cpu_is_an_error():
@@ -404,23 +438,36 @@ def test_opcheck(backend):
 
 
 def test_torch_compile_fullgraph():
-    def block(t):
-        return temporal_spatial_attention(t * 2, "temporal", 32).sum(dim=1)
+    def block_with(attention, t):
+        return attention(t * 2, "temporal", 32).sum(dim=1)
 
+    def block(t):
+        return block_with(temporal_spatial_attention, t)
+
+    # Compiled (the op in the graph, the cpu kernel inside) against the fp64 oracle, forward and
+    # backward, with PyTorch's fused SDPA in fp32 as the baseline.
     x = torch.randn(1, 3 * 64, 5, 2, 2, requires_grad=True)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     got = compiled(x)
-    got.sum().backward()
-    want = block(x.detach())
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    (got_g,) = torch.autograd.grad(got, x, torch.ones_like(got))
+    x64 = x.detach().double().requires_grad_(True)
+    want = block_with(attention_reference, x64)
+    (want_g,) = torch.autograd.grad(want, x64, torch.ones_like(want))
+    base = block_with(A.attention_sdpa, x)
+    (base_g,) = torch.autograd.grad(base, x, torch.ones_like(base))
+    assert_accurate(got, want.detach(), base, what="compiled forward")
+    assert_accurate(got_g, want_g, base_g, what="compiled backward")
 
 
 def test_decomposed_path_is_the_reference():
+    # Decomposed: plain aten ops only (what ONNX export sees), and still the right numbers (fp64
+    # oracle written differently: PyTorch's SDPA on permuted copies).
     x = torch.randn(1, 3 * 32, 4, 2, 2)
     with avfast.backends.decomposed():
-        got = temporal_spatial_attention(x, "joint", 32)
-    torch.testing.assert_close(got, attention_reference(x, "joint", 32))
+        got, ops = _dispatched(lambda: temporal_spatial_attention(x, "joint", 32))
+    assert ops and not any("avfast" in name for name in ops), ops
+    assert_accurate(got, A.attention_sdpa(x.double(), "joint", 32), A.attention_sdpa(x, "joint", 32),
+                    what="decomposed")
 
 
 # ---------------------------------------------------------------------------------------------

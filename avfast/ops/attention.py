@@ -171,6 +171,41 @@ def attention_backward_reference(grad_out, qkv, out, lse, mode, head_dim, scale)
 
 
 # ---------------------------------------------------------------------------------------------
+# PyTorch's own attention: the baseline the benchmarks and the low-precision tests measure against
+# ---------------------------------------------------------------------------------------------
+def sdpa_problems(x: torch.Tensor, mode: str, head_dim: int) -> torch.Tensor:
+    """[B, heads*D, ...] -> [B*G, heads, N, D] in one copy: the 4-D layout PyTorch's fused SDPA
+    kernels take (given 5-D [B, heads, G, N, D] inputs SDPA falls back to its unfused math path)."""
+    x5 = _as5d(x)
+    mode = _effective_mode(x, mode)
+    B, C = x5.shape[:2]
+    A = x5.shape[2:]
+    ga, ta = _GROUP_AXES[mode], _TOKEN_AXES[mode]
+    x6 = x5.reshape(B, C // head_dim, head_dim, *A)
+    problems = x6.permute(0, *[3 + a for a in ga], 1, *[3 + a for a in ta], 2)
+    shape = (B * math.prod(A[a] for a in ga), C // head_dim, math.prod(A[a] for a in ta), head_dim)
+    return problems.reshape(shape).contiguous()  # the fused kernels need unit-stride D (joint mode's view has not)
+
+
+def attention_sdpa(qkv: torch.Tensor, mode: str = "spatial", head_dim: int = 64,
+                   scale: float | None = None) -> torch.Tensor:
+    """What a model does without the fused op: q, k, v permuted to [B*G, heads, N, D] copies,
+    `F.scaled_dot_product_attention` (PyTorch's fused flash kernel on CPU and CUDA), permuted back."""
+    x5 = _as5d(qkv)
+    mode = _effective_mode(qkv, mode)
+    C = x5.shape[1] // 3
+    q, k, v = (sdpa_problems(t, mode, head_dim) for t in x5.split(C, dim=1))
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+    B, A = x5.shape[0], x5.shape[2:]
+    ga, ta = _GROUP_AXES[mode], _TOKEN_AXES[mode]
+    o = o.reshape(B, *[A[a] for a in ga], -1, *[A[a] for a in ta], head_dim)  # a view
+    # o's dims: B, group axes, heads, token axes, D -> B, heads, D, A1, A2, A3.
+    where = {a: 1 + i for i, a in enumerate(ga)} | {a: 2 + len(ga) + i for i, a in enumerate(ta)}
+    out = o.permute(0, 1 + len(ga), o.dim() - 1, *[where[a] for a in range(3)])
+    return out.reshape(_out_shape(qkv))
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
 def _check_args(op: str, qkv: torch.Tensor, mode: str, head_dim: int, scale: float | None) -> None:
