@@ -1,0 +1,167 @@
+"""python -m avfast.export [--preset tiny|paper-128|paper-512] [--checkpoint DIR] [--trt]
+[--precision fp32|fp16|bf16] [--batch N] [--frames F] [--audio-length T] [--dynamic-batch] [--opset N]
+[--out DIR] [--bench-steps N] [--runtimes A,B]
+
+With no arguments: the package's default model (the trained `tiny` once it ships; until then the `tiny`
+preset with stand-in random weights) into export/out/, checked, compared and timed.
+Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
+2 bad input. Errors are one sentence on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROG = "python -m avfast.export"
+
+
+class CliError(Exception):
+    """Bad input: one sentence, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..models.config import PRESETS
+    from .data import DEFAULT_OUT
+    from .graph import PRECISIONS
+
+    p = argparse.ArgumentParser(prog=PROG, description="Export the joint U-Net to ONNX (and TensorRT with --trt), "
+                                "check it, compare it with PyTorch and time it per runtime.")
+    p.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the checkpoint's)")
+    p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")
+    p.add_argument("--trt", action="store_true", help="also build and time a TensorRT engine (needs a GPU)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graph precision (default: the preset's profile)")
+    p.add_argument("--batch", type=int, help="static batch of the graph (default: the profile's)")
+    p.add_argument("--frames", type=int, help="video frames (default: the profile's)")
+    p.add_argument("--audio-length", type=int, help="mel frames (default: frames x the profile's mel/video ratio)")
+    p.add_argument("--dynamic-batch", action="store_true", help="batch as a graph dimension (TensorRT profile "
+                   "from export/profiles.json)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18; 22 for bf16)")
+    p.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
+    p.add_argument("--name", help="file name stem (default: <preset>-<precision>-b<batch>-f<frames>)")
+    p.add_argument("--bench-steps", type=int, default=10, metavar="N", help="timed calls per runtime (0: none)")
+    p.add_argument("--runtimes", help="comma-separated runtimes to time (default: all usable here but compile)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise CliError(f"{name} must be an integer >= 1, got {value}")
+
+
+def _load_model(args):
+    """(model, preset name, weights source)."""
+    from .. import models
+    from .weights import randomize_zero_layers_
+
+    if args.checkpoint is not None:
+        folder = Path(args.checkpoint)
+        if not folder.is_dir():
+            raise CliError(f"--checkpoint: {folder} is not a folder (expected config.json + model.safetensors)")
+        model = models.from_pretrained(folder)
+        preset = next((n for n, c in models.PRESETS.items() if _same_architecture(c, model.config)), None)
+        if args.preset is not None and preset != args.preset:
+            raise CliError(f"--checkpoint {folder} holds a {preset or 'custom'} model, not the --preset {args.preset} "
+                           f"it was given with (leave out --preset to export the checkpoint as it is)")
+        return model, preset, f"checkpoint {folder}"
+    preset = args.preset or "tiny"
+    if preset == "tiny":
+        try:
+            return models.default(), "tiny", "the package's trained default model"
+        except models.DefaultModelUnavailable:
+            pass
+    model = randomize_zero_layers_(models.create(preset), seed=0).eval()
+    print(f"note: no trained {preset} weights here (pass --checkpoint DIR); exporting the {preset} preset with "
+          f"stand-in random weights (seed 0)", file=sys.stderr)
+    return model, preset, f"random stand-in weights (preset {preset} initialisation, seed 0, zero layers drawn)"
+
+
+def _same_architecture(a, b) -> bool:
+    layout = ("frames", "audio_length", "gradient_checkpointing", "dropout")  # not part of the weights' shapes
+    da, db = a.to_dict(), b.to_dict()
+    return all(da[k] == db[k] for k in da if k not in layout)
+
+
+def _options(args, model, preset: str, source: str):
+    from ..runtime import NAMES
+    from .data import profile
+    from .pipeline import ExportOptions
+
+    prof = profile(preset) if preset else {}
+    cfg = model.config
+    for name in ("batch", "frames", "audio_length"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.bench_steps < 0:
+        raise CliError(f"--bench-steps must be >= 0, got {args.bench_steps}")
+    frames = args.frames or prof.get("frames", cfg.frames)
+    audio = args.audio_length or round(frames * prof.get("audio_length", cfg.audio_length) / prof.get("frames", cfg.frames))
+    runtimes = None
+    if args.runtimes is not None:
+        runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+        unknown = [r for r in runtimes if r not in NAMES]
+        if unknown:
+            raise CliError(f"--runtimes: unknown runtime(s) {unknown}; expected names from {', '.join(NAMES)}")
+    if args.bench_steps == 0:
+        runtimes = ()
+    dynamic = None
+    if args.dynamic_batch:
+        lo, opt, hi = prof.get("dynamic_batch", [1, 2, 16])
+        if args.batch is not None:  # a given batch becomes the profile's optimum
+            opt, hi = args.batch, max(hi, args.batch)
+        dynamic = (lo, opt, hi)
+    return ExportOptions(out=Path(args.out), name=args.name, preset=preset, batch=args.batch or prof.get("batch", 1),
+                         frames=frames, audio_length=audio, precision=args.precision or prof.get("precision", "fp32"),
+                         opset=args.opset, dynamic_batch=dynamic, trt=args.trt,
+                         trt_workspace_gib=prof.get("trt_workspace_gib", 4), bench_calls=max(args.bench_steps, 1),
+                         runtimes=runtimes, weights_source=source, progress=not args.no_progress)
+
+
+def _report(result) -> None:
+    m = result.manifest
+    for path in result.files:
+        print(f"wrote {path}")
+    print(f"graph: {m['nodes']} nodes, opset {m['opset']}, {len(m['operators'])} operator types, all in TensorRT's "
+          f"supported list; inputs " + ", ".join(f"{i['name']}{i['shape']}" for i in m["inputs"]))
+    for runtime, p in m["parity"].items():
+        if "skipped" in p:
+            print(f"parity {runtime}: not run ({p['skipped']})")
+        else:
+            print(f"parity {runtime} vs PyTorch fp32: max error relative to the output's scale video "
+                  f"{p['video']['relative']:.2e}, audio {p['audio']['relative']:.2e} (bound {p['bound']:.0e}, ok)")
+    timings = m["ms_per_fe"]["runtimes"]
+    if timings:
+        print(f"ms per function evaluation, batch {m['ms_per_fe']['batch']}, on {m['ms_per_fe']['machine']}:")
+        for runtime, ms in timings.items():
+            print(f"  {runtime:<28} {ms if isinstance(ms, str) else f'{ms:10.2f} ms'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..runtime import RuntimeUnavailable
+    from .pipeline import run_export
+
+    try:
+        model, preset, source = _load_model(args)
+        result = run_export(model, _options(args, model, preset, source))
+    except (CliError, ValueError, TypeError, FileNotFoundError) as e:
+        from .checks import GraphCheckError
+        from .parity import ParityError
+
+        failed_check = isinstance(e, (GraphCheckError, ParityError))
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1 if failed_check else 2
+    except RuntimeUnavailable as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    _report(result)
+    if result.trt_error:
+        print(f"{PROG}: error: --trt: {result.trt_error}; the ONNX above was written and checked, no engine was built",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

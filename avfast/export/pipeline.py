@@ -1,0 +1,286 @@
+"""Export, check, compare, time and (optionally) build a TensorRT engine, then put the results in place.
+
+Everything is produced in a staging folder inside the output folder and renamed into place only when
+the checks pass (the manifest last), so an interrupted or failed export leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models.weights import atomic_write_bytes, weights_checksum
+from ..runtime import RuntimeUnavailable, load
+from ..runtime.manifest import FORMAT, VERSION, read_manifest
+from ..runtime.torch_runtimes import EagerDenoiser
+from . import data
+from .checks import check_graph
+from .graph import check_options, export_onnx
+from .parity import BOUNDS, ParityError, measure_parity, parity_inputs
+from .timing import machine_name, ms_per_fe
+
+# ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv): a bf16 graph is checked, not run, on CPU.
+CPU_PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    name: str | None = None
+    preset: str | None = None
+    batch: int = 1
+    frames: int | None = None
+    audio_length: int | None = None
+    precision: str = "fp32"
+    opset: int | None = None
+    dynamic_batch: tuple[int, int, int] | None = None  # (min, opt, max)
+    trt: bool = False
+    trt_workspace_gib: float = 4.0
+    bench_calls: int = 10
+    runtimes: tuple[str, ...] | None = None  # None: every runtime usable here except compile
+    weights_source: str = "unknown"
+    progress: bool = True
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class ExportResult:
+    manifest: dict[str, Any]
+    files: list[Path]
+    trt_error: str | None = None
+
+
+def default_name(preset: str | None, precision: str, batch: int | None, frames: int) -> str:
+    return f"{preset or 'model'}-{precision}-{'bdyn' if batch is None else f'b{batch}'}-f{frames}"
+
+
+def _staging(out: Path, name: str) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=out))
+    except OSError as e:
+        raise ValueError(f"the output folder {out} cannot be written ({e.strerror or e})") from None
+
+
+def _bench_runtimes(options: ExportOptions, engine: bool) -> list[str]:
+    if options.runtimes is not None:
+        return list(options.runtimes)
+    names = ["eager-reference", "eager-fused"]
+    if options.precision in CPU_PRECISIONS:
+        names.append("onnxruntime")
+    if torch.cuda.is_available():
+        names.append("onnxruntime-cuda")
+    if engine:
+        names.append("tensorrt")
+    if options.precision in CPU_PRECISIONS:
+        try:
+            import openvino  # noqa: F401  (only to see whether it is installed)
+
+            names.append("openvino")
+        except ImportError:
+            pass
+    return names
+
+
+def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
+    """The whole `python -m avfast.export` pipeline for one model. Raises ValueError (bad options, failed
+    checks, ParityError) with nothing written; a missing TensorRT is reported in `trt_error` after the
+    checked ONNX was written."""
+    opset = check_options(options.precision, options.opset, options.batch,
+                          options.dynamic_batch[::2] if options.dynamic_batch else None)
+    cfg = model.config
+    frames = cfg.frames if options.frames is None else options.frames
+    audio_length = cfg.audio_length if options.audio_length is None else options.audio_length
+    static_batch = None if options.dynamic_batch else options.batch
+    name = options.name or default_name(options.preset, options.precision, static_batch, frames)
+    out = Path(options.out)
+    staging = _staging(out, name)
+    steps = tqdm(total=5 + int(options.trt), desc=f"export {name}", disable=not options.progress, leave=False)
+    try:
+        steps.set_postfix_str("torch.onnx.export")
+        onnx_path = staging / f"{name}.onnx"
+        info = export_onnx(model, onnx_path, batch=options.batch, frames=frames, audio_length=audio_length,
+                           precision=options.precision, opset=opset,
+                           dynamic_batch=options.dynamic_batch[::2] if options.dynamic_batch else None)
+        steps.update()
+        steps.set_postfix_str("checks")
+        operators = check_graph(onnx_path)
+        steps.update()
+
+        steps.set_postfix_str("parity")
+        B = options.dynamic_batch[1] if options.dynamic_batch else options.batch
+        reference_model = copy.deepcopy(model).to("cpu", torch.float32).eval()
+        reference = EagerDenoiser(reference_model, "fused")
+        inputs = parity_inputs(reference_model, B, frames, audio_length)
+        parity: dict[str, Any] = {}
+        if options.precision in CPU_PRECISIONS:
+            p = measure_parity(load("onnxruntime", onnx_path), reference, inputs, options.precision,
+                               "onnxruntime", "torch eager fp32 (fused ops)")
+            parity["onnxruntime"] = p.as_dict()
+            if not p.passed:
+                raise ParityError(f"parity failed, nothing was written: {p}")
+        else:
+            parity["onnxruntime"] = {"skipped": "ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv); "
+                                                "bf16 parity is measured on TensorRT (--trt on a GPU)"}
+        steps.update()
+
+        engine_path, trt_error, trt_info = None, None, None
+        if options.trt:
+            steps.set_postfix_str("tensorrt build")
+            try:
+                engine_path, trt_info = _build_trt(onnx_path, options)
+                trt_runtime = load("tensorrt", engine_path)
+                p = measure_parity(trt_runtime, reference, inputs, options.precision,
+                                   "tensorrt", "torch eager fp32 (fused ops)")
+                parity["tensorrt"] = p.as_dict()
+                if not p.passed:
+                    raise ParityError(f"TensorRT parity failed, nothing was written: {p}")
+            except RuntimeUnavailable as e:
+                trt_error = str(e)
+                engine_path = None
+            steps.update()
+
+        steps.set_postfix_str("ms/FE")
+        timings = _benchmark(model, _bench_runtimes(options, engine_path is not None), onnx_path, engine_path,
+                             inputs, options)
+        steps.update()
+
+        manifest = {
+            "format": FORMAT, "version": VERSION, "name": name,
+            "onnx": onnx_path.name, "external_data": info.external_data,
+            "engine": engine_path.name if engine_path else None,
+            "preset": options.preset, "config": cfg.replace(frames=frames, audio_length=audio_length).to_dict(),
+            "weights": {"source": options.weights_source, "sha256": weights_checksum(model.state_dict())},
+            "precision": options.precision, "opset": info.opset,
+            "exporter": f"torch.onnx.export(dynamo=True, optimize=True), torch {torch.__version__}",
+            "batch": info.batch, "batch_range": list(info.batch_range),
+            "tensorrt_profile": list(options.dynamic_batch) if options.dynamic_batch else None,
+            "inputs": info.inputs, "outputs": info.outputs,
+            "operators": dict(sorted(operators.items())), "nodes": sum(operators.values()),
+            "onnx_sha256": _sha256(onnx_path),
+            "parity": parity, "parity_bounds": BOUNDS,
+            "ms_per_fe": {"machine": machine_name(), "batch": B, "calls": options.bench_calls,
+                          "statistic": "median after 2 warm-up calls", "runtimes": timings},
+            "tensorrt": trt_info if trt_info else ({"error": trt_error} if trt_error else None),
+        }
+        _write_readable(staging / f"{name}.json", (json.dumps(manifest, indent=1) + "\n").encode())
+        steps.update()
+        files = _move_into_place(staging, out, name, info.external_data, engine_path)
+        return ExportResult(manifest, files, trt_error)
+    finally:
+        steps.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build_trt(onnx_path: Path, options: ExportOptions) -> tuple[Path, dict]:
+    from ..runtime.trt import build_engine
+
+    engine = build_engine(onnx_path, dynamic_batch=options.dynamic_batch, workspace_gib=options.trt_workspace_gib)
+    path = onnx_path.with_suffix(".engine")
+    _write_readable(path, engine)
+    import tensorrt
+
+    return path, {"version": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0),
+                  "strongly_typed": True, "cuda_graph": options.dynamic_batch is None,
+                  "profile": list(options.dynamic_batch) if options.dynamic_batch else None}
+
+
+def _benchmark(model, names: list[str], onnx_path: Path, engine_path: Path | None, inputs, options) -> dict:
+    timings: dict[str, Any] = {}
+    for name in names:
+        try:
+            if name in ("eager-reference", "eager-fused", "compile"):
+                from ..runtime import create
+
+                device = torch.device(options.device)
+                runtime = create(name, copy.deepcopy(model).to(device, torch.float32).eval())
+                label = f"{name} fp32"
+            else:
+                runtime = load(name, engine_path if name == "tensorrt" else onnx_path)
+                device = runtime.device
+                label = f"{name} {options.precision}"
+            args = tuple(x.to(device) for x in inputs)
+            timings[label] = round(ms_per_fe(runtime, args, calls=options.bench_calls), 3)
+        except RuntimeUnavailable as e:
+            timings[name] = f"unavailable: {e}"
+    return timings
+
+
+def _write_readable(path: Path, data: bytes) -> None:
+    """atomic_write_bytes, with the permissions of an ordinary new file (its temporary file is private)."""
+    atomic_write_bytes(path, data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _move_into_place(staging: Path, out: Path, name: str, external: str | None, engine: Path | None) -> list[Path]:
+    # Weights before the graph that names them, the manifest (which says the export is complete) last.
+    order = ([external] if external else []) + [f"{name}.onnx"] + ([engine.name] if engine else []) + [f"{name}.json"]
+    moved = []
+    for fname in order:
+        os.replace(staging / fname, out / fname)
+        moved.append(out / fname)
+    return moved
+
+
+# ------------------------------------------------------------------------------------ cached exports
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AVFAST_EXPORT_CACHE", Path.home() / ".cache" / "avfast" / "export"))
+
+
+def export_cached(model: torch.nn.Module, runtime: str, *, batch_size: int = 1, frames: int | None = None,
+                  audio_length: int | None = None, precision: str = "fp32", dynamic_batch: bool = False,
+                  cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The file `runtime` loads for `model` (.onnx, or .engine for tensorrt), exported and checked once per
+    weights checksum and options, then reused."""
+    cfg = model.config
+    frames = cfg.frames if frames is None else int(frames)
+    audio_length = cfg.audio_length if audio_length is None else int(audio_length)
+    trt = runtime == "tensorrt"
+    profile = None
+    if dynamic_batch:
+        lo, opt, hi = _preset_profile(cfg).get("dynamic_batch", [1, 2, 16])
+        hi = max(hi, batch_size)
+        profile = (lo, min(max(opt, lo), hi), hi)
+    key = json.dumps({"weights": weights_checksum(model.state_dict()), "config": cfg.to_dict(), "batch": batch_size,
+                      "frames": frames, "audio": audio_length, "precision": precision, "profile": profile,
+                      "trt": trt}, sort_keys=True)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    name = f"{precision}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    target = folder / f"{name}.{'engine' if trt else 'onnx'}"
+    if target.is_file() and (read_manifest(target) or {}).get("name") == name:
+        return target
+    result = run_export(model, ExportOptions(out=folder, name=name, batch=batch_size, frames=frames,
+                                             audio_length=audio_length, precision=precision, dynamic_batch=profile,
+                                             trt=trt, bench_calls=1, runtimes=(), progress=progress,
+                                             weights_source="avfast.runtime.create"))
+    if result.trt_error:
+        raise RuntimeUnavailable(result.trt_error)
+    return target
+
+
+def _preset_profile(cfg) -> dict:
+    from ..models.config import PRESETS
+
+    for preset, preset_cfg in PRESETS.items():
+        if preset_cfg.to_dict() == cfg.to_dict():
+            return data.profile(preset)
+    return {}

@@ -1,0 +1,62 @@
+"""OpenVINO on the CPU (optional: `pip install 'avfast[openvino]'`).
+
+OpenVINO's CPU plugin runs fp32 graphs in bf16 on CPUs with bf16 instructions unless told otherwise;
+an fp32 export is compiled with `INFERENCE_PRECISION_HINT = f32` so its parity holds to the fp32 bound.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._optional import require
+from .base import IOSpec, Runtime
+from .manifest import read_manifest, spec_and_config
+
+
+class OpenVinoDenoiser(Runtime):
+    """`OpenVinoDenoiser("export/out/tiny-fp32-b1-f18.onnx")`: compiles the ONNX for OpenVINO's CPU plugin."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        ov = require("openvino", "the openvino runtime")
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"openvino: no ONNX file at {path}")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise ValueError(f"openvino: cannot read {path}: {e}") from None
+        manifest = read_manifest(path) or {}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if manifest.get("precision", "fp32") == "fp32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        shapes = {p.get_any_name(): p.get_partial_shape() for p in self.compiled.inputs}
+
+        def dims(name: str) -> list[int | None]:
+            return [d.get_length() if d.is_static else None for d in shapes[name]]
+
+        video, audio = dims("v_t"), dims("a_t")
+        graph_spec = IOSpec(video_shape=tuple(video[1:]), audio_shape=tuple(audio[1:]), batch=video[0],
+                            batch_range=(video[0], video[0]) if video[0] is not None else (1, 2 ** 31 - 1),
+                            has_labels="labels" in shapes, input_names=tuple(shapes),
+                            output_names=tuple(p.get_any_name() for p in self.compiled.outputs))
+        spec, model_config = spec_and_config(path, graph_spec)
+        super().__init__(spec, model_config, torch.device("cpu"))
+        self.path = path
+
+    def _run(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        import openvino as ov
+
+        feeds = {name: ov.Tensor(x.numpy(), shared_memory=True) for name, x in inputs.items()}
+        self.request.infer(feeds)
+        # The request owns its output memory and reuses it on the next call: copy out.
+        return tuple(torch.from_numpy(np.array(self.request.get_tensor(name).data, copy=True))
+                     for name in self.spec.output_names)
