@@ -44,6 +44,26 @@ def _torch_runtime(model: torch.nn.Module, args: argparse.Namespace) -> Any:
 RUNTIMES: dict[str, Callable[[torch.nn.Module, argparse.Namespace], Any]] = {"torch": _torch_runtime}
 
 
+def _avfast_runtime(name: str) -> Callable[[torch.nn.Module, argparse.Namespace], Any]:
+    """An `avfast.runtime` backend; exported ones are exported (and cached) for this batch of denoiser calls."""
+
+    def make(model: torch.nn.Module, args: argparse.Namespace) -> Any:
+        from . import runtime
+
+        cfg_batch = 2 if args.label is not None and any(s != 1.0 for s in args.cfg_scale) else 1  # CFG: one 2B call
+        try:
+            return runtime.create(name, model, batch_size=cfg_batch * args.batch, device=args.device,
+                                  progress=not args.no_progress)
+        except runtime.RuntimeUnavailable as e:
+            raise CliError(f"--runtime {name}: {e}") from None
+
+    return make
+
+
+RUNTIMES.update({name: _avfast_runtime(name) for name in ("eager-reference", "eager-fused", "compile", "onnxruntime",
+                                                           "onnxruntime-cuda", "tensorrt", "openvino")})
+
+
 class _Counted:
     """Counts the denoiser evaluations of a run (for ms/FE) and forwards what samplers look at."""
 
