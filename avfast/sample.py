@@ -60,8 +60,13 @@ def _avfast_runtime(name: str) -> Callable[[torch.nn.Module, argparse.Namespace]
     return make
 
 
-RUNTIMES.update({name: _avfast_runtime(name) for name in ("eager-reference", "eager-fused", "compile", "onnxruntime",
-                                                           "onnxruntime-cuda", "tensorrt", "openvino")})
+def _register_avfast_runtimes() -> None:
+    from .runtime import NAMES  # light: the runtime packages themselves are imported when one is created
+
+    RUNTIMES.update({name: _avfast_runtime(name) for name in NAMES})
+
+
+_register_avfast_runtimes()
 
 
 class _Counted:
