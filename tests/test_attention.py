@@ -11,6 +11,7 @@ from avfast.backends import BackendUnavailableError
 from avfast.ops import AvfastInputError, attention_reference, temporal_spatial_attention
 from avfast.ops import attention as A
 from _compare import assert_accurate
+from _spy import dispatched_ops
 from conftest import HAS_CUDA, HAS_TRITON, TRITON_DEVICE
 
 MODES = ("spatial", "temporal", "joint")
@@ -185,22 +186,6 @@ def test_cpu_kernels_differ_and_lse(monkeypatch):
             assert not torch.equal(got["cols"][0], got["lanes"][0])
 
 
-def _dispatched(fn):
-    """(fn(), the names of the ops it dispatched), seen by a dispatch mode."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    seen = []
-
-    class Spy(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            seen.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with Spy():
-        result = fn()
-    return result, seen
-
-
 def test_cpu_inference_fast_path_keeps_the_op_visible():
     # No-grad eager calls on plain CPU tensors skip the custom-op dispatch; anything that must see
     # the op (dispatch modes, torch.compile, functorch) still gets it, with the same numbers.
@@ -211,7 +196,7 @@ def test_cpu_inference_fast_path_keeps_the_op_visible():
     assert torch.equal(fast, op_out)
 
     with torch.no_grad():
-        _, seen = _dispatched(lambda: temporal_spatial_attention(x, "temporal"))
+        _, seen = dispatched_ops(lambda: temporal_spatial_attention(x, "temporal"))
     assert any("avfast" in name for name in seen)
     with torch.no_grad():
         compiled = torch.compile(lambda t: temporal_spatial_attention(t, "temporal"), fullgraph=True,
@@ -255,7 +240,7 @@ def test_sdpa_baseline_takes_the_fused_kernel(dtype):
             assert torch._fused_sdp_choice(q, q, q) == int(SDPBackend.FLASH_ATTENTION), (shape, mode)
             five_d = A._to_problems(A._as5d(x), A._effective_mode(x, mode), d)
             assert torch._fused_sdp_choice(five_d, five_d, five_d) == int(SDPBackend.MATH)  # why the 4-D layout
-            _, ops = _dispatched(lambda: torch.autograd.grad(A.attention_sdpa(x, mode, d).sum(), x))
+            _, ops = dispatched_ops(lambda: torch.autograd.grad(A.attention_sdpa(x, mode, d).sum(), x))
             assert "aten._scaled_dot_product_flash_attention_for_cpu.default" in ops, ops
             assert "aten._scaled_dot_product_flash_attention_for_cpu_backward.default" in ops, ops
 
@@ -464,7 +449,7 @@ def test_decomposed_path_is_the_reference():
     # oracle written differently: PyTorch's SDPA on permuted copies).
     x = torch.randn(1, 3 * 32, 4, 2, 2)
     with avfast.backends.decomposed():
-        got, ops = _dispatched(lambda: temporal_spatial_attention(x, "joint", 32))
+        got, ops = dispatched_ops(lambda: temporal_spatial_attention(x, "joint", 32))
     assert ops and not any("avfast" in name for name in ops), ops
     assert_accurate(got, A.attention_sdpa(x.double(), "joint", 32), A.attention_sdpa(x, "joint", 32),
                     what="decomposed")

@@ -41,7 +41,9 @@ def easy_fusion_reference(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tenso
     Ca, T = a.shape[1], a.shape[2]
     a_on_frames = F.interpolate(a, size=frames, mode="nearest")  # [B, Ca, F]
     v_fused = torch.cat([v, a_on_frames[..., None, None].expand(B, Ca, frames, H, W)], dim=1)
-    pooled = v.to(accumulator_dtype(v.dtype)).mean(dim=(3, 4)).to(v.dtype)  # [B, Cv, F]
+    # Accumulate in fp32 without asking for an fp32 copy of v (CUDA casts inside the reduction; torch's
+    # CPU reduction still casts the whole input); the same bits as v.to(fp32).mean(...) (tested).
+    pooled = v.mean(dim=(3, 4), dtype=accumulator_dtype(v.dtype)).to(v.dtype)  # [B, Cv, F]
     a_fused = torch.cat([a, F.interpolate(pooled, size=T, mode="nearest")], dim=1)
     return v_fused, a_fused
 
