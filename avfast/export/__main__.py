@@ -50,6 +50,17 @@ def _positive(name: str, value: int | None) -> None:
         raise CliError(f"{name} must be an integer >= 1, got {value}")
 
 
+def _check_numbers(args) -> None:
+    for name in ("batch", "frames", "audio_length"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.bench_steps < 0:
+        raise CliError(f"--bench-steps must be >= 0, got {args.bench_steps}")
+    if args.opset is not None:
+        from .graph import check_options
+
+        check_options(args.precision or "fp32", args.opset, 1, None)
+
+
 def _load_model(args):
     """(model, preset name, weights source)."""
     from .. import models
@@ -73,7 +84,7 @@ def _load_model(args):
             pass
     model = randomize_zero_layers_(models.create(preset), seed=0).eval()
     print(f"note: no trained {preset} weights here (pass --checkpoint DIR); exporting the {preset} preset with "
-          f"stand-in random weights (seed 0)", file=sys.stderr)
+          f"stand-in random weights (seed 0)")
     return model, preset, f"random stand-in weights (preset {preset} initialisation, seed 0, zero layers drawn)"
 
 
@@ -90,10 +101,6 @@ def _options(args, model, preset: str, source: str):
 
     prof = profile(preset) if preset else {}
     cfg = model.config
-    for name in ("batch", "frames", "audio_length"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
-    if args.bench_steps < 0:
-        raise CliError(f"--bench-steps must be >= 0, got {args.bench_steps}")
     frames = args.frames or prof.get("frames", cfg.frames)
     audio = args.audio_length or round(frames * prof.get("audio_length", cfg.audio_length) / prof.get("frames", cfg.frames))
     runtimes = None
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import run_export
 
     try:
+        _check_numbers(args)
         model, preset, source = _load_model(args)
         result = run_export(model, _options(args, model, preset, source))
     except (CliError, ValueError, TypeError, FileNotFoundError) as e:

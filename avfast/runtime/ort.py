@@ -30,8 +30,6 @@ class OnnxRuntimeDenoiser(Runtime):
             raise ValueError(f"onnxruntime: `device` must be cpu or cuda, got {device}")
         extra = "ort" if device.type == "cpu" else "ort-gpu"
         ort = require("onnxruntime", f"the {self.name} runtime", extra)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.name}: no ONNX file at {path}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT warns about every initializer it folds away
@@ -47,10 +45,13 @@ class OnnxRuntimeDenoiser(Runtime):
             index = device.index if device.index is not None else torch.cuda.current_device()
             device = torch.device("cuda", index)
             stream = torch.cuda.current_stream(device).cuda_stream
+            # use_tf32 0: an fp32 graph computes in fp32 (TF32's 10-bit mantissas would miss the fp32 bound)
             providers = [("CUDAExecutionProvider", {"device_id": str(index), "has_user_compute_stream": "1",
-                                                    "user_compute_stream": str(stream)})]
+                                                    "user_compute_stream": str(stream), "use_tf32": "0"})]
         else:
             providers = ["CPUExecutionProvider"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: no ONNX file at {path}")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs

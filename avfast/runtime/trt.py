@@ -26,9 +26,11 @@ def _trt():
 
 
 def build_engine(onnx_path: str | Path, *, dynamic_batch: tuple[int, int, int] | None = None,
-                 workspace_gib: float = 4.0, log_level: str = "WARNING") -> bytes:
+                 workspace_gib: float = 4.0, allow_tf32: bool = False, log_level: str = "WARNING") -> bytes:
     """Parses `onnx_path` and returns the serialized engine. `dynamic_batch` = (min, opt, max) makes one
-    optimisation profile over the batch dimension of every input (the graph's batch must be dynamic)."""
+    optimisation profile over the batch dimension of every input (the graph's batch must be dynamic).
+    TF32 (on by default in TensorRT: fp32 convolutions with 10-bit mantissas) is off unless `allow_tf32`,
+    so an fp32 graph computes in fp32 and holds the fp32 parity bound."""
     trt = _trt()
     require_cuda(PURPOSE)
     logger = trt.Logger(getattr(trt.Logger, log_level))
@@ -44,6 +46,9 @@ def build_engine(onnx_path: str | Path, *, dynamic_batch: tuple[int, int, int] |
         raise ValueError(f"tensorrt: the ONNX parser rejected {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None and not allow_tf32:
+        config.clear_flag(tf32)
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     dynamic = [t.name for t in inputs if any(d < 0 for d in t.shape)]
     if dynamic and dynamic_batch is None:
