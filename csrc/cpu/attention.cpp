@@ -11,8 +11,17 @@
 // Backward: one task per (b, head, group): loop key tiles (dK, dV accumulate in the tile), inner
 //           loop query tiles; dQ accumulates in a task-local fp32 buffer. No atomics: deterministic.
 //
-// The GEMM and exp micro-kernels have an AVX-512 version (chosen at run time) and a portable one.
+// The GEMM and exp micro-kernels have an AVX-512 version (chosen at run time) and a portable one;
+// the lane and column kernels are AVX-512 only. AVX-512 code is compiled (through target
+// attributes, so a portable -march still gets it) only for x86-64 with GCC or Clang, and not with
+// AVFAST_NO_AVX512 defined: other CPUs build and run the portable tiles. AVFAST_ATTN_CPU_KERNEL=
+// portable forces the portable tiles at run time on any machine (tests/test_attention_cpu_portable.py).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(AVFAST_NO_AVX512)
+#define AVF_X86_KERNELS 1
 #include <immintrin.h>
+#else
+#define AVF_X86_KERNELS 0
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -89,6 +98,13 @@ void backward_tile_portable(int64_t m, int64_t n, float* S, float* dP, const flo
       dP[i * kBN + j] = p * (dP[i * kBN + j] - delta[i]);
     }
   }
+}
+
+#if AVF_X86_KERNELS
+// AVFAST_ATTN_CPU_KERNEL, read at every call so that tests can switch it ("" when unset).
+std::string forced_kernel() {
+  const char* env = std::getenv("AVFAST_ATTN_CPU_KERNEL");
+  return env ? env : "";
 }
 
 // ---- AVX-512 versions -------------------------------------------------------------------------
@@ -208,12 +224,23 @@ AVF_AVX512 void backward_tile_avx512(int64_t m, int64_t n, float* S, float* dP, 
   }
 }
 
-const Kernels& kernels() {
-  static const Kernels k = __builtin_cpu_supports("avx512f")
-                               ? Kernels{gemm_avx512, softmax_tile_avx512, backward_tile_avx512}
-                               : Kernels{gemm_portable, softmax_tile_portable, backward_tile_portable};
-  return k;
+bool avx512_usable() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return ok;
 }
+#endif
+
+const Kernels& kernels([[maybe_unused]] bool portable) {
+  static const Kernels kPortable{gemm_portable, softmax_tile_portable, backward_tile_portable};
+#if AVF_X86_KERNELS
+  static const Kernels kAvx512{gemm_avx512, softmax_tile_avx512, backward_tile_avx512};
+  if (!portable && avx512_usable()) return kAvx512;
+#endif
+  return kPortable;
+}
+
+#if AVF_X86_KERNELS
 
 // ---- lane kernels: 16 independent problems side by side in the AVX-512 lanes ------------------
 //
@@ -658,8 +685,6 @@ AVF_AVX512BW void forward_cols(const T* qkv, T* out, float* lse, const AttnShape
   }
 }
 
-// Which CPU kernel: the lane kernels when the problems are small (N <= 64) and there are enough of
-// them to fill the lanes; AVFAST_ATTN_CPU_KERNEL=lanes|tiles forces one (tests cover both).
 // Backward with contiguous tokens: per (b, head, group) problem, key tiles outside, query tiles
 // inside (dK, dV of a key tile accumulate in [d][key] scratch, dQ in [d][query] scratch for the
 // problem). In the [d][token] layout, S and dP come out row = query (vectors along the keys), which
@@ -764,16 +789,18 @@ AVF_AVX512BW void backward_cols(const T* dout, const T* qkv, const T* out, const
   }
 }
 
+#endif  // AVF_X86_KERNELS
+
 // Which CPU kernel: lanes (N <= 64 tokens and >= 16 groups adjacent in memory: temporal mode),
 // else columns (tokens contiguous: spatial, joint, audio), else the packed tiles (any strides).
-// AVFAST_ATTN_CPU_KERNEL=lanes|cols|tiles forces one where it applies (the tests cover each).
-enum class Path { kLanes, kCols, kTiles };
-Path choose_path(const AttnShape& s, const AttnView& vi, const AttnView& vo) {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (!ok) return Path::kTiles;
-  const char* env = std::getenv("AVFAST_ATTN_CPU_KERNEL");
-  const std::string force = env ? env : "";
+// AVFAST_ATTN_CPU_KERNEL=lanes|cols|tiles forces one where it applies, =portable the tiles with the
+// portable micro-kernels (the tests cover each).
+enum class Path { kLanes, kCols, kTiles, kPortable };
+Path choose_path([[maybe_unused]] const AttnShape& s, [[maybe_unused]] const AttnView& vi,
+                 [[maybe_unused]] const AttnView& vo) {
+#if AVF_X86_KERNELS
+  const std::string force = forced_kernel();
+  if (force == "portable" || !avx512_usable()) return Path::kPortable;
   const bool lanes_ok = attn_tokens(s) <= kLaneMaxN, cols_ok = flat_tokens(s, vi) && flat_tokens(s, vo);
   if (force == "lanes" && lanes_ok) return Path::kLanes;
   if (force == "cols" && cols_ok) return Path::kCols;
@@ -781,15 +808,20 @@ Path choose_path(const AttnShape& s, const AttnView& vi, const AttnView& vo) {
   // Spatial mode's groups are frames H*W apart: gathering them into lanes loses to the columns.
   if (lanes_ok && attn_groups(s) >= kL && lane_stride(s, vi) == 1) return Path::kLanes;
   return cols_ok ? Path::kCols : Path::kTiles;
+#else
+  return Path::kPortable;
+#endif
 }
 
 // ---- drivers ----------------------------------------------------------------------------------
 template <typename T>
 void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo) {
   const Path path = choose_path(s, vi, vo);
+#if AVF_X86_KERNELS
   if (path == Path::kLanes) return forward_lanes(qkv, out, lse, s, vi, vo);
   if (path == Path::kCols) return forward_cols(qkv, out, lse, s, vi, vo);
-  const Kernels& kern = kernels();
+#endif
+  const Kernels& kern = kernels(path == Path::kPortable);
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t nqb = (N + kBM - 1) / kBM, tasks = s.B * s.heads * G * nqb;
   const float qscale = s.scale * kLog2e;
@@ -843,11 +875,13 @@ void forward_impl(const T* qkv, T* out, float* lse, const AttnShape& s, const At
 template <typename T>
 void backward_impl(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const AttnShape& s,
                    const AttnView& vdo, const AttnView& vi, const AttnView& vo, const AttnView& vdq) {
-  const bool cols_ok = flat_tokens(s, vdo) && flat_tokens(s, vo) && flat_tokens(s, vdq);
   const Path path = choose_path(s, vi, vdq);
+#if AVF_X86_KERNELS
+  const bool cols_ok = flat_tokens(s, vdo) && flat_tokens(s, vo) && flat_tokens(s, vdq);
   if (path == Path::kCols && cols_ok) return backward_cols(dout, qkv, out, lse, dqkv, s, vdo, vi, vo, vdq);
   if (path == Path::kLanes) return backward_lanes(dout, qkv, out, lse, dqkv, s, vdo, vi, vo, vdq);
-  const Kernels& kern = kernels();
+#endif
+  const Kernels& kern = kernels(path == Path::kPortable);
   const int64_t G = attn_groups(s), N = attn_tokens(s), D = s.D, Dp = round16(D), C = s.heads * D;
   const int64_t tasks = s.B * s.heads * G;
   const float qscale = s.scale * kLog2e;
