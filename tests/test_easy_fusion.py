@@ -11,6 +11,7 @@ from avfast.ops import AvfastInputError, easy_fusion, easy_fusion_reference
 from avfast.ops.easy_fusion import easy_fusion_backward_reference, nearest_indices
 from _cases import DTYPES, backends, product
 from _compare import assert_accurate
+from _oracles import easy_fusion_oracle
 from _spy import dispatched_ops
 
 # (B, Cv, Ca, F, H, W, T): odd sizes, T > F, T < F, T == F, T == 2F, ones, the paper's first level.
@@ -39,19 +40,6 @@ def _inputs(shape, dtype, device, contiguous=True, requires_grad=False):
     return v.requires_grad_(requires_grad), a.requires_grad_(requires_grad)
 
 
-def _oracle(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Easy fusion written out independently of easy_fusion_reference (index gathers and an explicit
-    sum instead of interpolate and mean), in fp64; differentiable, so autograd gives its gradients."""
-    v, a = v.double(), a.double()
-    B, Cv, Fr, H, W = v.shape
-    T = a.shape[2]
-    step_of_frame = nearest_indices(T, Fr)  # video frame f shows audio step [f]
-    frame_of_step = nearest_indices(Fr, T)  # audio step t shows the pooled frame [t]
-    v_fused = torch.cat([v, a[:, :, step_of_frame, None, None].expand(B, -1, Fr, H, W)], dim=1)
-    pooled = v.sum(dim=(3, 4)) / (H * W)
-    return v_fused, torch.cat([a, pooled[:, :, frame_of_step]], dim=1)
-
-
 @pytest.mark.parametrize("backend,device,dtype,shape,contiguous", product(
     backends("reference", "cpu", "triton", "cuda", "cuda-emulated"), DTYPES,
     [pytest.param(s, id=i) for s, i in zip(SHAPES, SHAPE_IDS)],
@@ -60,7 +48,7 @@ def test_forward_backward_match_oracle(use_backend, backend, device, dtype, shap
     backend = use_backend(backend)
     v, a = _inputs(shape, dtype, device, contiguous, requires_grad=True)
     v64, a64 = (t.detach().cpu().double().requires_grad_() for t in (v, a))
-    want = _oracle(v64, a64)
+    want = easy_fusion_oracle(v64, a64)
     grads = [torch.randn_like(t).to(dtype) for t in want]
     want_grads = torch.autograd.grad(want, (v64, a64), [g.double() for g in grads])
 
@@ -113,7 +101,7 @@ def test_nearest_rule_is_interpolates():
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[2], SHAPES[4]], ids=[SHAPE_IDS[1], SHAPE_IDS[2], SHAPE_IDS[4]])
 def test_explicit_backward_reference_matches_autograd(shape):
     v, a = _inputs(shape, torch.float64, "cpu", requires_grad=True)
-    out = _oracle(v, a)
+    out = easy_fusion_oracle(v, a)
     grads = [torch.randn_like(t) for t in out]
     expected = torch.autograd.grad(out, (v, a), grads)
     got = easy_fusion_backward_reference(*grads, shape[1], shape[2])
@@ -152,12 +140,14 @@ def test_torch_compile_fullgraph(compile_backend):
     v, a = _inputs(SHAPES[1], torch.float32, "cpu", requires_grad=True)
     compiled = torch.compile(lambda v, a: block_with(easy_fusion, v, a), fullgraph=True, backend=compile_backend)
     v64, a64 = (t.detach().double().requires_grad_() for t in (v, a))
-    results = {}
-    for what, fn, x in (("compiled", compiled, (v, a)), ("oracle", lambda v, a: block_with(_oracle, v, a), (v64, a64)),
-                        ("pytorch", lambda v, a: block_with(easy_fusion_reference, v, a), (v, a))):
+    runs = [(compiled, (v, a)),  # got, want, PyTorch's own
+            (lambda v, a: block_with(easy_fusion_oracle, v, a), (v64, a64)),
+            (lambda v, a: block_with(easy_fusion_reference, v, a), (v, a))]
+    results = []
+    for fn, x in runs:
         out = fn(*x)
-        results[what] = (*out, *torch.autograd.grad(sum(t.sum() for t in out), x))
-    for name, got, want, base in zip(("vf.sum", "af.relu", "grad v", "grad a"), *results.values()):
+        results.append((*out, *torch.autograd.grad(sum(t.sum() for t in out), x)))
+    for name, got, want, base in zip(("vf.sum", "af.relu", "grad v", "grad a"), *results):
         assert_accurate(got, want.detach(), base, what=f"{compile_backend} {name}")
 
 
@@ -165,7 +155,7 @@ def test_module_is_drop_in():
     v, a = _inputs(SHAPES[2], torch.float32, "cpu")
     from avfast.nn import EasyFusion
 
-    for got, want, base in zip(EasyFusion()(v, a), _oracle(v, a), easy_fusion_reference(v, a)):
+    for got, want, base in zip(EasyFusion()(v, a), easy_fusion_oracle(v, a), easy_fusion_reference(v, a)):
         assert_accurate(got, want, base, what="EasyFusion")
 
 
@@ -176,7 +166,7 @@ def test_decomposed_path_is_plain_pytorch():
     with avfast.decomposed():
         (vf, af), ops = dispatched_ops(lambda: easy_fusion(v, a))
     assert ops and not any("avfast" in name for name in ops), ops
-    for got, want in zip((vf, af), _oracle(v, a)):
+    for got, want in zip((vf, af), easy_fusion_oracle(v, a)):
         assert_accurate(got, want, what="decomposed")
 
 
