@@ -10,8 +10,10 @@ c // head_dim (CMMD Table 4: attention dim 64, heads = channels // 64). Tokens p
     audio     the T steps (the mode is ignored: audio attention is always over time)
 
 The fused backends read q, k, v straight out of the strided qkv tensor and write `out` in
-[B, C, ...] layout (no permute/contiguous copies), with tiled online softmax (the N x N score
-matrix is never formed; backward recomputes it tile by tile from the saved log-sum-exp).
+[B, C, ...] layout (no permute/contiguous copies), with tiled online softmax (beyond 64 tokens the
+N x N score matrix is never formed; backward recomputes it tile by tile from the saved log-sum-exp;
+the CPU lane kernels, used for N <= 64 as in temporal mode, hold each problem's whole N x N block,
+16 problems at a time).
 Accumulation is fp32 (fp64 for the fp64 reference); the scale is applied before exp and the
 running max is kept in fp32, so fp16 inputs with large logits do not overflow.
 
