@@ -155,10 +155,10 @@ PRESETS: dict[str, ModelConfig] = {
     "paper-128": ModelConfig(),
     "paper-512": ModelConfig(height=64, width=64, attention_levels=(2, 3)),
     # tiny: RGB pixels at 32x32 (no autoencoder to train or ship, and a person can see the clip), entering
-    # as 2x2 patches (12 channels at 16x16: a quarter of the convolution work of full-resolution pixels,
-    # which is what makes an hour of CPU training enough); levels 16/8/4, attention at the coarser two.
-    "tiny": ModelConfig(video_channels=3, height=32, width=32, video_space="pixels", patch_size=2,
-                        base_channels=32, channel_mult=(1, 2, 3), attention_levels=(1, 2), head_dim=32,
+    # as 4x4 patches (48 channels at 8x8: a sixteenth of the convolution work of full-resolution pixels,
+    # which is what makes an hour of CPU training enough); levels 8/4/2, attention at every level.
+    "tiny": ModelConfig(video_channels=3, height=32, width=32, video_space="pixels", patch_size=4,
+                        base_channels=32, channel_mult=(1, 2, 3), attention_levels=(0, 1, 2), head_dim=32,
                         norm_groups=16, cmcpe_dim=64),
 }
 

@@ -19,9 +19,12 @@ from ..ops.easy_fusion import easy_fusion
 from .blocks import group_norm, zero_
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")  # torch asks only these (meta has no autocast)
+
+
 def common_dtype(v: torch.Tensor, a: torch.Tensor) -> torch.dtype:
     """The dtype both branches meet in: autocast's when it is on (residual adds promote to fp32 there)."""
-    if torch.is_autocast_enabled(v.device.type):
+    if v.device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(v.device.type):
         return torch.get_autocast_dtype(v.device.type)
     return torch.promote_types(v.dtype, a.dtype)
 

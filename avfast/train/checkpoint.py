@@ -1,0 +1,107 @@
+"""Training checkpoints without pickle, written so that no crash can leave a broken one.
+
+    <run>/checkpoints/step_00001000/  model.safetensors  ema.safetensors  optimizer.safetensors
+                                      config.json (the model's)  state.json (step, train config, lr, ...)
+    <run>/checkpoints/latest          the name of the newest complete checkpoint
+
+A save writes the files into `step_N.tmp-<pid>/` (each fsynced), renames the folder to `step_N/`
+(atomic on POSIX), fsyncs the parent and only then replaces `latest` through a temporary file and
+a rename. A process killed at any point leaves `latest` naming a complete checkpoint; leftover
+`.tmp-*` folders are removed by the next save. Optimizer state goes into safetensors as
+`<param index>.<name>` tensors plus its hyper-parameters in state.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.weights import atomic_write_bytes, check_state_dict, load_state_file, state_dict_bytes
+
+LATEST = "latest"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> tuple[dict, list]:
+    """(tensors for safetensors, param_groups without the parameter objects) of `opt`."""
+    index = {id(p): i for i, p in enumerate(params)}
+    tensors = {}
+    for p, st in opt.state.items():
+        for name, value in st.items():
+            t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f"{index[id(p)]}.{name}"] = t.detach().clone().cpu().reshape(t.shape)
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": [index[id(p)] for p in g["params"]]}
+              for g in opt.param_groups]
+    return tensors, groups
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor],
+                    opt: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2) -> Path:
+    ckdir = Path(run_dir) / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    for stale in ckdir.glob("*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"step_{step:08d}"
+    tmp = ckdir / f"{name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    opt_tensors, groups = optimizer_tensors(opt, list(model.parameters()))
+    atomic_write_bytes(tmp / "model.safetensors", state_dict_bytes(model.state_dict()))
+    atomic_write_bytes(tmp / "ema.safetensors", state_dict_bytes(ema))
+    atomic_write_bytes(tmp / "optimizer.safetensors", state_dict_bytes(opt_tensors))
+    atomic_write_bytes(tmp / "config.json", model.config.to_json().encode())
+    atomic_write_bytes(tmp / "state.json", json.dumps(state | {"step": step, "optimizer_groups": groups},
+                                                      indent=2).encode())
+    final = ckdir / name
+    if final.exists():  # a re-save of the same step (e.g. after resume): replace it whole
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(ckdir)
+    atomic_write_bytes(ckdir / LATEST, name.encode())
+    complete = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and ".tmp-" not in p.name)
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckdir = Path(run_dir) / "checkpoints"
+    pointer = ckdir / LATEST
+    if not pointer.is_file():
+        return None
+    path = ckdir / pointer.read_text().strip()
+    if not (path / "state.json").is_file():
+        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path.name}, which is incomplete or missing")
+    return path
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Loads model and optimizer in place; returns (ema tensors, state dict). Checks before loading."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    weights = load_state_file(path / "model.safetensors")
+    check_state_dict(model, weights, str(path / "model.safetensors"))
+    ema = load_state_file(path / "ema.safetensors")
+    check_state_dict(model, ema, str(path / "ema.safetensors"))
+    opt_tensors = load_state_file(path / "optimizer.safetensors")
+    model.load_state_dict(weights)
+    load_optimizer(opt, opt_tensors, state["optimizer_groups"])
+    return ema, state

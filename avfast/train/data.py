@@ -1,0 +1,60 @@
+"""Training data in the model's space: the synthetic audio-visual set, deterministic by index.
+
+`SyntheticAVDataset(config, num_clips, seed)[i]` is clip i of `avfast.data.make_clip` (1-3 events,
+hits and flashes mixed, own background), turned into what the model reads (`avfast.models.codec`:
+pixels or autoencoder latents, normalised log-mel). Clip i depends only on (seed, i), so a run can use
+any number of clips without storing them; generated clips are kept in memory (`cache=True`), since
+making one costs more than a `tiny` training step spends per sample.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..models.codec import audio_to_model, video_to_model
+from ..models.config import ModelConfig
+
+
+class SyntheticAVDataset:
+    def __init__(self, config: ModelConfig, num_clips: int = 2048, seed: int = 0, cache: bool = True,
+                 autoencoder=None, max_events: int = 3):
+        if num_clips < 1:
+            raise ValueError(f"SyntheticAVDataset: `num_clips` must be >= 1, got {num_clips}")
+        if config.height != config.width and config.video_space == "pixels":
+            raise ValueError(f"SyntheticAVDataset: synthetic clips are square; the model takes "
+                             f"{config.height}x{config.width} frames")
+        self.config, self.num_clips, self.seed, self.autoencoder = config, num_clips, seed, autoencoder
+        self.max_events = max_events
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def clip(self, index: int):
+        """The raw `SyntheticClip` (pixels in [-1, 1], waveform, event times) of clip `index`."""
+        from ..data.synthetic import make_clip
+
+        if not 0 <= index < self.num_clips:
+            raise IndexError(f"SyntheticAVDataset: index {index} out of range [0, {self.num_clips})")
+        c = self.config
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        frames_px = c.height * (8 if c.video_space == "latent" else 1)
+        n_events = int(torch.randint(1, self.max_events + 1, (1,), generator=g))
+        return make_clip(duration=c.frames / c.fps, fps=int(c.fps), sample_rate=c.sample_rate, size=frames_px,
+                         n_events=n_events, kinds="mixed", generator=g)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        clip = self.clip(index)
+        v = video_to_model(clip.video[None], self.config, self.autoencoder)[0]
+        a = audio_to_model(clip.audio[None], self.config)[0]
+        T = self.config.audio_length
+        a = a[..., :T] if a.shape[-1] >= T else torch.nn.functional.pad(a, (0, T - a.shape[-1]), mode="replicate")
+        item = (v.contiguous(), a.contiguous())
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self[int(i)] for i in indices.tolist()]
+        return torch.stack([v for v, _ in items]), torch.stack([a for _, a in items])
