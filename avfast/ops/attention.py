@@ -19,8 +19,8 @@ running max is kept in fp32, so fp16 inputs with large logits do not overflow.
 
 Backends: reference (explicit permutes + softmax(QK^T)V in fp32, the oracle), cpu (OpenMP C++,
 AVX-512 micro-kernels), cuda (CUDA C++ csrc/cuda/attention.cu: tiled flash-attention-2 style kernels,
-fp32 FMA in shared memory; the default on CUDA tensors), triton (the default on CUDA tensors when the
-CUDA extension is not built), xformers (CUDA only; its forward and explicit backward ops on permuted
+fp32 FMA in shared memory; the default for fp32 CUDA tensors), triton (tensor cores through tl.dot:
+the default for fp16/bf16 CUDA tensors, and for every dtype when the CUDA extension is not built), xformers (CUDA only; its forward and explicit backward ops on permuted
 copies).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import math
 import torch
 
 from .. import _ext
-from ..backends import BackendUnavailableError, is_decomposing, requested, select
+from ..backends import BackendUnavailableError, is_decomposing, requested, select, why_unavailable
 from ._native import accumulator_dtype, dtype_code, plain_eager, stream_of, under_functorch
 from ._validate import FLOATING, AvfastInputError, check_same_device, check_same_dtype, check_tensor
 
@@ -42,6 +42,12 @@ SUPPORTS = {"reference": FLOATING, "cpu": GPU_DTYPES, "cuda": GPU_DTYPES, "trito
 # Head dims the tiled GPU kernels are compiled for (templates / constexpr tiles); "cuda" must match
 # csrc/cuda/attention_cuda.h::kAttnCudaHeadDims (the extension's `attention_head_dims`).
 GPU_HEAD_DIMS = {"cuda": (16, 32, 64, 128), "triton": (16, 32, 64, 128), "xformers": tuple(range(8, 257, 8))}
+
+# fp16/bf16 CUDA tensors default to Triton where it is installed: the CUDA C++ kernel multiplies in
+# fp32 FMA (no tensor cores) while Triton's tl.dot uses them, and by a roofline estimate at the
+# model's shapes (README, "Which GPU backend") the FMA kernel is at best level (memory-bound small
+# problems on GeForce cards) and up to ~15x slower (joint attention on A100/H100). fp32 is FMA in both.
+TENSOR_CORE_DTYPES = (torch.float16, torch.bfloat16)
 
 # Which of the three trailing axes (A1, A2, A3) = (F, H, W) are independent groups and which are tokens.
 _GROUP_AXES = {"spatial": (0,), "temporal": (1, 2), "joint": ()}
@@ -389,8 +395,12 @@ _BACKWARD = {"reference": attention_backward_reference, "cpu": _backward_cpu, "c
 
 
 def _choose(op: str, qkv: torch.Tensor, head_dim: int) -> str:
-    """select() by device/dtype, then the head-dim limits of the register-tiled GPU kernels."""
+    """select() by device/dtype, then the tensor-core rule and the head-dim limits of the register-tiled
+    GPU kernels."""
     name = select(op, qkv.device, qkv.dtype, SUPPORTS)
+    if (name == "cuda" and requested()[0] is None and qkv.dtype in TENSOR_CORE_DTYPES
+            and head_dim in GPU_HEAD_DIMS["triton"] and why_unavailable("triton", qkv.device) is None):
+        return "triton"
     if name in GPU_HEAD_DIMS and head_dim not in GPU_HEAD_DIMS[name]:
         forced, source = requested()
         if forced is not None:
