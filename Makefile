@@ -41,10 +41,10 @@ info: setup
 bench: setup
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
 
-# The main job on the embedded default: environment report, then the kernel benchmarks.
+# The main job on the embedded default model: v2a, a2v and joint clips (mp4 with sound), AV-Align, a figure.
+DEMO_OUT ?= demo_out
 demo: setup
-	$(BIN)/python -m avfast.info
-	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds -q $(PYTEST_ARGS)
+	$(BIN)/python -m avfast.demo --out $(DEMO_OUT)
 
 clean:
 	rm -rf build $(VENV) avfast/_C_*.so *.egg-info .pytest_cache .benchmarks
