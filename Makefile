@@ -11,7 +11,7 @@ EXTRAS ?= test,triton,onnx,ort,media,vae
 PYTEST_ARGS ?=
 BUILD_DIR ?= build/dev
 
-.PHONY: setup test test-fast bench demo ext clean info
+.PHONY: setup test test-fast bench bench-smoke demo ext clean info
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,15 @@ test: setup
 info: setup
 	$(BIN)/python -m avfast.info
 
+# Every benchmark, one summary table at the end (bench/conftest.py); BENCH_SUMMARY=bench/results/cpu also
+# writes the table, the results JSON and the charts there (then `python -m bench.report` for the README).
+BENCH_SUMMARY ?=
 bench: setup
-	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
+	$(if $(BENCH_SUMMARY),AVFAST_BENCH_SUMMARY=$(BENCH_SUMMARY)) $(BIN)/python -m pytest bench --benchmark-only $(PYTEST_ARGS)
+
+# The quick subset, each case once and untimed: do the suites still run?
+bench-smoke: setup
+	$(BIN)/python -m pytest bench -m smoke --benchmark-disable -q $(PYTEST_ARGS)
 
 # The main job on the embedded default model: v2a, a2v and joint clips (mp4 with sound), AV-Align, a figure.
 DEMO_OUT ?= demo_out

@@ -1,11 +1,36 @@
-"""Benchmark setup shared by every suite: `pytest bench/ --benchmark-only`.
+"""Benchmark harness shared by every suite: `pytest bench/ --benchmark-only`.
 
-Each benchmark sets `benchmark.group` (one op, pass and shape) and `benchmark.extra_info`:
-`impl` (e.g. "fused", "reference", "sdpa") and optionally `bytes` (effective memory traffic).
-At the end a table per group prints median time, effective GB/s and the speedup over the
-group's "reference" impl — ratios measured in this one run, on this machine. With
-AVFAST_BENCH_SUMMARY=<prefix> the table, the rows as JSON and a bar chart are also written to
-<prefix>.txt, <prefix>.json and <prefix>.png.
+Fixture API for a suite (nothing else is needed to appear in the summary, the JSON and the plots):
+
+    def test_x(benchmark, impl):                       # `benchmark`: pytest-benchmark's fixture, wrapped
+        benchmark.group = "myop fwd [1,128,18,16,16]"  # the case: its rows are compared with each other
+        benchmark.extra_info.update(
+            impl=impl,          # backend label ("fused", "reference", "sdpa", "onnxruntime", ...)
+            dtype="bf16",       # optional: else the test's `dtype` parameter, else fp32
+            bytes=n,            # optional: least memory traffic of one call (memory-bound cases)
+            flops=n,            # optional: overrides the FlopCounterMode count of one call
+            peak_mb=x,          # optional: overrides the measured peak memory of one call
+            baseline=True,      # optional: compare the case's rows with this one (default impl "reference")
+            model="paper-128", fe=True, runtime="eager",  # optional: one call = one denoiser evaluation
+        )
+        warm_up(run)                                   # from conftest import warm_up
+        benchmark(run)                                 # or benchmark.pedantic(run, rounds=..., iterations=1)
+
+What the wrapped fixture adds (bench/_fixture.py): the timed function (and a pedantic setup) is
+followed by the device's synchronize, so GPU work is inside the timed region and nothing syncs
+within it; after timing, one call under FlopCounterMode (FLOPs, bench/_flops.py) and one for the
+peak memory (bench/_memory.py). Other fixtures: `sync` (the device's synchronize; the wrapper
+already calls it), `bench_device` ("cuda" or "cpu"), `limits` (this machine's measured limits,
+bench/_limits.py). Marker `smoke`: the quick subset (`pytest bench -m smoke --benchmark-disable`);
+a benchmark function with no smoke case of its own gets its first case per `impl` marked. Under
+--benchmark-disable every case runs once, untimed, without warm-up, FLOP count or peak memory
+(tests/test_bench_harness.py covers those), and the limits are not probed.
+
+At the start a session fixture records the machine's state (load average, a calibration loop;
+bench/_noise.py) and warns when it is busy, then probes its limits. At the end one summary table
+is the last thing printed: pytest-benchmark's own wide tables are hidden (its `quiet` display
+flag; `--bench-tables` shows them). With AVFAST_BENCH_SUMMARY=<prefix> the table, the results
+JSON and the charts go to <prefix>.txt, <prefix>.json, <prefix>.png and <prefix>-ms-per-fe.png.
 """
 from __future__ import annotations
 
@@ -13,14 +38,25 @@ import ctypes
 import json
 import os
 import platform
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` importable however pytest is started
+
+from bench import _fixture, _limits, _memory, _noise, _plots, _summary  # noqa: E402
+
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # never benchmarked, but imports must not break
+DEVICE = _fixture.CUDA if HAS_CUDA else _fixture.CPU
+
+_LIMITS = pytest.StashKey[_limits.Limits | None]()
+_START = pytest.StashKey[_noise.MachineState | None]()
+_WARNINGS = pytest.StashKey[list]()
 
 
 def _keep_large_allocations_on_the_heap() -> bool:
@@ -40,46 +76,91 @@ def _keep_large_allocations_on_the_heap() -> bool:
 
 
 HEAP_ONLY_MALLOC = _keep_large_allocations_on_the_heap()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name() -> str:
-    if HAS_CUDA:
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    malloc = ", heap-only malloc" if HEAP_ONLY_MALLOC else ""
-    return (f"{_cpu_model()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads{malloc})")
+_TIMED = [True]  # False under --benchmark-disable (set by the session fixture): nothing to warm up for
 
 
 def warm_up(fn, calls: int = 5) -> None:
     """Run `fn` a few times before timing: the first calls pay one-off costs (thread pools,
     Triton compiles, and glibc raising its mmap threshold after the first large free, without
     which every large output is a fresh mmap that page-faults on each call)."""
-    for _ in range(calls):
+    for _ in range(calls if _TIMED[0] else 0):
         fn()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _spin_up_cores():
-    """Keep every core busy for ~0.5 s before the first benchmark: idle cores clock down, and the
-    first case of a run otherwise measured up to 1.5x slower than the same case later on. Also
-    starts torch's and avfast's thread pools."""
-    import time
+# ------------------------------------------------------------------ options, markers, smoke subset
+def pytest_addoption(parser):
+    parser.addoption("--bench-tables", action="store_true",
+                     help="also print pytest-benchmark's own per-group tables (hidden by default)")
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "smoke: quick benchmark subset for CI (run with --benchmark-disable)")
+    config.stash[_WARNINGS] = []
+
+
+def _impl_param(item) -> object:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("impl", params.get("backend"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Benchmarks with no smoke case of their own: their first case per impl joins the smoke subset
+    (tests that do not use the `benchmark` fixture are checks, not benchmarks, and stay out)."""
+    explicit = {(item.path, item.originalname) for item in items if item.get_closest_marker("smoke")}
+    seen = set()
+    for item in items:
+        if "benchmark" not in getattr(item, "fixturenames", ()):
+            continue
+        func = (item.path, item.originalname)
+        key = (func, _impl_param(item))
+        if func not in explicit and key not in seen:
+            seen.add(key)
+            item.add_marker(pytest.mark.smoke)
+
+
+def _benchmarks_timed(config) -> bool:
+    session = getattr(config, "_benchmarksession", None)
+    return session is not None and not session.disabled and not session.skip
+
+
+def _say(config, text: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(text, yellow=True)
+
+
+# ------------------------------------------------------------------ session: machine state, limits, heap
+@pytest.fixture(scope="session", autouse=True)
+def _machine(request):
+    """Before the first case: the machine's state (warns when busy), its limits, and the cores kept
+    busy for ~0.5 s (idle cores clock down: the first case of a run otherwise measured up to 1.5x
+    slower than the same case later on)."""
+    config = request.config
+    config.stash[_START] = config.stash[_LIMITS] = None
+    _TIMED[0] = _benchmarks_timed(config)
+    if not _TIMED[0]:
+        yield
+        return
+    start = config.stash[_START] = _noise.machine_state()
+    for reason in start.busy_reasons():
+        msg = f"the machine is busy ({reason}): timings will be noisy, compare ratios within this run only"
+        config.stash[_WARNINGS].append(msg)
+        _say(config, f"WARNING: {msg}")
+    t0 = time.perf_counter()
+    config.stash[_LIMITS] = _limits.probe(DEVICE.name)
+    _say(config, f"{_summary.describe_limits(config.stash[_LIMITS].to_json())} (probed in {time.perf_counter() - t0:.1f} s)")
     a = torch.randn(256, 256)
     end = time.perf_counter() + 0.5
     while time.perf_counter() < end:
         a = torch.tanh(a @ a)
     yield
+
+
+@pytest.fixture
+def limits(request) -> _limits.Limits | None:
+    """This machine's measured limits (None when benchmarks are disabled)."""
+    return request.config.stash[_LIMITS]
 
 
 @pytest.fixture(autouse=True)
@@ -93,89 +174,53 @@ def _fresh_heap():
 
 
 @pytest.fixture
+def bench_device() -> str:
+    return DEVICE.name
+
+
+@pytest.fixture
 def sync():
-    """Call after the measured work so that asynchronous GPU work is included in the time."""
-    return torch.cuda.synchronize if HAS_CUDA else (lambda: None)
+    """The device's synchronize (the `benchmark` fixture already calls it after the timed function)."""
+    return DEVICE.synchronize
 
 
-def _rows(config):
-    session = getattr(config, "_benchmarksession", None)
-    if session is None:
-        return {}
-    groups: dict[str, list] = {}
-    for bench in session.benchmarks:
-        if not bench.stats or not getattr(bench.stats, "rounds", 0):
-            continue
-        groups.setdefault(bench.group or bench.name, []).append(bench)
-    return groups
+@pytest.fixture
+def benchmark(benchmark, request):
+    """pytest-benchmark's fixture with device sync, FLOPs and peak memory (bench/_fixture.py)."""
+    adopted = _fixture.Benchmark.adopt(benchmark, DEVICE, request, measure=_TIMED[0])
+    yield adopted
+    if adopted._mode:  # the test ran a benchmark (not skipped before it)
+        _fixture.RECORDS.append(adopted.record())
 
 
-def summary_rows(config) -> list[dict]:
-    """One row per benchmark: group, impl, median seconds, GB/s and speedup over the group's reference."""
-    rows = []
-    for group, benches in _rows(config).items():
-        ref = next((b for b in benches if b.extra_info.get("impl") == "reference"), None)
-        for b in sorted(benches, key=lambda b: b.stats.median):
-            med = b.stats.median
-            nbytes = b.extra_info.get("bytes")
-            rows.append({"group": group, "impl": b.extra_info.get("impl", b.name), "median_s": med,
-                         "gb_per_s": nbytes / med / 1e9 if nbytes else None,
-                         "speedup": ref.stats.median / med if ref is not None else None,
-                         **{k: v for k, v in b.extra_info.items() if k not in ("impl", "bytes")}})
-    return rows
-
-
-def render_summary(rows: list[dict], device: str) -> str:
-    lines = [f"avfast speedups, one run on: {device}", "",
-             f"{'group':<62} {'impl':<12} {'median ms':>10} {'GB/s':>8} {'vs reference':>12}"]
-    for r in rows:
-        gbs = f"{r['gb_per_s']:8.2f}" if r["gb_per_s"] else f"{'':>8}"
-        speed = f"{r['speedup']:11.2f}x" if r["speedup"] else f"{'':>12}"
-        lines.append(f"{r['group'][:62]:<62} {str(r['impl'])[:12]:<12} {r['median_s'] * 1e3:10.3f} {gbs} {speed}")
-    return "\n".join(lines)
-
-
-def plot_summary(rows: list[dict], device: str, path: Path) -> bool:
-    """Bar chart of every non-reference impl's speedup over its reference (log scale)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    shown = [r for r in rows if r["speedup"] and r["impl"] != "reference"]
-    if not shown:
-        return False
-    fig, ax = plt.subplots(figsize=(10, 0.28 * len(shown) + 1.5))
-    labels = [f"{r['group']}  [{r['impl']}]" for r in shown]
-    colors = ["tab:green" if r["speedup"] >= 1 else "tab:red" for r in shown]
-    # Bars grow from 1x: right for faster than the reference, left for slower.
-    speed = [r["speedup"] for r in shown]
-    ax.barh(range(len(shown)), [abs(x - 1.0) for x in speed], left=[min(x, 1.0) for x in speed], color=colors)
-    ax.set_yticks(range(len(shown)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("speedup over the PyTorch reference (median, same run)")
-    ax.set_title(f"avfast kernels on {device}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
+# ------------------------------------------------------------------ the summary, last
+@pytest.hookimpl(wrapper=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    rows = summary_rows(config)
-    if not rows:
-        return
-    device = device_name()
-    text = render_summary(rows, device)
+    session = getattr(config, "_benchmarksession", None)
+    if session is not None and not config.getoption("bench_tables"):
+        session.quiet = True  # pytest-benchmark's display() prints nothing when quiet (regressions still raise)
+    result = yield
+    if _fixture.RECORDS:
+        _report(terminalreporter, config)
+    return result
+
+
+def _report(terminalreporter, config) -> None:
+    limits, start = config.stash[_LIMITS], config.stash[_START]
+    end = _noise.machine_state() if start is not None else None
+    warnings = list(config.stash[_WARNINGS])
+    if start is not None and abs(_noise.drift(start, end)) > _noise.NOISE_BOUND:
+        warnings.append(f"the calibration loop moved {_noise.drift(start, end):+.0%} between the start and the "
+                        "end of the run: the machine's state changed; ratios of cases far apart are uncertain")
+    rows = _summary.build_rows(_fixture.RECORDS, limits)
+    results = _summary.results_document(rows, limits, start, end, _memory.method(DEVICE.name), warnings)
+    text = _summary.render_summary(results)
+    prefix = os.environ.get("AVFAST_BENCH_SUMMARY")
+    if prefix:
+        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+        Path(prefix + ".txt").write_text(text + "\n")
+        Path(prefix + ".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        written = [prefix + ".txt", prefix + ".json", *_plots.write_plots(results, prefix)]
+        text += "\nwritten: " + ", ".join(written)
     terminalreporter.write_sep("=", "avfast benchmark summary")
     terminalreporter.write_line(text)
-    prefix = os.environ.get("AVFAST_BENCH_SUMMARY")
-    if prefix:  # <prefix>.txt, <prefix>.json and, with matplotlib, <prefix>.png
-        Path(prefix + ".txt").write_text(text + "\n")
-        Path(prefix + ".json").write_text(json.dumps({"device": device, "rows": rows}, indent=1, default=str))
-        if plot_summary(rows, device, Path(prefix + ".png")):
-            terminalreporter.write_line(f"plot: {prefix}.png")

@@ -1,0 +1,152 @@
+"""What this machine can do at best, measured in the same run as the benchmarks.
+
+Every benchmark result is reported as a fraction of these limits (a roofline: the larger of
+FLOPs / matmul peak and bytes / copy bandwidth, over the measured time), so a reader can tell
+how close a kernel is to what the hardware allows here, not only how it compares with PyTorch.
+
+- matmul peak: the best rate of `torch.mm` on square matrices per dtype (fp32 and bf16; fp16 on
+  GPUs only: CPU fp16 GEMM has no fast path in torch and takes minutes at these sizes).
+- copy bandwidth: the best rate of `dst.copy_(src)` counting read + write bytes, at a cache-sized
+  and a DRAM-sized buffer; a case is held to the one whose traffic is nearest its own (log scale).
+Best, not median: noise only ever makes a run slower, so the fastest repeat is the closest to the
+hardware's limit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# Square sizes: big enough that one call runs at the BLAS's steady rate (ms on a GPU, ~0.1 s on 2
+# CPU cores), small enough that the probe stays a few seconds.
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
+MATMUL_DTYPES = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.bfloat16, torch.float16)}
+# Source buffer sizes of the copy probe: one that stays in L2/L3, one far beyond any cache.
+COPY_BYTES = {"cpu": {"cache": 4 << 20, "dram": 256 << 20}, "cuda": {"cache": 16 << 20, "dram": 1 << 30}}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}.get(
+        dtype, str(dtype).removeprefix("torch."))
+
+
+@dataclasses.dataclass
+class Limits:
+    device: str                                  # "cpu" or "cuda"
+    machine: dict                                # CPU/GPU model, cores, threads, torch, BLAS builds
+    matmul_gflops: dict[str, float]              # dtype name -> best GFLOP/s of torch.mm
+    copy_gbps: dict[str, float]                  # "cache" / "dram" -> best GB/s (read + write)
+    copy_traffic: dict[str, int]                 # bytes moved by one probe copy, per size class
+
+    def flop_limit(self, dtype: str) -> float | None:
+        """FLOP/s peak for `dtype` (None when not probed, e.g. fp16 on a CPU)."""
+        rate = self.matmul_gflops.get(dtype)
+        return rate * 1e9 if rate else None
+
+    def bandwidth_limit(self, traffic_bytes: float) -> tuple[str, float]:
+        """(size class, bytes/s) of the copy probe whose traffic is nearest `traffic_bytes` in log scale."""
+        cls = min(self.copy_gbps, key=lambda c: abs(math.log(max(traffic_bytes, 1) / self.copy_traffic[c])))
+        return cls, self.copy_gbps[cls] * 1e9
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Limits":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_blas() -> str:
+    """The BLAS torch was built with, from torch.__config__.show() (e.g. "mkl (oneMKL 2024.2), oneDNN v3.12")."""
+    cfg = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", cfg)
+    parts = [blas.group(1) if blas else "unknown"]
+    mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", cfg)
+    if mkl:
+        parts.append(f"oneMKL {mkl.group(1)}")
+    dnn = re.search(r"MKL-DNN (v[\d.]+)", cfg)
+    if dnn:
+        parts.append(f"oneDNN {dnn.group(1)}")
+    cap = re.search(r"CPU capability usage: (\w+)", cfg)
+    if cap:
+        parts.append(f"{cap.group(1)} kernels")
+    return ", ".join(parts)
+
+
+def _numpy_blas() -> str:
+    try:
+        import numpy
+
+        info = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{info.get('name', '?')} {info.get('version', '')}".strip()
+    except Exception as exc:  # numpy missing or an older show_config without mode=: say so, do not guess
+        return f"unknown ({type(exc).__name__})"
+
+
+def machine_description(device: str) -> dict:
+    desc = {"device": device, "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torch_blas": _torch_blas(), "numpy_blas": _numpy_blas(),
+            "python": platform.python_version(), "platform": platform.platform()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        desc.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),
+                    cuda=torch.version.cuda, sm=f"{props.major}{props.minor}")
+    return desc
+
+
+def best_seconds(fn: Callable[[], object], sync: Callable[[], None], min_time: float, min_calls: int = 3) -> float:
+    """Fastest of repeated synchronised calls, repeating for at least `min_time` seconds and `min_calls` calls."""
+    fn()
+    sync()  # warm-up: first-call costs (thread pools, kernel selection, page faults)
+    best, calls, start = math.inf, 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    return best
+
+
+def matmul_gflops(dtype: torch.dtype, device: str, n: int, min_time: float = 0.3) -> float:
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b), sync, min_time) / 1e9
+
+
+def copy_gbps(nbytes: int, device: str, min_time: float = 0.2) -> float:
+    src = torch.ones(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), sync, min_time, min_calls=5) / 1e9
+
+
+def probe(device: str = "cpu", scale: float = 1.0) -> Limits:
+    """Measure the limits on `device`; `scale` < 1 shrinks the problem sizes (tests)."""
+    if device not in MATMUL_SIZE:
+        raise ValueError(f"probe: `device` must be 'cpu' or 'cuda', got {device!r}")
+    n = max(64, int(MATMUL_SIZE[device] * scale))
+    flops = {dtype_name(dt): round(matmul_gflops(dt, device, n, 0.3 * scale), 1) for dt in MATMUL_DTYPES[device]}
+    sizes = {cls: max(1 << 16, int(b * scale)) for cls, b in COPY_BYTES[device].items()}
+    bandwidth = {cls: round(copy_gbps(b, device, 0.2 * scale), 2) for cls, b in sizes.items()}
+    machine = machine_description(device)
+    machine["matmul_size"] = n
+    return Limits(device, machine, flops, bandwidth, {cls: 2 * b for cls, b in sizes.items()})

@@ -1,0 +1,137 @@
+"""README performance tables from a results JSON: `python -m bench.report [--check]`.
+
+Every block between `<!-- bench:begin NAME -->` and `<!-- bench:end -->` in the README is
+replaced by the table NAME generated from the results file (bench/results/cpu.json by default), so
+the README's numbers cannot drift from the committed results: a test regenerates the blocks and
+requires them equal to the README. NAME is `machine` or one of SECTIONS. `--check` changes nothing
+and exits 1 when a block differs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench._summary import describe_limits, describe_machine, describe_state, fmt_mb, fmt_ms, fmt_pct
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RESULTS = ROOT / "bench" / "results" / "cpu.json"
+DEFAULT_README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- bench:begin (\S+) -->\n)(.*?)(<!-- bench:end -->)", flags=re.S)
+
+
+def _case_prefix(prefix: str) -> Callable[[dict], bool]:
+    return lambda row: row["case"].startswith(prefix)
+
+
+# README block name -> which rows it tabulates.
+SECTIONS: dict[str, Callable[[dict], bool]] = {
+    "easy_fusion": _case_prefix("easy_fusion"),
+    "attention": _case_prefix("attention"),
+    "contrastive_loss": _case_prefix("contrastive_loss"),
+    "denoiser": _case_prefix("denoiser"),
+    "train_step": _case_prefix("train step"),
+    "runtimes": _case_prefix("ms/FE"),
+}
+
+
+def _ms_cell(row: dict | None) -> str:
+    if row is None or row["median_ms"] is None:
+        return "—"
+    return f"{fmt_ms(row['median_ms'])} ±{row['spread']:.0%}"
+
+
+def _speedup_cell(row: dict | None) -> str:
+    if row is None or row["speedup"] is None or row["speedup_spread"] is None:
+        return "—"
+    return f"{row['speedup']:.2f} ±{row['speedup_spread']:.0%}"
+
+
+def _table(rows: list[dict]) -> str:
+    """One line per case: ms ± spread per backend, speedups over the baseline, fraction of limit, peak memory."""
+    cases: dict[str, list[dict]] = {}
+    for row in rows:
+        cases.setdefault(row["case"], []).append(row)
+    baselines = {r["backend"] for r in rows if r["baseline"]}
+    backends = list(dict.fromkeys(r["backend"] for r in rows if r["backend"] not in baselines))
+    backends += sorted(baselines)
+    compared = [b for b in backends if b not in baselines]
+    flops = any(r["flops"] for r in rows)
+    head = (["case", "dtype"] + [f"{b} ms" for b in backends] + [f"{b} ×" for b in compared]
+            + (["GFLOP"] if flops else []) + [f"% of limit ({' / '.join(backends)})", f"peak MB ({' / '.join(backends)})"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case, case_rows in cases.items():
+        by = {r["backend"]: r for r in case_rows}
+        kinds = [r["limit_kind"] for r in case_rows if r["limit_kind"]]
+        limit = " / ".join(fmt_pct(by[b]["limit_fraction"]) if b in by else "—" for b in backends)
+        cells = ([case, ", ".join(dict.fromkeys(r["dtype"] for r in case_rows))] + [_ms_cell(by.get(b)) for b in backends]
+                 + [_speedup_cell(by.get(b)) for b in compared]
+                 + ([f"{max(r['flops'] or 0 for r in case_rows) / 1e9:.3g}"] if flops else [])
+                 + [f"{limit} ({kinds[0]})" if kinds else limit,
+                    " / ".join(fmt_mb(by[b]["peak_mb"]) if b in by else "—" for b in backends)])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _machine(results: dict) -> str:
+    state = results["state"]
+    timed = [r for r in results["rows"] if r["median_ms"] is not None]
+    noisy = sum(r["noisy"] for r in timed)
+    lines = [f"Machine: {describe_machine(results['machine'])}, no GPU used." if results["machine"].get("device") == "cpu"
+             else f"Machine: {describe_machine(results['machine'])}.",
+             f"Measured {describe_limits(results['limits'])}.",
+             f"State: {describe_state(state.get('start'), state.get('end'))}.",
+             f"{len(timed)} timed rows, {noisy} with a spread above {results['noise_bound']:.0%}. "
+             f"Run {results['created']}: `{results['command']}`."]
+    lines += [f"Warning at the time: {w}." for w in results.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def render_block(name: str, results: dict) -> str:
+    if name == "machine":
+        return _machine(results)
+    if name not in SECTIONS:
+        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine' or one of "
+                         f"{', '.join(SECTIONS)}")
+    rows = [r for r in results["rows"] if SECTIONS[name](r)]
+    return _table(rows) if rows else "(no results for this section in the committed results file)"
+
+
+def update_readme(text: str, results: dict) -> str:
+    """`text` with every bench block regenerated from `results`."""
+    return BLOCK.sub(lambda m: f"{m.group(1)}{render_block(m.group(2), results)}\n{m.group(4)}", text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m.group(2) for m in BLOCK.finditer(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--readme", default=str(DEFAULT_README))
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 when the README is out of date")
+    args = parser.parse_args(argv)
+    results = json.loads(Path(args.results).read_text())
+    readme = Path(args.readme)
+    text = readme.read_text()
+    if not block_names(text):
+        print(f"{readme}: no <!-- bench:begin NAME --> blocks", file=sys.stderr)
+        return 1
+    new = update_readme(text, results)
+    if args.check:
+        if new != text:
+            print(f"{readme}: performance tables differ from {args.results}; run python -m bench.report",
+                  file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f"{readme}: regenerated {', '.join(block_names(text))} from {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
