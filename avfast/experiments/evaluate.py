@@ -1,0 +1,255 @@
+"""Scores every row of the claims table on held-out synthetic clips; per-clip scores go to a JSON file.
+
+Rows (each one score per clip, clips 0..N-1 of `SyntheticAVDataset(config, N, seed=2)`: seed 0 trained
+the models, seed 1 made the demo's bundled clips):
+    ceiling   the clip's own sound                         (AV-Align only: its beats are the reference)
+    vocoder   the clip's own sound through mel + Griffin-Lim  (the best any generated mel can score here)
+    floor     another clip's sound (clip i gets clip i+1's)
+    v2a       sound generated for the clip's video by a model, decoded by Griffin-Lim
+    joint     video and sound generated together (timestep adjustment gamma); AV-Align only
+Generated sound is scored against the clip's true sound for beat hit rate (±100 ms, ±500 ms). Sampling
+noise of clip i comes from seed `seed + i` in every row, so two models' rows are paired clip by clip.
+
+The JSON is rewritten after each row; a rerun with the same settings and weights keeps finished rows.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .finetune import RUNS, base_weights_file
+
+METRICS = ("av_align", "hit_100ms", "hit_500ms")
+TOLERANCES = {"hit_100ms": 0.1, "hit_500ms": 0.5}
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    kind: str                       # ceiling | vocoder | floor | v2a | joint
+    label: str
+    model: str | None = None
+    condition_mode: str | None = None
+    gamma: float = 1.0
+
+
+@dataclass
+class EvalSettings:
+    base: str = "runs/default/final"
+    runs: str = "runs/claims"
+    clips: int = 50
+    data_seed: int = 2
+    steps: int = 25
+    sampler: str = "dpmpp2m"
+    seed: int = 0
+    batch: int = 10
+    replace_models: tuple = ("ncmmd", "cmmd-1e-2")   # v2a also by replacement (CMMD's own v2a method)
+    joint_model: str = "ncmmd-indep"
+    gammas: tuple = (1.0, 1.5, 2.0)
+    threads: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.replace_models, self.gammas = tuple(self.replace_models), tuple(float(g) for g in self.gammas)
+        for name in ("clips", "steps", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalSettings: `{name}` must be >= 1, got {getattr(self, name)!r}")
+        if self.clips < 2:
+            raise ValueError(f"EvalSettings: `clips` must be >= 2 (the floor row pairs clip i with clip i+1), "
+                             f"got {self.clips}")
+        if self.data_seed == 0:
+            raise ValueError("EvalSettings: `data_seed` 0 is the training clips; use a held-out seed (e.g. 2)")
+        if any(g <= 0 for g in self.gammas):
+            raise ValueError(f"EvalSettings: `gammas` must be > 0, got {self.gammas}")
+
+    def identity(self) -> dict:
+        """What a finished row's scores depend on (progress, threads and batch do not change them)."""
+        d = asdict(self)
+        return {k: d[k] for k in ("clips", "data_seed", "steps", "sampler", "seed")}
+
+
+def model_dirs(settings: EvalSettings) -> dict[str, Path]:
+    """Every model that exists: "base" and each fine-tune's final EMA weights."""
+    found = {"base": Path(settings.base)} if (Path(settings.base) / "config.json").is_file() else {}
+    for name in RUNS:
+        d = Path(settings.runs) / name / "final"
+        if (d / "config.json").is_file():
+            found[name] = d
+    return found
+
+
+def plan_rows(settings: EvalSettings, models: dict[str, Path]) -> list[Row]:
+    rows = [Row("ceiling", "ceiling", "clip's own sound (ceiling)"),
+            Row("vocoder", "vocoder", "own sound via mel + Griffin-Lim"),
+            Row("floor", "floor", "another clip's sound (floor)")]
+    for name in ["base", *RUNS]:
+        if name in models:
+            rows.append(Row(f"v2a/clean/{name}", "v2a", f"v2a clean, {name}", name, "clean"))
+    for name in settings.replace_models:
+        if name in models:
+            rows.append(Row(f"v2a/replace/{name}", "v2a", f"v2a replace, {name}", name, "replace"))
+    if settings.joint_model in models:
+        for g in settings.gammas:
+            rows.append(Row(f"joint/gamma={g:g}/{settings.joint_model}", "joint",
+                            f"joint gamma={g:g}, {settings.joint_model}", settings.joint_model, gamma=g))
+    return rows
+
+
+@dataclass
+class HeldOut:
+    """The held-out clips: model-space video, pixels and the true waveform cut to the model's length."""
+
+    video: torch.Tensor                 # [N, C, F, H, W] model space
+    pixels: list[torch.Tensor]          # [3, F, H, W] in [-1, 1]
+    waves: list[torch.Tensor]           # [n_samples]
+    event_counts: list[int] = field(default_factory=list)
+
+
+def held_out_clips(config, settings: EvalSettings) -> HeldOut:
+    from ..data.mel import MelConfig
+    from ..train.data import SyntheticAVDataset
+
+    n = config.audio_length * MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins).hop_length
+    data = SyntheticAVDataset(config, num_clips=settings.clips, seed=settings.data_seed, cache=False)
+    pixels, waves, counts, video = [], [], [], []
+    for i in range(settings.clips):
+        clip = data.clip(i)
+        wave = clip.audio[:n]
+        waves.append(torch.nn.functional.pad(wave, (0, n - wave.shape[0])))
+        pixels.append(clip.video[:, : config.frames])
+        counts.append(len(clip.event_times))
+        video.append(data[i][0])
+    return HeldOut(torch.stack(video), pixels, waves, counts)
+
+
+def score_clip(pixels: torch.Tensor, wave: torch.Tensor, reference: torch.Tensor | None, fps: float,
+               sample_rate: int) -> dict[str, float | None]:
+    """AV-Align of (pixels, wave); beat hit rates of `wave` against `reference` (None without one)."""
+    from ..metrics import av_align, beat_hit_rate
+
+    out: dict[str, float | None] = {"av_align": av_align(pixels, wave, fps=fps, sample_rate=sample_rate).score}
+    hits = beat_hit_rate(wave, reference, sample_rate, tuple(TOLERANCES.values())) if reference is not None else None
+    for name, tol in TOLERANCES.items():
+        out[name] = hits.hit_rates[tol] if hits is not None else None
+    return out
+
+
+class _Decoder:
+    def __init__(self, config) -> None:
+        from ..data import Vocoder
+        from ..data.mel import MelConfig
+
+        self.config = config
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # Griffin-Lim is the documented decoder of this table
+            self.vocoder = Vocoder(None, MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins))
+
+    def audio(self, audio: torch.Tensor) -> torch.Tensor:
+        from ..models import codec
+
+        with torch.no_grad():
+            return self.vocoder(codec.audio_from_model(audio.float(), self.config)).clamp(-1, 1)
+
+
+def _generate(model, row: Row, clips: HeldOut, settings: EvalSettings) -> tuple[list, list]:
+    """(pixels per clip, waveform in model space per clip) for a v2a or joint row, in chunks of `batch`."""
+    from ..diffusion.sampling import sample
+    from ..models import codec
+
+    videos, audios = [], []
+    for start in range(0, settings.clips, settings.batch):
+        stop = min(start + settings.batch, settings.clips)
+        kwargs: dict[str, Any] = dict(steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
+                                      batch_size=stop - start, progress=settings.progress)
+        if row.kind == "v2a":
+            _, audio = sample(model, task="v2a", condition=clips.video[start:stop],
+                              condition_mode=row.condition_mode, **kwargs)
+            videos.extend(clips.pixels[start:stop])
+        else:
+            video, audio = sample(model, task="joint", gamma=row.gamma, **kwargs)
+            videos.extend(codec.video_from_model(video, model.config).float())
+        audios.extend(audio)
+    return videos, audios
+
+
+def evaluate_row(row: Row, model, clips: HeldOut, decoder: _Decoder, settings: EvalSettings) -> dict:
+    cfg = decoder.config
+    fps, sr = cfg.fps, cfg.sample_rate
+    n = settings.clips
+    if row.kind == "ceiling":
+        pairs = [(clips.pixels[i], clips.waves[i], None) for i in range(n)]
+    elif row.kind == "floor":
+        pairs = [(clips.pixels[i], clips.waves[(i + 1) % n], clips.waves[i]) for i in range(n)]
+    elif row.kind == "vocoder":
+        mels = torch.stack([w for w in clips.waves])
+        from ..models import codec
+
+        resynth = decoder.audio(codec.audio_to_model(mels, cfg)[..., : cfg.audio_length])
+        pairs = [(clips.pixels[i], resynth[i], clips.waves[i]) for i in range(n)]
+    else:
+        videos, audios = _generate(model, row, clips, settings)
+        waves = decoder.audio(torch.stack(audios))
+        reference = row.kind == "v2a"
+        pairs = [(videos[i], waves[i], clips.waves[i] if reference else None) for i in range(n)]
+    per_clip = [score_clip(p, w, r, fps, sr) for p, w, r in pairs]
+    return {name: [c[name] for c in per_clip] for name in METRICS}
+
+
+def _load(path: Path):
+    from ..models import from_pretrained
+
+    return from_pretrained(path, weights=base_weights_file(path))
+
+
+def run_evaluation(settings: EvalSettings, out: Path) -> dict:
+    """Evaluates every planned row (keeping finished ones from `out` when settings and weights match),
+    writes `out` after each row and returns the results."""
+    from tqdm.auto import tqdm
+
+    from ..models.weights import weights_checksum
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    dirs = model_dirs(settings)
+    if "base" not in dirs:
+        raise FileNotFoundError(f"--base: no model folder at {settings.base} (config.json + weights)")
+    models = {name: _load(d) for name, d in dirs.items()}
+    checksums = {name: weights_checksum(m.state_dict()) for name, m in models.items()}
+    missing = [name for name in RUNS if name not in models]
+    if missing:
+        print(f"not evaluated (no {settings.runs}/<name>/final yet): {', '.join(missing)}")
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    same = previous.get("settings", {}).get("identity") == settings.identity()
+    results = {"settings": {**asdict(settings), "identity": settings.identity()},
+               "models": {name: {"path": str(dirs[name]), "sha256": checksums[name]} for name in models},
+               "rows": {}}
+    config = models["base"].config
+    clips = held_out_clips(config, settings)
+    results["event_counts"] = clips.event_counts
+    decoder = _Decoder(config)
+    rows = plan_rows(settings, models)
+    for row in tqdm(rows, desc="rows", unit="row", disable=not settings.progress):
+        old = previous.get("rows", {}).get(row.key)
+        if same and old is not None and old.get("sha256") == checksums.get(row.model):
+            results["rows"][row.key] = old
+            continue
+        start = time.perf_counter()
+        scores = evaluate_row(row, models.get(row.model), clips, decoder, settings)
+        results["rows"][row.key] = {**asdict(row), "sha256": checksums.get(row.model), "scores": scores,
+                                    "seconds": time.perf_counter() - start}
+        _write_json(out, results)
+    _write_json(out, results)
+    return results
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)

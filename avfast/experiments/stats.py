@@ -1,0 +1,110 @@
+"""Statistics over per-clip scores: bootstrap confidence intervals and a paired test.
+
+Scores of one row are one number per held-out clip, so the unit of resampling is the clip. Two models
+scored on the same clips (and the same sampling noise) are compared clip by clip: the paired test
+looks at the differences d_i = a_i - b_i.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+EXACT_SIGN_FLIP_MAX_N = 16  # 2^16 sign patterns: enumerate them all below this many non-zero differences
+
+
+def _as_scores(name: str, values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"`{name}` must be a non-empty 1-D sequence of scores, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` must hold finite scores, got {x[~np.isfinite(x)][:3].tolist()} among them")
+    return x
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> Interval:
+    """Mean and percentile-bootstrap confidence interval of the mean (clips resampled with replacement)."""
+    x = _as_scores("values", values)
+    if not 0 < confidence < 1:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence!r}")
+    if resamples < 1:
+        raise ValueError(f"`resamples` must be >= 1, got {resamples!r}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Interval(float(x.mean()), float(low), float(high), int(x.size))
+
+
+def sign_flip_p_value(differences: Sequence[float], resamples: int = 20_000, seed: int = 0) -> float:
+    """Two-sided paired permutation test of mean(d) = 0: under the null each d_i's sign is a coin flip.
+
+    Exact (every sign pattern) for up to EXACT_SIGN_FLIP_MAX_N non-zero differences, else Monte Carlo with
+    the observed pattern counted (so p >= 1 / (resamples + 1)). Zero differences carry no sign and drop out.
+    """
+    d = _as_scores("differences", differences)
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum())
+    tol = 1e-12 * np.abs(d).sum()  # equal sums computed in another order must still count as "as extreme"
+    if d.size <= EXACT_SIGN_FLIP_MAX_N:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+        return float(np.mean(np.abs(signs @ d) >= observed - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((1.0, -1.0), size=(resamples, d.size))
+    extreme = int(np.sum(np.abs(signs @ d) >= observed - tol))
+    return (extreme + 1) / (resamples + 1)
+
+
+@dataclass
+class PairedResult:
+    mean_difference: float   # mean of a - b over the clips
+    low: float               # bootstrap CI of the mean difference
+    high: float
+    n: int
+    p_sign_flip: float       # paired permutation test (no distributional assumption)
+    p_wilcoxon: float | None  # scipy's Wilcoxon signed-rank (zero_method="zsplit"); None without scipy or if all d = 0
+    wins: int                # clips where a > b
+    losses: int              # clips where a < b
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, seed: int = 0) -> PairedResult:
+    """Compares two models scored on the same clips: mean difference a - b with a bootstrap CI, a sign-flip
+    permutation p-value and (when scipy is installed) the Wilcoxon signed-rank p-value."""
+    x, y = _as_scores("a", a), _as_scores("b", b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_test: `a` and `b` must score the same clips, got {x.size} and {y.size} scores")
+    d = x - y
+    ci = bootstrap_ci(d, confidence, seed=seed)
+    return PairedResult(ci.mean, ci.low, ci.high, ci.n, sign_flip_p_value(d, seed=seed), _wilcoxon(d),
+                        int(np.sum(d > 0)), int(np.sum(d < 0)))
+
+
+def _wilcoxon(d: np.ndarray) -> float | None:
+    try:
+        from scipy.stats import wilcoxon
+    except ImportError:
+        return None
+    if not np.any(d != 0):
+        return None
+    p = float(wilcoxon(d, zero_method="zsplit").pvalue)
+    return p if math.isfinite(p) else None
