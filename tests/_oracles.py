@@ -38,3 +38,15 @@ def contrastive_loss_oracle(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v
     negative_video = sum((joint_error(g) for g in range(1, 1 + Kv)), zero) / max(Kv, 1)
     negative_audio = sum((joint_error(g) for g in range(1 + Kv, G)), zero) / max(G - 1 - Kv, 1)
     return torch.stack([positive - eta * (negative_video + negative_audio), positive, negative_video, negative_audio])
+
+
+def flash_attention_lse(qkv: torch.Tensor, mode: str, head_dim: int, scale: float) -> torch.Tensor:
+    """Not an oracle: PyTorch's own log-sum-exp (its fused CPU flash kernel, on attention_sdpa's 4-D
+    layout) as [B, heads, G, N], the baseline for the attention kernels' lse."""
+    from avfast.ops import attention as A
+
+    C = qkv.shape[1] // 3
+    q, k, v = (A.sdpa_problems(t, mode, head_dim) for t in qkv.split(C, dim=1))
+    lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[1]
+    B, heads, G, N = A._lse_shape(qkv, mode, head_dim)
+    return lse.reshape(B, G, heads, N).transpose(1, 2)

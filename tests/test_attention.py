@@ -11,6 +11,7 @@ from avfast.backends import BackendUnavailableError
 from avfast.ops import AvfastInputError, attention_reference, temporal_spatial_attention
 from avfast.ops import attention as A
 from _compare import assert_accurate
+from _oracles import flash_attention_lse
 from _spy import dispatched_ops
 from conftest import HAS_CUDA, HAS_TRITON, TRITON_DEVICE
 
@@ -156,15 +157,6 @@ def test_cpu_lanes_strided(layout, mode, dtype, monkeypatch):
                    noncontig=layout == "noncontig", cropped=layout == "cropped")
 
 
-def _sdpa_with_lse(qkv, mode, head_dim, scale):
-    """PyTorch's fused CPU attention with its log-sum-exp, as (out, lse [B, heads, G, N])."""
-    C = qkv.shape[1] // 3
-    q, k, v = (A.sdpa_problems(t, mode, head_dim) for t in qkv.split(C, dim=1))
-    _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[:2]
-    B, heads, G, N = A._lse_shape(qkv, mode, head_dim)
-    return A.attention_sdpa(qkv, mode, head_dim, scale), lse.reshape(B, G, heads, N).transpose(1, 2)
-
-
 def test_cpu_kernels_differ_and_lse(monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", "lanes")
     _run_and_check("cpu", "cpu", (3, 3 * 64, 7), 32, "temporal", torch.float32)
@@ -176,7 +168,7 @@ def test_cpu_kernels_differ_and_lse(monkeypatch):
             monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
             with avfast.backend("cpu"):
                 out, lse = got[kernel] = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
-            base_out, base_lse = _sdpa_with_lse(x, mode, 32, 0.3)
+            base_out, base_lse = A.attention_sdpa(x, mode, 32, 0.3), flash_attention_lse(x, mode, 32, 0.3)
             assert_accurate(out, ref_out, base_out, what=f"{kernel} {mode} out")
             assert_accurate(lse, ref_lse, base_lse, what=f"{kernel} {mode} lse")
         # The kernels really ran (different summation orders); temporal tokens are strided (no cols).
@@ -213,7 +205,7 @@ def test_lse_matches_reference():
         with avfast.backend("cpu"):
             out, lse = torch.ops.avfast.temporal_spatial_attention(x, mode, 32, 0.3)
         ref_out, ref_lse = A.attention_reference_with_lse(x.double(), mode, 32, 0.3)
-        base_out, base_lse = _sdpa_with_lse(x, mode, 32, 0.3)
+        base_out, base_lse = A.attention_sdpa(x, mode, 32, 0.3), flash_attention_lse(x, mode, 32, 0.3)
         assert_accurate(out, ref_out, base_out, what=f"{mode} out")
         assert_accurate(lse, ref_lse, base_lse, what=f"{mode} lse")
 
