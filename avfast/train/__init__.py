@@ -3,7 +3,8 @@ from .contrastive import GroupedPredictions, evaluate_groups, stack_groups
 from .negatives import NegativeConfig, NegativePlan, Negatives, apply_plan, draw_plan, make_negatives
 
 __all__ = ["GroupedPredictions", "NegativeConfig", "NegativePlan", "Negatives", "apply_plan", "draw_plan",
-           "evaluate_groups", "make_negatives", "stack_groups", "TrainConfig", "train", "SyntheticAVDataset"]
+           "evaluate_groups", "make_negatives", "stack_groups", "TrainConfig", "train", "SyntheticAVDataset",
+           "FolderAVDataset", "DataError"]
 
 
 def __getattr__(name: str):
@@ -12,6 +13,10 @@ def __getattr__(name: str):
         from . import loop
 
         return getattr(loop, name)
+    if name in ("FolderAVDataset", "DataError"):
+        from . import folder
+
+        return getattr(folder, name)
     if name == "SyntheticAVDataset":
         from .data import SyntheticAVDataset
 

@@ -1,8 +1,9 @@
-"""`python -m avfast.train`: train the joint U-Net (nCMMD / CMMD) on synthetic clips.
+"""`python -m avfast.train`: train the joint U-Net (nCMMD / CMMD) on synthetic clips or a folder of videos.
 
 Every TrainConfig field is a flag (`--batch-size 8`, `--eta 0`, `--independent-timesteps`, ...);
 `--config FILE` (JSON or YAML) gives defaults that flags override. Under `torchrun --nproc_per_node N`
-the same command trains with DistributedDataParallel (gloo on CPU, NCCL on GPUs).
+the same command trains with DistributedDataParallel (gloo on CPU, NCCL on GPUs); only rank 0 writes.
+Exit status: 0 done, 1 stopped on a non-finite loss, 2 bad options or unusable data.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from .loop import NonFiniteLoss, TrainConfig, train
-
+from .config import TrainConfig
+from .folder import DataError
+from .loop import NonFiniteLoss, train
 
 
 def _field_help() -> dict[str, str]:
@@ -30,24 +32,38 @@ def _field_help() -> dict[str, str]:
 
 
 def _load_file(path: str) -> dict:
+    """The options in a JSON or YAML file (.yaml/.yml); a ValueError says what is wrong with it."""
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"error: --config: no file at {p}")
+        raise ValueError(f"--config: no file at {p}")
     text = p.read_text()
     if p.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise SystemExit("error: --config: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
-        data = yaml.safe_load(text)
+            raise ValueError(f"--config: reading YAML ({p}) needs PyYAML (pip install pyyaml), or use JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--config: {p} is not valid YAML ({' '.join(str(e).split())})") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SystemExit(f"error: --config: {p} is not valid JSON ({e})") from None
+            raise ValueError(f"--config: {p} is not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise SystemExit(f"error: --config: {p} must hold a mapping of option names to values")
+        raise ValueError(f"--config: {p} must hold a mapping of option names to values, got {type(data).__name__}")
     return data
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of ModelConfig fields, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(default, bool):
             ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=h)
         elif f.name == "model":
-            ap.add_argument(flag, dest=f.name, type=json.loads, default=None,
+            ap.add_argument(flag, dest=f.name, type=_json_object, default=None,
                             help=h + ' — a JSON object of ModelConfig fields, e.g. \'{"fusion": "cmcpe"}\'')
         elif f.name == "negative_methods":
             ap.add_argument(flag, dest=f.name, nargs="+", default=None, help=h)
@@ -74,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    options = _load_file(args.config) if args.config else {}
-    options |= {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     try:
+        options = _load_file(args.config) if args.config else {}
+        options |= {k: v for k, v in vars(args).items() if k != "config" and v is not None}
         cfg = TrainConfig.from_dict(options, source=args.config or "options")
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -86,6 +102,9 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"trained {model.config.base_channels}-channel model; EMA weights in {Path(cfg.out) / 'final'}")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,23 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: dict[
     os.rename(tmp, final)
     _fsync_dir(ckdir)
     atomic_write_bytes(ckdir / LATEST, name.encode())
-    complete = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and ".tmp-" not in p.name)
-    for old in complete[:-keep] if keep > 0 else []:
+    # Prune only earlier steps: folders past this step belong to an older run in the same folder
+    # (--no-resume) and must not push out the checkpoint `latest` names.
+    earlier = [p for p in complete_checkpoints(ckdir) if _step_of(p) < step]
+    for old in earlier[:max(0, len(earlier) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("_", 1)[1])
+
+
+def complete_checkpoints(ckdir: Path) -> list[Path]:
+    """The step_N folders (renamed into place only when complete), oldest first."""
+    found = [p for p in Path(ckdir).glob("step_*") if p.is_dir() and ".tmp-" not in p.name
+             and p.name.split("_", 1)[1].isdigit() and (p / "state.json").is_file()]
+    return sorted(found, key=_step_of)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -88,9 +102,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = ckdir / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path.name}, which is incomplete or missing")
-    return path
+    if (path / "state.json").is_file():
+        return path
+    complete = complete_checkpoints(ckdir)
+    if not complete:
+        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path.name}, which is incomplete or missing, "
+                                f"and {ckdir} holds no complete checkpoint")
+    print(f"warning: checkpoint pointer {pointer} names {path.name}, which is missing; using the newest "
+          f"complete checkpoint, {complete[-1].name}", file=sys.stderr)
+    return complete[-1]
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:

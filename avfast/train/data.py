@@ -22,8 +22,13 @@ class SyntheticAVDataset:
         if config.height != config.width and config.video_space == "pixels":
             raise ValueError(f"SyntheticAVDataset: synthetic clips are square; the model takes "
                              f"{config.height}x{config.width} frames")
+        # make_clip needs 3 frames before the first event, 3 after the last and 6 between events
+        fit = (config.frames - 6) // 6 + 1
+        if fit < 1:
+            raise ValueError(f"SyntheticAVDataset: synthetic clips need >= 6 frames (an event with room around "
+                             f"it); the model takes {config.frames}")
         self.config, self.num_clips, self.seed, self.autoencoder = config, num_clips, seed, autoencoder
-        self.max_events = max_events
+        self.max_events = min(max_events, fit)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:

@@ -12,104 +12,30 @@ same global batch (each rank still sees its own clips, noise and negatives).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..data.mel import HOP_LENGTH
 from ..diffusion import CosineSchedule, joint_v_loss, noisy_batch, q_sample, sample_timesteps
 from ..models import JointUNet, ModelConfig, create
+from ..models.weights import atomic_write_bytes
 from ..ops.contrastive_loss import contrastive_loss
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .contrastive import evaluate_groups
 from .data import SyntheticAVDataset
-from .negatives import METHODS, NegativeConfig, make_negatives
+from .negatives import NegativeConfig, make_negatives
+from .runlog import append_row, cut_log, plot_loss
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class TrainConfig:
-    """Every option of `python -m avfast.train` (flags or a JSON/YAML file with these keys)."""
-
-    out: str = "runs/tiny"                       # run folder: checkpoints/, metrics.jsonl, loss.png, final/
-    preset: str = "tiny"                         # model preset (avfast.models.PRESETS)
-    model: dict = field(default_factory=dict)    # ModelConfig overrides, e.g. {"fusion": "cmcpe"}
-    steps: int = 2000
-    batch_size: int = 8                          # global batch (split across DDP ranks)
-    lr: float = 1e-4                             # Adam; x lr_decay every lr_decay_every steps, floor lr_min
-    lr_decay: float = 0.8
-    lr_decay_every: int = 80_000
-    lr_min: float = 2e-5
-    warmup: int = 0                              # linear warm-up steps
-    grad_clip: float = 1.0                       # max global grad norm (0: off)
-    eta: float = 5e-5                            # contrastive weight; 0 = nCMMD (no negatives)
-    num_video_negatives: int = 1
-    num_audio_negatives: int = 1
-    negative_methods: tuple = METHODS
-    independent_timesteps: bool = False          # seed 002 Eq. 9 (needed for timestep adjustment, gamma != 1)
-    clean_prob: float = 0.0                      # chance a sample gets one modality clean (t = 0); eta must be 0
-    weight_video: float = 1.0
-    weight_audio: float = 1.0
-    ema_decay: float = 0.999
-    precision: str = "fp32"                      # fp32, bf16 or fp16 autocast
-    gradient_checkpointing: bool = False
-    data: str = "synthetic"                      # "synthetic" (the only source built in so far)
-    num_clips: int = 2048                        # synthetic clips (deterministic by index)
-    seed: int = 0
-    save_every: int = 250
-    keep: int = 2                                # checkpoints kept
-    log_every: int = 10
-    resume: bool = True                          # continue from <out>/checkpoints/latest if present
-    threads: int = 0                             # torch.set_num_threads (0: leave as is)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.negative_methods = tuple(self.negative_methods)
-        checks = [
-            (self.steps >= 1, "steps must be >= 1"), (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"), (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
-            (self.lr_decay_every >= 1, "lr_decay_every must be >= 1"), (self.lr_min >= 0, "lr_min must be >= 0"),
-            (self.warmup >= 0, "warmup must be >= 0"), (self.grad_clip >= 0, "grad_clip must be >= 0"),
-            (self.eta >= 0, "eta must be >= 0"), (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-            (self.num_video_negatives >= 0 and self.num_audio_negatives >= 0, "negative counts must be >= 0"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (0 <= self.clean_prob <= 1, "clean_prob must be in [0, 1]"),
-            (not (self.clean_prob > 0 and self.eta > 0), "clean_prob > 0 needs eta = 0 (the contrastive loss has "
-                                                         "no clean-condition terms)"),
-            (self.data == "synthetic", "data must be 'synthetic'"),
-            (self.num_clips >= 1, "num_clips must be >= 1"), (self.save_every >= 1, "save_every must be >= 1"),
-            (self.log_every >= 1, "log_every must be >= 1"),
-            (self.eta == 0 or self.num_video_negatives + self.num_audio_negatives > 0,
-             "eta > 0 needs at least one negative"),
-        ]
-        for ok, what in checks:
-            if not ok:
-                raise ValueError(f"TrainConfig: {what}; got {self._values_for(what)}")
-
-    def _values_for(self, what: str) -> str:
-        names = [f.name for f in dataclasses.fields(self) if f.name in what]
-        return ", ".join(f"{n}={getattr(self, n)!r}" for n in names) or "(see the values above)"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["negative_methods"] = list(self.negative_methods)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -140,6 +66,12 @@ class StepBatch:
     target_a: torch.Tensor
     v_neg_t: torch.Tensor | None
     a_neg_t: torch.Tensor | None
+
+    def to(self, device: torch.device) -> "StepBatch":
+        if device.type == "cpu":
+            return self
+        return StepBatch(*(None if x is None else x.to(device, non_blocking=True)
+                           for x in dataclasses.astuple(self)))
 
     def shard(self, rank: int, world: int) -> "StepBatch":
         if world == 1:
@@ -176,7 +108,7 @@ def draw_batch(cfg: TrainConfig, mcfg: ModelConfig, data: SyntheticAVDataset, sc
 
 
 def compute_loss(model, cfg: TrainConfig, b: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    dtype = PRECISIONS[cfg.precision]
+    dtype = AUTOCAST_DTYPES[cfg.precision]
     with torch.autocast(b.v_t.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if cfg.eta > 0:
             g = evaluate_groups(model, b.v_t, b.a_t, b.t_v, b.t_a, b.v_neg_t, b.a_neg_t)
@@ -190,54 +122,89 @@ def compute_loss(model, cfg: TrainConfig, b: StepBatch) -> tuple[torch.Tensor, d
         return loss, {}
 
 
-def _distributed() -> tuple[int, int]:
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """auto: this process's GPU (cuda:LOCAL_RANK under torchrun) when CUDA is available, else the CPU."""
+    if cfg.device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig: device={cfg.device!r} but torch sees no CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _distributed(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group): gloo on CPU, NCCL on GPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    started = False
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
+    return rank, world, started
 
 
-def _plot(run: Path) -> None:
-    try:
-        import matplotlib
+def _load_autoencoder(cfg: TrainConfig, device: torch.device):
+    if not cfg.autoencoder:
+        return None
+    from ..data.autoencoder import StableDiffusionVAE
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.set_title(run.name)
-    fig.tight_layout()
-    tmp = run / ".loss.png.tmp"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, run / "loss.png")
+    return StableDiffusionVAE.from_pretrained(cfg.autoencoder, progress=False).to(device)
 
 
-def _log(run: Path, row: dict, resumed_from: int | None) -> None:
-    path = run / "metrics.jsonl"
-    if resumed_from is not None and path.exists():  # drop rows past the checkpoint we resumed from
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resumed_from]
-        path.write_text("".join(ln + "\n" for ln in kept))
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+def make_dataset(cfg: TrainConfig, mcfg: ModelConfig, autoencoder=None, rank: int = 0, world: int = 1):
+    """The synthetic set, or the clips of the folder `cfg.data` (rank 0 prepares the cache first)."""
+    if cfg.data == "synthetic":
+        return SyntheticAVDataset(mcfg, cfg.num_clips, cfg.seed, autoencoder=autoencoder)
+    from .folder import FolderAVDataset
+
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 runs the front ends once; the others then read its cache
+    data = FolderAVDataset(mcfg, cfg.data, cfg.cache_dir or None, autoencoder, progress=cfg.progress and rank == 0)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+    if rank == 0:
+        print(f"data: {len(data)} clips from {cfg.data}; {data.skip_summary()}", file=sys.stderr)
+    return data
+
+
+def _write_data_report(run: Path, data) -> None:
+    """<run>/data.json: which data the run read, and every skipped clip with its reason."""
+    if not hasattr(data, "skipped"):
+        report = {"data": "synthetic", "clips": len(data)}
+    else:
+        report = {"data": str(data.root), "clips": len(data), "fingerprint": data.fingerprint(),
+                  "skipped": [{"file": str(p), "reason": r} for p, r in data.skipped]}
+    atomic_write_bytes(run / "data.json", (json.dumps(report, indent=2) + "\n").encode())
+
+
+def _seed_step(cfg: TrainConfig, step: int, rank: int) -> None:
+    """The global RNG (dropout) from (seed, step, rank), a stream apart from step_generator's: exact
+    resume with dropout too, and each rank its own masks."""
+    digest = hashlib.blake2b(f"{cfg.seed}:{step}:{rank}:global".encode(), digest_size=8).digest()
+    torch.manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def _global_mean(values: torch.Tensor, world: int) -> torch.Tensor:
+    """Mean of each rank's per-shard values (equal shards: the global batch's mean), on every rank."""
+    if world > 1:
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        values /= world
+    return values
 
 
 def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
     """Runs (or resumes) a training run; returns the model with its EMA weights loaded."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rank, world = _distributed()
+    device = resolve_device(cfg)
+    rank, world, started_group = _distributed(device)
     if cfg.batch_size % world:
         raise ValueError(f"TrainConfig: batch_size ({cfg.batch_size}) must be divisible by the number of processes "
                          f"({world})")
@@ -245,71 +212,113 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # initial weights
-    model = model or create(cfg.preset, gradient_checkpointing=cfg.gradient_checkpointing, **cfg.model)
+    model = model or create(cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing))
+    model.to(device)
     mcfg = model.config
     schedule = CosineSchedule(mcfg.num_train_steps)
-    data = SyntheticAVDataset(mcfg, cfg.num_clips, cfg.seed)
+    data = make_dataset(cfg, mcfg, _load_autoencoder(cfg, device), rank, world)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    # fp16 needs loss scaling against underflowing gradients; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start, resumed_from = 0, None
+    start = 0
     ck = latest_checkpoint(run) if cfg.resume else None
     if ck is not None:
         ema, state = load_checkpoint(ck, model, opt)
-        start = resumed_from = state["step"]
+        ema = {k: v.to(device) for k, v in ema.items()}
+        if "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
+        start = state["step"]
         if rank == 0:
             print(f"resuming {run} from {ck.name} (step {start})", file=sys.stderr)
-    if start >= cfg.steps and rank == 0:
-        print(f"{run}: already at step {start} >= steps={cfg.steps}; nothing to train", file=sys.stderr)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16")
+            if state.get("data_fingerprint", _fingerprint(data)) != _fingerprint(data):
+                print(f"warning: the data differs from the data {ck.name} was trained on; the resumed run "
+                      f"will not repeat the uninterrupted one", file=sys.stderr)
+    if rank == 0:
+        cut_log(run, start)
+        _write_data_report(run, data)
+        if start >= cfg.steps:
+            print(f"{run}: already at step {start} >= steps={cfg.steps}; nothing to train", file=sys.stderr)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     model.train()
+    float_keys = [k for k, v in ema.items() if v.is_floating_point()]
+    other_keys = [k for k in ema if k not in float_keys]  # integer buffers: EMA copies them as they are
 
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
                disable=not cfg.progress or rank != 0, dynamic_ncols=True)
-    t_last = time.perf_counter()
+    t_last, logged = time.perf_counter(), start
     for step in bar:
+        done = step + 1  # steps completed once this one is; what logs and checkpoints count
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = draw_batch(cfg, mcfg, data, schedule, step).shard(rank, world)
+        _seed_step(cfg, step, rank)
+        batch = draw_batch(cfg, mcfg, data, schedule, step).shard(rank, world).to(device)
         loss, parts = compute_loss(ddp, cfg, batch)
-        value = float(loss.detach())
+        stats = _global_mean(torch.stack([loss.detach().float()] + [v.detach().float().mean() for v in
+                                                                    parts.values()]), world).tolist()
+        value = stats[0]
         if not math.isfinite(value):
-            raise NonFiniteLoss(f"training loss is {value} at step {step}; stopping (the last good checkpoint "
-                                f"in {run / 'checkpoints'} is kept)")
+            raise NonFiniteLoss(f"training loss is {value} at step {done}; stopping (the last good checkpoint, "
+                                f"{_latest_name(run)}, is kept)")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         if cfg.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        grad_norm = float(grad_norm)
+        if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16: the scaler skips the step
+            raise NonFiniteLoss(f"gradient norm is {grad_norm} at step {done}; stopping (the last good "
+                                f"checkpoint, {_latest_name(run)}, is kept)")
         scaler.step(opt)
         scaler.update()
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
             current = model.state_dict()
-            torch._foreach_lerp_([ema[k] for k in current if current[k].is_floating_point()],
-                                 [current[k] for k in current if current[k].is_floating_point()], 1 - decay)
-        done = step + 1
+            torch._foreach_lerp_([ema[k] for k in float_keys], [current[k] for k in float_keys], 1 - decay)
+            for k in other_keys:
+                ema[k].copy_(current[k])
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             now = time.perf_counter()
-            row = {"step": done, "loss": value, "lr": lr, "sec_per_step": (now - t_last) / cfg.log_every}
-            row |= {k: float(v.detach().mean()) for k, v in parts.items()}
-            t_last = now
-            _log(run, row, resumed_from)
-            resumed_from = None
+            row = {"step": done, "loss": value, "lr": lr, "grad_norm": grad_norm,
+                   "sec_per_step": (now - t_last) / (done - logged)}
+            row |= dict(zip(parts, stats[1:]))
+            t_last, logged = now, done
+            append_row(run, row)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.1e}")
         if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps):
-            save_checkpoint(run, done, model, ema, opt, {"train_config": cfg.to_dict(),
-                                                         "model_config": mcfg.to_dict()}, cfg.keep)
-            _plot(run)
+            state = {"train_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
+                     "data_fingerprint": _fingerprint(data)}
+            if scaler.is_enabled():
+                state["grad_scaler"] = scaler.state_dict()
+            save_checkpoint(run, done, model, ema, opt, state, cfg.keep)
+            plot_loss(run)
     if rank == 0 and start < cfg.steps:
         final = model.__class__(mcfg)
         final.load_state_dict(ema)
         final.save_pretrained(run / "final")
     if world > 1:
         torch.distributed.barrier()
+        if started_group:
+            torch.distributed.destroy_process_group()
     model.load_state_dict(ema)
     return model.eval()
+
+
+def _fingerprint(data) -> str:
+    return data.fingerprint() if hasattr(data, "fingerprint") else f"synthetic:{len(data)}"
+
+
+def _latest_name(run: Path) -> str:
+    try:
+        ck = latest_checkpoint(run)
+    except FileNotFoundError:
+        ck = None
+    return ck.name if ck is not None else "none saved yet"
