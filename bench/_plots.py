@@ -16,6 +16,12 @@ def _pyplot():
     return plt
 
 
+def _log_whiskers(values: list[float], spreads: list[float | None]) -> list[list[float]]:
+    """x / (1 + spread) .. x * (1 + spread): symmetric on the log axes, never below zero."""
+    rel = [s or 0.0 for s in spreads]
+    return [[v - v / (1 + r) for v, r in zip(values, rel)], [v * r for v, r in zip(values, rel)]]
+
+
 def _title(results: dict) -> str:
     m = results["machine"]
     return f"{m.get('gpu') or m.get('cpu', '?')}, {m.get('threads')} threads, torch {m.get('torch')}"
@@ -32,17 +38,17 @@ def plot_speedups(results: dict, path: Path) -> bool:
     y = range(len(shown))
     ax.barh(y, [abs(s - 1.0) for s in speed], left=[min(s, 1.0) for s in speed],
             color=["tab:green" if s >= 1 else "tab:red" for s in speed])
-    err = [s * (r["speedup_spread"] or 0.0) for s, r in zip(speed, shown)]
-    ax.errorbar(speed, y, xerr=err, fmt="none", ecolor="black", elinewidth=0.7, capsize=2)
+    ax.errorbar(speed, y, xerr=_log_whiskers(speed, [r["speedup_spread"] for r in shown]), fmt="none",
+                ecolor="black", elinewidth=0.7, capsize=2)
     ax.set_yticks(list(y), [f"{r['case']}  [{r['backend']} {r['dtype']} vs {r['baseline_backend']}]" for r in shown],
                   fontsize=6.5)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("speedup over the case's baseline (medians of one run; whiskers: ± spread)")
+    ax.set_xlabel("speedup over the case's baseline (medians of one run; whiskers: x/(1+spread) to x(1+spread))")
     ax.set_title(_title(results), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -56,16 +62,16 @@ def plot_ms_per_fe(results: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(9, 0.3 * len(shown) + 1.6))
     y = range(len(shown))
     ms = [r["median_ms"] for r in shown]
-    ax.barh(y, ms, xerr=[m * (r["spread"] or 0.0) for m, r in zip(ms, shown)], color="tab:blue",
+    ax.barh(y, ms, xerr=_log_whiskers(ms, [r["spread"] for r in shown]), color="tab:blue",
             error_kw={"elinewidth": 0.7, "capsize": 2})
     labels = [f"{r['case']}  [{r.get('runtime', 'eager')} {r['backend']} {r['dtype']}]" for r in shown]
     ax.set_yticks(list(y), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("ms per function evaluation (median; whiskers: ± spread)")
+    ax.set_xlabel("ms per function evaluation (median; whiskers: x/(1+spread) to x(1+spread))")
     ax.set_title(_title(results), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 

@@ -156,6 +156,10 @@ def render_summary(results: dict) -> str:
     timed = [r for r in rows if r["median_ms"] is not None]
     if not timed:
         lines.append(f"\nbenchmarks disabled: {len(rows)} cases ran once, untimed and unmeasured")
+    above = [r for r in timed if (r["limit_fraction"] or 0) > 1]
+    if above:
+        lines.append(f"\n{len(above)} rows run above the probed limit (limit > 100%): the data fit in a faster "
+                     "level than the probe's (cache vs DRAM), or the probe itself ran slow on a busy machine")
     noisy = [r for r in timed if r["noisy"]]
     if noisy:
         lines.append(f"\n{len(noisy)} of {len(timed)} timed cases have a spread above {NOISE_BOUND:.0%} (marked !): "

@@ -77,16 +77,15 @@ def _table(rows: list[dict]) -> str:
 
 
 def _machine(results: dict) -> str:
-    state = results["state"]
+    state, machine = results["state"], results["machine"]
     timed = [r for r in results["rows"] if r["median_ms"] is not None]
     noisy = sum(r["noisy"] for r in timed)
-    lines = [f"Machine: {describe_machine(results['machine'])}, no GPU used." if results["machine"].get("device") == "cpu"
-             else f"Machine: {describe_machine(results['machine'])}.",
-             f"Measured {describe_limits(results['limits'])}.",
-             f"State: {describe_state(state.get('start'), state.get('end'))}.",
-             f"{len(timed)} timed rows, {noisy} with a spread above {results['noise_bound']:.0%}. "
-             f"Run {results['created']}: `{results['command']}`."]
-    lines += [f"Warning at the time: {w}." for w in results.get("warnings", [])]
+    lines = [f"- Machine: {describe_machine(machine)}{', no GPU used' if machine.get('device') == 'cpu' else ''}.",
+             f"- Measured {describe_limits(results['limits'])}.",
+             f"- State: {describe_state(state.get('start'), state.get('end'))}.",
+             f"- {len(timed)} timed rows, {noisy} with a spread above {results['noise_bound']:.0%}; "
+             f"run {results['created']}: `{results['command']}`."]
+    lines += [f"- Warning at the time: {w}." for w in results.get("warnings", [])]
     return "\n".join(lines)
 
 
