@@ -34,6 +34,7 @@ JSON and the charts go to <prefix>.txt, <prefix>.json, <prefix>.png and <prefix>
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -124,8 +125,12 @@ def _benchmarks_timed(config) -> bool:
 
 
 def _say(config, text: str) -> None:
+    """Print now, during a fixture's setup (where pytest captures the output of everything else)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.ensure_newline()
         reporter.write_line(text, yellow=True)
 
