@@ -6,10 +6,20 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
+import re
 import sys
 
 OPTIONAL = ("onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "xformers", "triton")
-DEPENDENCIES = ("torch", "numpy", "pybind11", "safetensors", "tqdm")
+
+
+def _runtime_dependencies() -> tuple[str, ...]:
+    """avfast's runtime requirements from its installed metadata: no extras, and nothing only the
+    build needs (pybind11 is a build requirement; the built modules do not import it)."""
+    try:
+        requirements = importlib.metadata.requires("avfast") or []
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never pip-installed
+        return ()
+    return tuple(re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r)
 
 
 def _version(dist: str) -> str | None:
@@ -33,7 +43,7 @@ def collect() -> dict:
         "version": avfast.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "dependencies": {d: _version(d) for d in DEPENDENCIES},
+        "dependencies": {d: _version(d) for d in _runtime_dependencies()},
         "extensions": extensions,
         "extension_errors": {n: _ext.error(n) for n in _ext.EXTENSIONS if not extensions[n]},
         "cuda_kernels_compiled": _ext.cuda_kernels_compiled(),

@@ -112,6 +112,9 @@ def test_info_json_reports_extensions_and_backends():
     if shutil.which("nvcc") and os.environ.get("AVFAST_CUDA", "auto") != "0":
         assert info["cuda_kernels_compiled"], "nvcc is here, so the build must have compiled the CUDA kernels"
     assert "reference" in info["backends"] and "cpu" in info["backends"]
+    # runtime requirements only, each installed; pybind11 is build-only and must not show as missing
+    assert "torch" in info["dependencies"] and "pybind11" not in info["dependencies"]
+    assert all(info["dependencies"].values()), info["dependencies"]
     assert set(info["optional"]) >= {"onnxruntime", "onnxruntime-gpu", "tensorrt", "xformers"}
 
 

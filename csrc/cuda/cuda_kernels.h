@@ -1,5 +1,5 @@
-// CUDA kernel launchers: plain C++ signatures (stream as void*) so the pybind11 layer, and a
-// TensorRT plugin later, can call them without CUDA headers or libtorch.
+// CUDA kernel launchers: plain C++ signatures (stream as void*) so the pybind11 layer (or a TensorRT
+// plugin, should one be written) can call them without CUDA headers or libtorch.
 #pragma once
 #include "avfast/easy_fusion.h"
 

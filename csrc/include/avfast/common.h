@@ -17,7 +17,7 @@
 
 namespace avfast {
 
-// Must match avfast/ops/_ptr.py::DTYPE_CODES.
+// Must match avfast/ops/_native.py::DTYPE_CODES.
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
 // Storage types for the 16-bit formats: raw bits, converted with the helpers below so

@@ -7,9 +7,9 @@
 // shared array between two barriers (valid because every thread of the block reaches each shuffle,
 // as in the kernels emulated). Half/bfloat16 conversions go through avfast/common.h.
 //
-// Schedules (set_schedule; tests/test_cuda_emulated_schedules.py runs every op under each and
-// requires identical bits): the order of the threads within each barrier phase and of the blocks
-// within a launch is
+// Schedules (tests/cuda_emu/build.py::schedule; tests/test_cuda_emulated_schedules.py runs every op
+// under each and requires identical bits): the order of the threads within each barrier phase and
+// of the blocks within a launch is
 //   alternating  threads in index order in even phases, reversed in odd ones; blocks in order (default)
 //   forward      threads and blocks in index order
 //   reverse      threads and blocks in reverse order
