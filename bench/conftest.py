@@ -18,8 +18,8 @@ Fixture API for a suite (nothing else is needed to appear in the summary, the JS
 
 What the wrapped fixture adds (bench/_fixture.py): the timed function (and a pedantic setup) is
 followed by the device's synchronize, so GPU work is inside the timed region and nothing syncs
-within it; after timing, one call under FlopCounterMode (FLOPs, bench/_flops.py) and one for the
-peak memory (bench/_memory.py). Other fixtures: `sync` (the device's synchronize; the wrapper
+within it; after timing, one call for the peak memory (bench/_memory.py) and, on a case's first
+row, one under FlopCounterMode (FLOPs, shared by the case's rows: bench/_flops.py). Other fixtures: `sync` (the device's synchronize; the wrapper
 already calls it), `bench_device` ("cuda" or "cpu"), `limits` (this machine's measured limits,
 bench/_limits.py). Marker `smoke`: the quick subset (`pytest bench -m smoke --benchmark-disable`);
 a benchmark function with no smoke case of its own gets its first case per `impl` marked. Under
@@ -199,7 +199,9 @@ def benchmark(benchmark, request):
 
 
 # ------------------------------------------------------------------ the summary, last
-@pytest.hookimpl(wrapper=True)
+# tryfirst makes this wrapper the outermost one: its second half runs after pytest's own short test
+# summary (skip reasons, failures), so the table is the last thing before the final result line.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
     if session is not None and not config.getoption("bench_tables"):
