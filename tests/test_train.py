@@ -115,6 +115,20 @@ def test_resumed_run_equals_uninterrupted(tmp_path, case):
     assert weights_checksum(a["model"]) != weights_checksum(create(start.model_config()).state_dict())
 
 
+@pytest.mark.slow
+def test_fp16_resume_restores_the_grad_scaler(tmp_path):
+    options = dict(steps=2, save_every=1, batch_size=2, precision="fp16")
+    loop.train(micro_config(tmp_path / "whole", **options))
+    loop.train(micro_config(tmp_path / "cut", **options | {"steps": 1}))
+    loop.train(micro_config(tmp_path / "cut", **options))
+    states = [json.loads((tmp_path / run / "checkpoints" / "step_00000002" / "state.json").read_text())
+              for run in ("whole", "cut")]
+    assert states[0]["grad_scaler"]["_growth_tracker"] == 2, states[0]["grad_scaler"]
+    assert states[1]["grad_scaler"] == states[0]["grad_scaler"]
+    a, b = (_checkpoint_tensors(tmp_path / run / "checkpoints" / "step_00000002") for run in ("whole", "cut"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 # ------------------------------------------------------------------ SIGKILL during a save
 _SAVE_LOOP = r"""
 import sys, time, torch

@@ -84,6 +84,17 @@ def test_second_pass_reads_the_cache_without_the_front_ends(clips, tmp_path, mon
     assert again.fingerprint() == first.fingerprint()
 
 
+def test_ddp_ranks_split_the_front_end_work(clips, tmp_path, monkeypatch):
+    seen = []
+    real = FolderAVDataset._front_end
+    monkeypatch.setattr(FolderAVDataset, "_front_end", lambda self, path: seen.append(path.name) or real(self, path))
+    halves = [FolderAVDataset(CONFIG, clips, tmp_path / "cache", progress=False, share=(r, 2)) for r in (0, 1)]
+    assert sorted(seen) == sorted(p.name for p in clips.rglob("*.mp4")) and len(set(seen)) == len(seen)
+    assert sum(len(h) for h in halves) == GOOD
+    full = FolderAVDataset(CONFIG, clips, tmp_path / "cache", progress=False)
+    assert len(full) == GOOD and len(full.skipped) == 3 and len(seen) == 6, "the whole set comes from the cache"
+
+
 def test_cache_key_follows_content_and_settings(clips, tmp_path):
     data = FolderAVDataset(CONFIG, clips, tmp_path / "cache", progress=False)
     path, key = data.clips[0]

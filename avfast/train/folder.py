@@ -76,7 +76,9 @@ class FolderAVDataset:
     """Real clips in the model's space; `len`, `[i]` and `batch(indices)` as `SyntheticAVDataset`."""
 
     def __init__(self, config: ModelConfig, root: str | Path, cache_dir: str | Path | None = None,
-                 autoencoder=None, progress: bool = True):
+                 autoencoder=None, progress: bool = True, share: tuple[int, int] = (0, 1)):
+        """share=(rank, world): prepare only files rank, rank + world, ... (DDP ranks split the front-end
+        work, then each builds the whole set from the cache); such a partial set is not for training."""
         if config.video_space == "latent" and autoencoder is None:
             raise ValueError("FolderAVDataset: this model works on autoencoder latents (video_space='latent'); "
                              "pass autoencoder= (e.g. avfast.data.StableDiffusionVAE.from_pretrained(PATH))")
@@ -92,6 +94,8 @@ class FolderAVDataset:
 
         self.clips: list[tuple[Path, str]] = []       # (file, cache key) of every usable clip
         self.skipped: list[tuple[Path, str]] = []     # (file, reason)
+        rank, world = share
+        files = files[rank::world]
         for path in tqdm(files, desc="prepare clips", unit="clip", disable=not progress, dynamic_ncols=True):
             key = self.key(path)
             reason = self._ensure_cached(path, key)
@@ -99,7 +103,7 @@ class FolderAVDataset:
                 self.clips.append((path, key))
             else:
                 self.skipped.append((path, reason))
-        if not self.clips:
+        if not self.clips and world == 1:
             raise DataError(f"data: none of the {len(files)} clips in {str(self.root)!r} is usable; "
                             f"{self.skip_summary()}")
 

@@ -158,16 +158,16 @@ def _load_autoencoder(cfg: TrainConfig, device: torch.device):
 
 
 def make_dataset(cfg: TrainConfig, mcfg: ModelConfig, autoencoder=None, rank: int = 0, world: int = 1):
-    """The synthetic set, or the clips of the folder `cfg.data` (rank 0 prepares the cache first)."""
+    """The synthetic set, or the clips of the folder `cfg.data` (prepared into the cache first)."""
     if cfg.data == "synthetic":
         return SyntheticAVDataset(mcfg, cfg.num_clips, cfg.seed, autoencoder=autoencoder)
     from .folder import FolderAVDataset
 
-    if world > 1 and rank != 0:
-        torch.distributed.barrier()  # rank 0 runs the front ends once; the others then read its cache
-    data = FolderAVDataset(mcfg, cfg.data, cfg.cache_dir or None, autoencoder, progress=cfg.progress and rank == 0)
-    if world > 1 and rank == 0:
+    progress = cfg.progress and rank == 0
+    if world > 1:  # the ranks share the front-end work, then each reads the whole set from the cache
+        FolderAVDataset(mcfg, cfg.data, cfg.cache_dir or None, autoencoder, progress, share=(rank, world))
         torch.distributed.barrier()
+    data = FolderAVDataset(mcfg, cfg.data, cfg.cache_dir or None, autoencoder, progress=progress and world == 1)
     if rank == 0:
         print(f"data: {len(data)} clips from {cfg.data}; {data.skip_summary()}", file=sys.stderr)
     return data
