@@ -145,9 +145,9 @@ def probe(device: str = "cpu", scale: float = 1.0) -> Limits:
     if device not in MATMUL_SIZE:
         raise ValueError(f"probe: `device` must be 'cpu' or 'cuda', got {device!r}")
     n = max(64, int(MATMUL_SIZE[device] * scale))
-    flops = {dtype_name(dt): round(matmul_gflops(dt, device, n, 0.3 * scale), 1) for dt in MATMUL_DTYPES[device]}
+    flops = {dtype_name(dt): matmul_gflops(dt, device, n, 0.3 * scale) for dt in MATMUL_DTYPES[device]}
     sizes = {cls: max(1 << 16, int(b * scale)) for cls, b in COPY_BYTES[device].items()}
-    bandwidth = {cls: round(copy_gbps(b, device, 0.2 * scale), 2) for cls, b in sizes.items()}
+    bandwidth = {cls: copy_gbps(b, device, 0.2 * scale) for cls, b in sizes.items()}
     machine = machine_description(device)
     machine["matmul_size"] = n
     return Limits(device, machine, flops, bandwidth, {cls: 2 * b for cls, b in sizes.items()})

@@ -110,8 +110,8 @@ def describe_limits(limits: dict) -> str:
     """The measured limits in one line."""
     if not limits.get("matmul_gflops"):
         return "limits: not probed"
-    flops = ", ".join(f"{k} mm {v:g} GFLOP/s" for k, v in limits["matmul_gflops"].items())
-    bw = ", ".join(f"copy {v:g} GB/s ({k})" for k, v in limits["copy_gbps"].items())
+    flops = ", ".join(f"{k} mm {v:.3g} GFLOP/s" for k, v in limits["matmul_gflops"].items())
+    bw = ", ".join(f"copy {v:.3g} GB/s ({k})" for k, v in limits["copy_gbps"].items())
     return f"limits: {flops}, {bw}"
 
 
