@@ -195,6 +195,18 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path, kill
     assert leftovers, "the kill should have left the interrupted save's temporary files"
 
 
+def test_restart_without_resume_keeps_its_own_checkpoints_and_a_dangling_pointer_falls_back(tmp_path, capsys):
+    loop.train(micro_config(tmp_path, steps=4, save_every=2))            # an older run: step 2 and 4
+    loop.train(micro_config(tmp_path, steps=2, save_every=1, resume=False, keep=1, seed=1))
+    ckdir = tmp_path / "checkpoints"
+    assert latest_checkpoint(tmp_path).name == "step_00000002"           # the new run's, not pruned
+    assert json.loads((ckdir / "step_00000002" / "state.json").read_text())["train_config"]["seed"] == 1
+    assert sorted(p.name for p in ckdir.glob("step_*")) == ["step_00000002", "step_00000004"]
+    (ckdir / "latest").write_text("step_00000009")
+    assert latest_checkpoint(tmp_path).name == "step_00000004"
+    assert "names step_00000009, which is missing" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ non-finite loss
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
     cfg = micro_config(tmp_path / "run", steps=6, save_every=2)

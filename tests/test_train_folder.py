@@ -14,7 +14,7 @@ pytest.importorskip("av", reason="PyAV is not installed (pip install av): no vid
 
 from avfast.data import TinyAutoencoder, make_clip, read_video, waveform_to_mel, write_video  # noqa: E402
 from avfast.data.mel import MelConfig  # noqa: E402
-from avfast.models import ModelConfig, preset  # noqa: E402
+from avfast.models import preset  # noqa: E402
 from avfast.models.codec import mel_to_model  # noqa: E402
 from avfast.train.__main__ import main  # noqa: E402
 from avfast.train.folder import DataError, FolderAVDataset  # noqa: E402
