@@ -18,17 +18,60 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+EXIT_STATUS = """exit status:
+  0  every file was scored
+  1  some files could not be read or scored: each is named on stderr (one line each), the rest
+     are scored and reported, and the JSON lists them under "failed"
+  2  bad arguments or inputs (a missing folder, no files to score, none readable, an unwritable
+     --json path): one line on stderr, nothing scored"""
+
 AUDIO_EXT = (".wav", ".flac", ".ogg")
 VIDEO_EXT = (".mp4",)
 
 
-def _files(folder: str, exts) -> List[Path]:
+class CliError(Exception):
+    """Bad arguments or inputs: reported as one line, exit status 2."""
+
+
+class FileFailures:
+    """Files that could not be scored: each reported as one line on stderr as it happens."""
+
+    def __init__(self) -> None:
+        self.failed: List[Dict] = []
+
+    def run(self, items, desc: str, name, fn) -> List:
+        """fn(item) for every item; an item whose fn raises is reported and left out."""
+        out = []
+        for item in _progress(items, desc):
+            try:
+                out.append(fn(item))
+            except Exception as exc:  # noqa: BLE001  one unreadable file must not lose the others' results
+                message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+                _report(f"error: {name(item)}: {message} (skipped)")
+                self.failed.append({"file": name(item), "error": message})
+        if not out:
+            raise CliError(f"none of the {len(items)} files could be scored")
+        return out
+
+
+def _report(line: str) -> None:
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stderr)  # on its own line, below a progress bar if one is drawn
+
+
+def _folder(folder: str, what: str) -> Path:
     path = Path(folder)
+    if not path.exists():
+        raise CliError(f"{what} folder {folder!r} does not exist")
     if not path.is_dir():
-        raise SystemExit(f"error: {folder!r} is not a folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in exts)
+        raise CliError(f"{what} {folder!r} is not a folder")
+    return path
+
+
+def _files(folder: str, exts, what: str = "input") -> List[Path]:
+    files = sorted(p for p in _folder(folder, what).iterdir() if p.suffix.lower() in exts)
     if not files:
-        raise SystemExit(f"error: no {'/'.join(exts)} files in {folder!r}")
+        raise CliError(f"no {'/'.join(exts)} files in {what} folder {folder!r}")
     return files
 
 
@@ -37,14 +80,15 @@ def _load_audio(path: Path, sample_rate: int) -> torch.Tensor:
     if path.suffix.lower() in VIDEO_EXT:
         clip = read_video(path, size=None, sample_rate=sample_rate)
         if clip.audio is None:
-            raise SystemExit(f"error: {path} has no audio track")
+            raise ValueError("has no audio track")
         return clip.audio
     return load_audio(path, sample_rate, resample=True)
 
 
 def _progress(items, desc):
     from tqdm.auto import tqdm
-    return tqdm(items, desc=desc, unit="file", leave=False, disable=len(items) < 2)
+    # None: no bar when stderr is not a terminal (pipes, logs), where it would garble the error lines
+    return tqdm(items, desc=desc, unit="file", leave=False, disable=True if len(items) < 2 else None)
 
 
 def _print_table(rows: List[Dict], columns: List[str]) -> None:
@@ -60,66 +104,69 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def cmd_av_align(args) -> Dict:
+def cmd_av_align(args, failures: FileFailures) -> Dict:
     from ..data.video import read_video
     from .av_align import av_align
-    rows = []
-    for path in _progress(_files(args.folder, VIDEO_EXT), "av-align"):
+
+    def score(path: Path) -> Dict:
         clip = read_video(path, fps=args.fps, size=args.size, sample_rate=args.sample_rate)
         if clip.audio is None:
-            raise SystemExit(f"error: {path} has no audio track")
+            raise ValueError("has no audio track")
         r = av_align(clip.video, clip.audio, args.fps, args.sample_rate, flow_threshold=args.flow_threshold)
-        rows.append({"file": path.name, "av_align": r.score, "precision": r.precision, "recall": r.recall,
-                     "onsets": len(r.audio_onsets), "peaks": len(r.video_peaks)})
+        return {"file": path.name, "av_align": r.score, "precision": r.precision, "recall": r.recall,
+                "onsets": len(r.audio_onsets), "peaks": len(r.video_peaks)}
+
+    rows = failures.run(_files(args.folder, VIDEO_EXT, "clips"), "av-align", lambda p: p.name, score)
     mean = float(np.mean([r["av_align"] for r in rows]))
     _print_table(rows + [{"file": "MEAN", "av_align": mean}], ["file", "av_align", "precision", "recall",
                                                                "onsets", "peaks"])
     return {"metric": "av_align", "mean": mean, "files": rows}
 
 
-def cmd_beats(args) -> Dict:
+def cmd_beats(args, failures: FileFailures) -> Dict:
     from .beats import beat_hit_rate
-    gen = {p.stem: p for p in _files(args.generated, AUDIO_EXT + VIDEO_EXT)}
-    ref = {p.stem: p for p in _files(args.reference, AUDIO_EXT + VIDEO_EXT)}
+    gen = {p.stem: p for p in _files(args.generated, AUDIO_EXT + VIDEO_EXT, "generated")}
+    ref = {p.stem: p for p in _files(args.reference, AUDIO_EXT + VIDEO_EXT, "reference")}
     stems = sorted(set(gen) & set(ref))
     if not stems:
-        raise SystemExit(f"error: no file names in common between {args.generated!r} and {args.reference!r}")
-    rows = []
-    for stem in _progress(stems, "beats"):
+        raise CliError(f"no file names in common between {args.generated!r} and {args.reference!r}")
+
+    def score(stem: str) -> Dict:
         r = beat_hit_rate(_load_audio(gen[stem], args.sample_rate), _load_audio(ref[stem], args.sample_rate),
                           args.sample_rate, args.tolerances)
-        rows.append({"file": stem, **{f"hit@{int(t * 1000)}ms": v for t, v in r.hit_rates.items()}})
+        return {"file": stem, **{f"hit@{int(t * 1000)}ms": v for t, v in r.hit_rates.items()}}
+
+    rows = failures.run(stems, "beats", lambda stem: stem, score)
     cols = [f"hit@{int(t * 1000)}ms" for t in args.tolerances]
     means = {c: float(np.mean([r[c] for r in rows])) for c in cols}
     _print_table(rows + [{"file": "MEAN", **means}], ["file"] + cols)
     return {"metric": "beat_hit_rate", "mean": means, "files": rows, "unpaired": sorted(set(gen) ^ set(ref))}
 
 
-def _embeddings(folder: str, args) -> Dict[str, np.ndarray]:
+def _load_npy(p: Path) -> np.ndarray:
+    arr = np.load(p, allow_pickle=False)  # never unpickle: .npy only holds plain arrays
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"expected a numeric [D] or [n, D] embedding array, got {arr.dtype} {list(arr.shape)}")
+    return arr.reshape(1, -1) if arr.ndim == 1 else arr
+
+
+def _embeddings(folder: str, what: str, args, extractor, failures: FileFailures) -> Dict[str, np.ndarray]:
     """name -> [n, D] frame embeddings for every file in folder."""
-    npys = sorted(Path(folder).glob("*.npy")) if Path(folder).is_dir() else []
-    if npys and args.extractor is None:
-        out = {}
-        for p in npys:
-            arr = np.load(p, allow_pickle=False)  # never unpickle: .npy only holds plain arrays
-            out[p.stem] = arr.reshape(1, -1) if arr.ndim == 1 else arr.reshape(-1, arr.shape[-1])
-        return out
-    if args.extractor is None:
-        raise SystemExit(f"error: {folder!r} holds no .npy embeddings; pass --extractor NAME "
-                         f"to embed media files")
-    from .embeddings import get_extractor
+    if extractor is None:
+        npys = sorted(_folder(folder, what).glob("*.npy"))
+        if not npys:
+            raise CliError(f"{what} folder {folder!r} holds no .npy embeddings; pass --extractor NAME to "
+                           f"embed media files")
+        return dict(failures.run(npys, f"load {what}", lambda p: p.name, lambda p: (p.stem, _load_npy(p))))
     from ..data.video import read_video
-    options = {"modality": args.modality} if args.extractor == "onnx" else {}
-    extractor = get_extractor(args.extractor, args.extractor_path, **options)
     exts = AUDIO_EXT + VIDEO_EXT if extractor.modality == "audio" else VIDEO_EXT
-    out = {}
-    for p in _progress(_files(folder, exts), f"embed {Path(folder).name}"):
-        if extractor.modality == "audio":
-            clip = _load_audio(p, args.sample_rate)
-        else:
-            clip = read_video(p, fps=args.fps, size=args.size).video
-        out[p.stem] = extractor(clip).detach().cpu().double().numpy()
-    return out
+
+    def embed(p: Path):
+        clip = _load_audio(p, args.sample_rate) if extractor.modality == "audio" else \
+            read_video(p, fps=args.fps, size=args.size).video
+        return p.stem, extractor(clip).detach().cpu().double().numpy()
+
+    return dict(failures.run(_files(folder, exts, what), f"embed {what}", lambda p: p.name, embed))
 
 
 def _set_embeddings(emb: Dict[str, np.ndarray], pool: str) -> np.ndarray:
@@ -127,10 +174,16 @@ def _set_embeddings(emb: Dict[str, np.ndarray], pool: str) -> np.ndarray:
     return np.concatenate(arrays) if pool == "frames" else np.stack([a.mean(0) for a in arrays])
 
 
-def _distance_command(args, name: str) -> Dict:
+def _distance_command(args, failures: FileFailures, name: str) -> Dict:
     from .frechet import (frechet_distance, kernel_distance, per_sample_frechet_distance,
                           per_sample_kernel_distance)
-    gen, ref = _embeddings(args.generated, args), _embeddings(args.reference, args)
+    extractor = None
+    if args.extractor is not None:
+        from .embeddings import get_extractor
+        options = {"modality": args.modality} if args.extractor == "onnx" else {}
+        extractor = get_extractor(args.extractor, args.extractor_path, **options)
+    gen = _embeddings(args.generated, "generated", args, extractor, failures)
+    ref = _embeddings(args.reference, "reference", args, extractor, failures)
     g, r = _set_embeddings(gen, args.pool), _set_embeddings(ref, args.pool)
     result: Dict = {"metric": name, "pool": args.pool, "n_generated": len(g), "n_reference": len(r)}
     if name == "frechet_distance":
@@ -148,28 +201,64 @@ def _distance_command(args, name: str) -> Dict:
     return result
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog.split()[-1]}: {message} (see --help)\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m avfast.metrics", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m avfast.metrics", description=__doc__, epilog=EXIT_STATUS,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp):
         sp.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-        sp.add_argument("--fps", type=float, default=10.0, help="video frame rate to resample to (10)")
-        sp.add_argument("--sample-rate", type=int, default=16_000, help="audio rate to resample to (16000)")
-        sp.add_argument("--size", type=int, default=128, help="square frame size after centre crop (128)")
+        sp.add_argument("--fps", type=_positive(float), default=10.0, help="video frame rate to resample to (10)")
+        sp.add_argument("--sample-rate", type=_positive(int), default=16_000,
+                        help="audio rate to resample to (16000)")
+        sp.add_argument("--size", type=_positive(int), default=128, help="square frame size after centre crop (128)")
 
-    a = sub.add_parser("av-align", help="AV-Align IoU (seed 002, Eq. 14-15) per mp4")
+    def add(name: str, helptext: str):
+        return sub.add_parser(name, help=helptext, epilog=EXIT_STATUS,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    a = add("av-align", "AV-Align IoU (seed 002, Eq. 14-15) per mp4")
     a.add_argument("folder")
-    a.add_argument("--flow-threshold", type=float, default=0.1, help="min mean flow at a video peak (0.1)")
+    a.add_argument("--flow-threshold", type=_non_negative_float, default=0.1,
+                   help="min mean flow at a video peak (0.1)")
     common(a)
-    b = sub.add_parser("beats", help="beat hit rate of generated vs reference audio (seed 000, 3.1)")
+    b = add("beats", "beat hit rate of generated vs reference audio (seed 000, 3.1)")
     b.add_argument("generated")
     b.add_argument("reference")
-    b.add_argument("--tolerances", type=float, nargs="+", default=[0.1, 0.5], help="seconds (0.1 0.5)")
+    b.add_argument("--tolerances", type=_positive(float), nargs="+", default=[0.1, 0.5], help="seconds (0.1 0.5)")
     common(b)
     for name, helptext in (("fd", "Fréchet distance (FAD/FVD maths)"), ("kid", "KID/KVD (unbiased MMD²)")):
-        d = sub.add_parser(name, help=helptext)
+        d = add(name, helptext)
         d.add_argument("generated")
         d.add_argument("reference")
         d.add_argument("--extractor", help="embed media files with this extractor (logmel, thumbnails, onnx, ...)")
@@ -179,26 +268,45 @@ def build_parser() -> argparse.ArgumentParser:
                        help="clips: one embedding per file (mean of its frames, default); frames: every frame")
         d.add_argument("--per-sample", action="store_true", help="also score each generated file against the reference set")
         if name == "kid":
-            d.add_argument("--subset-size", type=int, default=1000)
-            d.add_argument("--subsets", type=int, default=100)
+            d.add_argument("--subset-size", type=_positive(int), default=1000)
+            d.add_argument("--subsets", type=_positive(int), default=100)
             d.add_argument("--seed", type=int, default=0)
         common(d)
     return p
 
 
+def _check_json_target(path: str | None) -> None:
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CliError(f"--json: folder {str(parent)!r} does not exist")
+    if Path(path).is_dir():
+        raise CliError(f"--json: {path!r} is a folder; give a file name")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"av-align": cmd_av_align, "beats": cmd_beats,
-                "fd": lambda a: _distance_command(a, "frechet_distance"),
-                "kid": lambda a: _distance_command(a, "kernel_distance")}
+                "fd": lambda a, f: _distance_command(a, f, "frechet_distance"),
+                "kid": lambda a, f: _distance_command(a, f, "kernel_distance")}
+    failures = FileFailures()
     try:
-        result = commands[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+        _check_json_target(args.json)  # before the work, not after it
+        result = commands[args.command](args, failures)
+        if args.json:
+            result["failed"] = failures.failed
+            try:
+                Path(args.json).write_text(json.dumps(result, indent=2))
+            except OSError as exc:
+                raise CliError(f"--json: cannot write {args.json!r}: {exc.strerror or exc}") from None
+    except (CliError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    except KeyError as exc:  # unknown extractor name: str(KeyError) would quote the message
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 1 if failures.failed else 0
 
 
 if __name__ == "__main__":
