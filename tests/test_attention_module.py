@@ -45,3 +45,8 @@ def test_bad_configuration():
         TemporalSpatialAttention(64, "cross")
     with pytest.raises(ValueError, match="5-D input"):
         TemporalSpatialAttention(64, "spatial")(torch.randn(1, 64, 7))
+
+
+def test_wrong_channel_count_names_the_block_channels():
+    with pytest.raises(ValueError, match=r"built for 128 channels \(dim 1\), got 64 \(input shape \[1, 64, 2, 4, 4\]\)"):
+        TemporalSpatialAttention(128)(torch.randn(1, 64, 2, 4, 4))

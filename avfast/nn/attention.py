@@ -39,6 +39,9 @@ class TemporalSpatialAttention(nn.Module):
         if x.dim() != want:
             layout = "[B, C, F, H, W]" if self.video else "[B, C, T]"
             raise ValueError(f"TemporalSpatialAttention: expected {want}-D input {layout}, got shape {list(x.shape)}")
+        if x.shape[1] != self.channels:
+            raise ValueError(f"TemporalSpatialAttention: this block was built for {self.channels} channels "
+                             f"(dim 1), got {x.shape[1]} (input shape {list(x.shape)})")
         h = temporal_spatial_attention(self.qkv(self.norm(x)), self.mode, self.head_dim)
         return x + self.proj_out(h)
 
