@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -118,6 +119,22 @@ def select(op: str, device: torch.device, dtype: torch.dtype, supports: dict[str
         if candidate in ("cpu", "cuda") and candidate in supports and _ext.load(candidate) is None:
             _ext.warn_missing_once(candidate)
     return "reference"
+
+
+_warned_ignored: set[tuple[str, str, str]] = set()
+
+
+def warn_forced_ignored(where: str) -> None:
+    """Warns once per (backend, source, where) that a forced backend is not used `where`: never a
+    silent fallback, even where the reference is the only thing that can run."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the ContextVar; eager calls warn
+        return
+    name, source = requested()
+    if name is None or name == "reference" or (name, source, where) in _warned_ignored:
+        return
+    _warned_ignored.add((name, source, where))
+    warnings.warn(f"avfast: backend {name!r} (forced by {source}) is not used {where}: every avfast op runs "
+                  f"its PyTorch reference there", stacklevel=4)
 
 
 def available(device: torch.device | str | None = None) -> list[str]:

@@ -10,6 +10,10 @@ import avfast
 from avfast.ops import contrastive_loss, easy_fusion, temporal_spatial_attention
 
 
+# The cpu backend forced below is not used under the transforms: that warning is the point of the last test.
+pytestmark = pytest.mark.filterwarnings("ignore:avfast. backend 'cpu':UserWarning")
+
+
 @pytest.fixture(autouse=True)
 def _cpu_backend():
     with avfast.backend("cpu"):
@@ -54,3 +58,29 @@ def test_attention_grad(mode):
         return temporal_spatial_attention(x, mode, head_dim=16).square().sum()
 
     torch.testing.assert_close(torch.func.grad(loss)(qkv), _autograd(loss, qkv), atol=1e-5, rtol=1e-4)
+
+
+def test_a_forced_backend_that_is_not_used_warns_once(monkeypatch):
+    """Under transforms and avfast.decomposed() the reference runs whatever is forced: never silently."""
+    import warnings
+
+    monkeypatch.setattr(avfast.backends, "_warned_ignored", set())
+    v, a = torch.randn(1, 2, 3, 2, 2, dtype=torch.float64), torch.randn(1, 2, 5, dtype=torch.float64)
+
+    def loss(x):
+        return easy_fusion(x, a)[0].sum()
+
+    with pytest.warns(UserWarning, match=r"backend 'cpu' \(forced by avfast.backend\(\)\) is not used under "
+                                         r"torch.func transforms"):
+        torch.func.grad(loss)(v)
+    with pytest.warns(UserWarning, match=r"backend 'cpu' \(forced by avfast.backend\(\)\) is not used inside "
+                                         r"avfast.decomposed\(\)"):
+        with avfast.decomposed():
+            easy_fusion(v, a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once each: no second warning
+        torch.func.grad(loss)(v)
+        with avfast.decomposed():
+            temporal_spatial_attention(torch.randn(1, 3 * 16, 4, dtype=torch.float64), head_dim=16)
+        with avfast.backend(None), avfast.decomposed():  # nothing forced: nothing to warn about
+            easy_fusion(v, a)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backends import select
+from ..backends import is_decomposing, select, warn_forced_ignored
 
 # Must match csrc/include/avfast/common.h::DType.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
@@ -44,6 +44,19 @@ def eager_native_backend(op: str, supports: dict, *tensors: torch.Tensor) -> str
         return None
     backend = select(op, tensors[0].device, tensors[0].dtype, supports)
     return backend if backend in NATIVE_BACKENDS else None
+
+
+def reference_instead(*tensors: torch.Tensor) -> bool:
+    """True where a public function must run its PyTorch reference: inside `avfast.decomposed()` (and
+    ONNX export), whose graphs must be standard operators, and under torch.func transforms (see
+    `under_functorch`). A backend forced there is not used, and a warning says so once."""
+    if is_decomposing():
+        warn_forced_ignored("inside avfast.decomposed() or an ONNX export")
+        return True
+    if under_functorch(*tensors):
+        warn_forced_ignored("under torch.func transforms (grad, vmap, jacrev, ...)")
+        return True
+    return False
 
 
 def under_functorch(*tensors: torch.Tensor) -> bool:

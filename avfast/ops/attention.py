@@ -30,8 +30,8 @@ import math
 import torch
 
 from .. import _ext
-from ..backends import BackendUnavailableError, is_decomposing, requested, select, why_unavailable
-from ._native import accumulator_dtype, dtype_code, plain_eager, stream_of, under_functorch
+from ..backends import BackendUnavailableError, requested, select, why_unavailable
+from ._native import accumulator_dtype, dtype_code, plain_eager, reference_instead, stream_of
 from ._validate import FLOATING, AvfastInputError, check_same_device, check_same_dtype, check_tensor
 
 OP = "temporal_spatial_attention"
@@ -475,7 +475,7 @@ def temporal_spatial_attention(qkv: torch.Tensor, mode: str = "spatial", head_di
     """
     _check_args(OP, qkv, mode, head_dim, scale)
     scale = default_scale(head_dim) if scale is None else float(scale)
-    if is_decomposing() or under_functorch(qkv):
+    if reference_instead(qkv):
         return attention_reference(qkv, mode, head_dim, scale)
     if _plain_cpu_inference(qkv) and _choose(OP, qkv, head_dim) == "cpu":
         return _forward_cpu(qkv, mode, head_dim, scale)[0]

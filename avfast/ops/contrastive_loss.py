@@ -32,9 +32,9 @@ from typing import NamedTuple
 import torch
 
 from .. import _ext
-from ..backends import is_decomposing, select
-from ._native import (NATIVE_BACKENDS, accumulator_dtype, dtype_code, eager_native_backend, stream_of,
-                      under_functorch)
+from ..backends import select
+from ._native import (NATIVE_BACKENDS, accumulator_dtype, dtype_code, eager_native_backend, reference_instead,
+                      stream_of)
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
@@ -377,7 +377,7 @@ def contrastive_loss(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch
         raise AvfastInputError(f"{OP}: `reduction` must be 'mean', 'sum' or 'none', got {reduction!r}")
     args = (pred_v, pred_a, target_v, target_a, num_video_negatives, float(eta), float(weight_v), float(weight_a))
     _check_inputs(OP, *args[:5])  # here too, so a wrong argument gets our message, not the dispatcher's
-    if is_decomposing() or under_functorch(*args[:4]):
+    if reference_instead(*args[:4]):
         rows = contrastive_loss_reference(*args)
     else:
         backend = eager_native_backend(OP, SUPPORTS, *args[:4])

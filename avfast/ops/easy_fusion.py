@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from ..backends import is_decomposing, select
-from ._native import accumulator_dtype, dtype_code, eager_native_backend, stream_of, under_functorch
+from ..backends import select
+from ._native import accumulator_dtype, dtype_code, eager_native_backend, reference_instead, stream_of
 from ._validate import FLOATING, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "easy_fusion"
@@ -253,7 +253,7 @@ def easy_fusion(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.T
     `avfast.backend(...)` / `AVFAST_BACKEND`.
     """
     _check_inputs(v, a)  # here too, so a wrong argument type gets our message, not the dispatcher's
-    if is_decomposing() or under_functorch(v, a):
+    if reference_instead(v, a):
         return easy_fusion_reference(v, a)
     backend = eager_native_backend(OP, SUPPORTS, v, a)
     if backend is not None:
