@@ -14,7 +14,8 @@ from avfast.models import create  # noqa: E402
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    m = create("tiny", base_channels=16, channel_mult=(1, 2), attention_levels=(1,), head_dim=16, norm_groups=8)
+    m = create("tiny", base_channels=16, audio_base_channels=0, channel_mult=(1, 2), attention_levels=(1,), head_dim=16,
+               norm_groups=8)
     d = tmp_path_factory.mktemp("ckpt")
     m.save_pretrained(d)
     return d

@@ -9,9 +9,9 @@ import avfast
 from avfast.models import FUSIONS, PRESETS, ModelConfig, create, from_pretrained
 
 # A model small enough that every test runs in well under a second on 2 cores.
-SMALL = dict(base_channels=16, channel_mult=(1, 2), frames=5, height=8, width=8, audio_length=24, head_dim=16,
-             norm_groups=8, attention_levels=(0, 1), cmcpe_dim=16)
-EXACT_PARAMETERS = {"tiny": 3_654_848, "paper-128": 115_610_452, "paper-512": 113_237_332}
+SMALL = dict(base_channels=16, audio_base_channels=0, channel_mult=(1, 2), frames=5, height=8, width=8,
+             audio_length=24, head_dim=16, norm_groups=8, attention_levels=(0, 1), cmcpe_dim=16)
+EXACT_PARAMETERS = {"tiny": 4_267_840, "paper-128": 115_610_452, "paper-512": 113_237_332}
 
 
 def small(**kw) -> avfast.models.JointUNet:
@@ -111,6 +111,16 @@ def test_odd_and_long_lengths(frames, audio_length, hw):
     ov, oa = m(v, a, t_v, t_a)
     assert ov.shape == v.shape and oa.shape == a.shape
     assert torch.isfinite(ov).all() and torch.isfinite(oa).all()
+
+
+def test_audio_branch_can_be_wider_than_the_video_branch():
+    m = small(audio_base_channels=32)
+    v, a, t_v, t_a = inputs(m)
+    ov, oa = m(v, a, t_v, t_a)
+    assert ov.shape == v.shape and oa.shape == a.shape
+    assert m.stem_a.out_channels == 32 and m.stem_v.out_channels == 16
+    _, oa2 = m(v + 1.0, a, t_v, t_a)
+    assert rel_err(oa2, oa) > 1e-3  # fusion still joins branches of different widths
 
 
 def test_patch_stem_with_sizes_that_are_not_multiples_of_the_patch():

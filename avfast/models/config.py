@@ -38,6 +38,7 @@ class ModelConfig:
     # U-Net
     patch_size: int = 1                # > 1: video enters as non-overlapping p x p patches (pixel unshuffle)
     base_channels: int = 128
+    audio_base_channels: int = 0       # 0: the same as base_channels (the paper); wider keeps 80 mel bins intact
     channel_mult: tuple[int, ...] = (1, 2, 3, 4)
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = (1, 2, 3)   # levels (0 = full resolution) with attention
@@ -125,6 +126,8 @@ def _check_config(c: ModelConfig) -> None:
                  "head_dim", "norm_groups", "num_train_steps", "cmcpe_dim", "patch_size"):
         v = getattr(c, name)
         need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1", v)
+    need(isinstance(c.audio_base_channels, int) and c.audio_base_channels >= 0,
+         "audio_base_channels must be an integer >= 0 (0: base_channels)", c.audio_base_channels)
     need(c.num_res_blocks >= 1, "num_res_blocks must be >= 1", c.num_res_blocks)
     need(len(c.channel_mult) >= 1 and all(m >= 1 for m in c.channel_mult),
          "channel_mult must be a non-empty tuple of integers >= 1", c.channel_mult)
@@ -139,14 +142,17 @@ def _check_config(c: ModelConfig) -> None:
     need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
     need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
          (c.mel_scale, c.fps, c.sample_rate))
+    bases = (c.base_channels, c.audio_base_channels or c.base_channels)
     for lv in c.attention_levels:
-        ch = c.base_channels * c.channel_mult[lv]
-        need(ch % c.head_dim == 0, f"channels at attention level {lv} ({ch}) must be divisible by head_dim "
-             f"({c.head_dim})", c.head_dim)
+        for base in bases:
+            ch = base * c.channel_mult[lv]
+            need(ch % c.head_dim == 0, f"channels at attention level {lv} ({ch}) must be divisible by head_dim "
+                 f"({c.head_dim})", c.head_dim)
     for m in c.channel_mult:
-        ch = c.base_channels * m
-        need(ch % c.norm_groups == 0, f"every level's channels ({ch}) must be divisible by norm_groups",
-             c.norm_groups)
+        for base in bases:
+            ch = base * m
+            need(ch % c.norm_groups == 0, f"every level's channels ({ch}) must be divisible by norm_groups",
+                 c.norm_groups)
 
 
 # Table 4 sizes. paper-128: 128x128 frames through the SD VAE (÷8) -> 4x16x16 latents, 18 frames,
@@ -155,11 +161,13 @@ PRESETS: dict[str, ModelConfig] = {
     "paper-128": ModelConfig(),
     "paper-512": ModelConfig(height=64, width=64, attention_levels=(2, 3)),
     # tiny: RGB pixels at 32x32 (no autoencoder to train or ship, and a person can see the clip), entering
-    # as 4x4 patches (48 channels at 8x8: a sixteenth of the convolution work of full-resolution pixels,
-    # which is what makes an hour of CPU training enough); levels 8/4/2, attention at every level.
+    # as 4x4 patches (48 values per patch at 8x8 positions: a sixteenth of the convolution work of
+    # full-resolution pixels, which is what makes an hour of CPU training possible). Each branch starts
+    # wider than its input (video 64 > 48 patch values, audio 128 > 80 mel bins): a narrower stem cannot
+    # carry per-pixel noise through the network, and a model that cannot see the noise cannot remove it.
     "tiny": ModelConfig(video_channels=3, height=32, width=32, video_space="pixels", patch_size=4,
-                        base_channels=32, channel_mult=(1, 2, 3), attention_levels=(0, 1, 2), head_dim=32,
-                        norm_groups=16, cmcpe_dim=64),
+                        base_channels=64, audio_base_channels=128, channel_mult=(1, 1), attention_levels=(0, 1),
+                        head_dim=32, norm_groups=16, cmcpe_dim=64),
 }
 
 

@@ -50,19 +50,20 @@ def unpatchify(x: torch.Tensor, p: int, size: tuple[int, int]) -> torch.Tensor:
 class JointBlock(nn.Module):
     """One U-Net block of both branches: residual blocks, attention, fusion."""
 
-    def __init__(self, cfg: ModelConfig, in_v: int, in_a: int, out: int, emb_dim: int, attention: bool):
+    def __init__(self, cfg: ModelConfig, in_v: int, in_a: int, out_v: int, out_a: int, emb_dim: int,
+                 attention: bool):
         super().__init__()
         g = cfg.norm_groups
-        self.res_v = ResBlock(in_v, out, emb_dim, g, video=True, dropout=cfg.dropout)
-        self.res_a = ResBlock(in_a, out, emb_dim, g, video=False, dropout=cfg.dropout)
+        self.res_v = ResBlock(in_v, out_v, emb_dim, g, video=True, dropout=cfg.dropout)
+        self.res_a = ResBlock(in_a, out_a, emb_dim, g, video=False, dropout=cfg.dropout)
         self.attn_v = nn.ModuleList()
         self.attn_a = nn.ModuleList()
         if attention:
             modes = ("joint",) if cfg.attention_kind == "joint" else ("spatial", "temporal")
             for mode in modes:
-                self.attn_v.append(TemporalSpatialAttention(out, mode, cfg.head_dim, g, video=True))
-            self.attn_a.append(TemporalSpatialAttention(out, "joint", cfg.head_dim, g, video=False))
-        self.fusion = make_fusion(cfg.fusion, out, out, cfg.head_dim, g, cfg.cmcpe_dim)
+                self.attn_v.append(TemporalSpatialAttention(out_v, mode, cfg.head_dim, g, video=True))
+            self.attn_a.append(TemporalSpatialAttention(out_a, "joint", cfg.head_dim, g, video=False))
+        self.fusion = make_fusion(cfg.fusion, out_v, out_a, cfg.head_dim, g, cfg.cmcpe_dim)
         self.fusion_first = cfg.fusion == "cmcpe"  # CMC-PE is a positional encoding: added before attention
 
     def forward(self, v, a, emb_v, emb_a, ctx):
@@ -95,45 +96,49 @@ class JointUNet(nn.Module):
                           if cfg.fusion == "cmcpe" else None)
 
         pv = cfg.video_channels * cfg.patch_size ** 2
+        Ca0 = cfg.audio_base_channels or C
         self.stem_v = nn.Conv3d(pv, C, (1, 3, 3), padding=(0, 1, 1))
-        self.stem_a = nn.Conv1d(cfg.mel_bins, C, 3, padding=1)
+        self.stem_a = nn.Conv1d(cfg.mel_bins, Ca0, 3, padding=1)
 
+        # Both branches follow the same multipliers; the audio branch may start wider
+        # (audio_base_channels), so that neither branch is narrower than its own input.
         self.down = nn.ModuleList()
         self.down_v, self.down_a = nn.ModuleList(), nn.ModuleList()
-        skips = [C]
-        ch = C
+        skips = [(C, Ca0)]
+        cv, ca = C, Ca0
         for level, mult in enumerate(cfg.channel_mult):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
-                blocks.append(JointBlock(cfg, ch, ch, C * mult, emb_dim, level in cfg.attention_levels))
-                ch = C * mult
-                skips.append(ch)
+                blocks.append(JointBlock(cfg, cv, ca, C * mult, Ca0 * mult, emb_dim, level in cfg.attention_levels))
+                cv, ca = C * mult, Ca0 * mult
+                skips.append((cv, ca))
             self.down.append(blocks)
             last = level == cfg.num_levels - 1
-            self.down_v.append(nn.Identity() if last else Downsample(ch, video=True))
-            self.down_a.append(nn.Identity() if last else Downsample(ch, video=False))
+            self.down_v.append(nn.Identity() if last else Downsample(cv, video=True))
+            self.down_a.append(nn.Identity() if last else Downsample(ca, video=False))
             if not last:
-                skips.append(ch)
+                skips.append((cv, ca))
 
-        self.mid = nn.ModuleList([JointBlock(cfg, ch, ch, ch, emb_dim, True),
-                                  JointBlock(cfg, ch, ch, ch, emb_dim, False)])
+        self.mid = nn.ModuleList([JointBlock(cfg, cv, ca, cv, ca, emb_dim, True),
+                                  JointBlock(cfg, cv, ca, cv, ca, emb_dim, False)])
 
         self.up = nn.ModuleList()
         self.up_v, self.up_a = nn.ModuleList(), nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks + 1):
-                s = skips.pop()
-                blocks.append(JointBlock(cfg, ch + s, ch + s, C * mult, emb_dim, level in cfg.attention_levels))
-                ch = C * mult
+                sv, sa = skips.pop()
+                blocks.append(JointBlock(cfg, cv + sv, ca + sa, C * mult, Ca0 * mult, emb_dim,
+                                         level in cfg.attention_levels))
+                cv, ca = C * mult, Ca0 * mult
             self.up.append(blocks)
-            self.up_v.append(Upsample(ch, video=True) if level > 0 else nn.Identity())
-            self.up_a.append(Upsample(ch, video=False) if level > 0 else nn.Identity())
+            self.up_v.append(Upsample(cv, video=True) if level > 0 else nn.Identity())
+            self.up_a.append(Upsample(ca, video=False) if level > 0 else nn.Identity())
 
-        self.out_v = nn.Sequential(group_norm(ch, cfg.norm_groups), nn.SiLU(),
-                                   zero_(nn.Conv3d(ch, pv, (1, 3, 3), padding=(0, 1, 1))))
-        self.out_a = nn.Sequential(group_norm(ch, cfg.norm_groups), nn.SiLU(),
-                                   zero_(nn.Conv1d(ch, cfg.mel_bins, 3, padding=1)))
+        self.out_v = nn.Sequential(group_norm(cv, cfg.norm_groups), nn.SiLU(),
+                                   zero_(nn.Conv3d(cv, pv, (1, 3, 3), padding=(0, 1, 1))))
+        self.out_a = nn.Sequential(group_norm(ca, cfg.norm_groups), nn.SiLU(),
+                                   zero_(nn.Conv1d(ca, cfg.mel_bins, 3, padding=1)))
 
     # ------------------------------------------------------------------ API
     @property
