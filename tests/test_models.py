@@ -210,6 +210,18 @@ def test_autocast(dtype):
     assert rel_err(ov, ref[0]) < bound and rel_err(oa, ref[1]) < bound
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_model_cast_whole_to_half_precision(dtype):
+    m = small()
+    v, a, t_v, t_a = inputs(m)
+    ref = m(v, a, t_v, t_a)
+    mh = small().to(dtype)
+    ov, oa = mh(v.to(dtype), a.to(dtype), t_v, t_a)
+    assert ov.dtype == dtype and oa.dtype == dtype
+    bound = 0.1 if dtype == torch.bfloat16 else 0.03
+    assert rel_err(ov, ref[0]) < bound and rel_err(oa, ref[1]) < bound
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     m = small()
     v, a, t_v, t_a = inputs(m)

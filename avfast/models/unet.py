@@ -169,7 +169,9 @@ class JointUNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _embed(self, t_v: torch.Tensor, t_a: torch.Tensor, labels: torch.Tensor | None):
-        sv, sa = timestep_embedding(t_v, self.time_dim), timestep_embedding(t_a, self.time_dim)
+        # Sinusoids in fp32 (t reaches 1000), then the MLP's own dtype (a model cast whole to fp16/bf16).
+        dt = self.time_v[0].weight.dtype
+        sv, sa = timestep_embedding(t_v, self.time_dim).to(dt), timestep_embedding(t_a, self.time_dim).to(dt)
         emb_v = self.time_v(torch.cat([sv, sa], dim=1))
         emb_a = self.time_a(torch.cat([sa, sv], dim=1))
         if self.label_emb is not None:
