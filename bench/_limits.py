@@ -111,7 +111,7 @@ def machine_description(device: str) -> dict:
     return desc
 
 
-def _prime_threads(seconds: float = 0.1) -> None:
+def prime_threads(seconds: float = 0.1) -> None:
     """Keep every thread of torch's pool busy for a moment. On a loaded machine the scheduler may park
     the pool's threads on one core; each parallel region then waits a time slice for its second
     thread, and a 40 us cache-sized copy took 9 ms until a burst of parallel work spread them out."""
@@ -129,7 +129,7 @@ def best_seconds(fn: Callable[[], object], sync: Callable[[], None], min_time: f
     sync()  # warm-up: first-call costs (thread pools, kernel selection, page faults)
     best = math.inf
     for _ in range(series):
-        _prime_threads()
+        prime_threads()
         calls, start = 0, time.perf_counter()
         while calls < min_calls or time.perf_counter() - start < min_time:
             t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def copy_gbps(nbytes: int, device: str, min_time: float = 0.2) -> float:
     dst = torch.empty_like(src)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     # Many calls in 3 primed series: a cache-sized copy takes microseconds, and on a shared machine
-    # whole series of them can lose a thread (see _prime_threads).
+    # whole series of them can lose a thread (see prime_threads).
     return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), sync, min_time, min_calls=50, series=3) / 1e9
 
 

@@ -169,12 +169,16 @@ def limits(request) -> _limits.Limits | None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_heap():
+def _fresh_case():
     """Give every case the same starting heap: with trimming off (above), the free memory a large
     earlier case leaves behind (the attention reference at N = 9216 frees gigabytes) would shape
-    where later, small cases land. Warm-up calls then fault in what a case needs."""
+    where later, small cases land. Warm-up calls then fault in what a case needs. Then 0.1 s of
+    parallel work: on a loaded machine the scheduler may have parked torch's threads on one core,
+    where every parallel region waits a time slice for its second thread (bench/_limits.py)."""
     if HEAP_ONLY_MALLOC:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if _TIMED[0]:
+        _limits.prime_threads()
     yield
 
 
