@@ -151,9 +151,10 @@ def copy_gbps(nbytes: int, device: str, min_time: float = 0.2) -> float:
     src = torch.ones(nbytes // 4, device=device)
     dst = torch.empty_like(src)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    # Many calls in 3 primed series: a cache-sized copy takes microseconds, and on a shared machine
+    # 3 primed series, of many calls for a cache-sized copy (microseconds each): on a shared machine
     # whole series of them can lose a thread (see prime_threads).
-    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), sync, min_time, min_calls=50, series=3) / 1e9
+    calls = 50 if nbytes <= 64 << 20 else 5
+    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), sync, min_time, calls, series=3) / 1e9
 
 
 def probe(device: str = "cpu", scale: float = 1.0) -> Limits:
