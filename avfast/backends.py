@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -169,4 +170,9 @@ def decomposed() -> Iterator[None]:
 
 
 def is_decomposing() -> bool:
-    return _decomposing[0] or torch.onnx.is_in_onnx_export()
+    if _decomposing[0]:
+        return True
+    # An ONNX export imports torch.onnx before it runs the model. Asking through `torch.onnx` would
+    # import it (~0.3 s, the whole first-call latency of every op), so ask only once it is loaded.
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()

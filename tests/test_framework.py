@@ -166,3 +166,15 @@ def test_build_without_cuda_removes_a_stale_cuda_module(tmp_path):
     assert not stale.exists()
     assert (out / "_C_cpu.keep").exists()
     assert "removed the CUDA module of an earlier build" in proc.stdout
+
+
+def test_first_op_call_does_not_import_torch_onnx():
+    """Asking whether an ONNX export is running used to import torch.onnx (~0.3 s: the whole first-call
+    latency of every op); an export imports it itself, so the ops must not."""
+    code = ("import sys, torch\nfrom avfast.ops import easy_fusion, temporal_spatial_attention\n"
+            "easy_fusion(torch.randn(1, 2, 3, 2, 2), torch.randn(1, 2, 5))\n"
+            "temporal_spatial_attention(torch.randn(1, 3 * 64, 4, 2, 2), 'spatial')\n"
+            "print('torch.onnx' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
