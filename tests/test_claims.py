@@ -106,6 +106,13 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
     assert ("v2a clean: cmmd-1e-2 - ncmmd", "hit_100ms") in compared
     assert ("joint: gamma 1.5 - gamma 1", "av_align") in compared
     assert ("joint: gamma 1.5 - gamma 1", "hit_100ms") not in compared  # joint rows have no reference sound
+    moving = [i for i, k in enumerate(results["event_kinds"]) if "hit" in k.split("+")]
+    summary = results["summary"]["v2a/clean/ncmmd"]["av_align_moving"]
+    if moving:  # AV-Align over the clips with a hit, the ones optical flow can see
+        scored = [results["rows"]["v2a/clean/ncmmd"]["scores"]["av_align"][i] for i in moving]
+        assert summary["n"] == len(moving) and summary["mean"] == pytest.approx(np.mean(scored))
+    else:
+        assert summary is None
     assert plot.stat().st_size > 10_000 and "| v2a clean, cmmd-1e-2 |" in out.with_suffix(".md").read_text()
 
     before = {k: r["seconds"] for k, r in results["rows"].items()}

@@ -108,7 +108,7 @@ class HeldOut:
     video: torch.Tensor                 # [N, C, F, H, W] model space
     pixels: list[torch.Tensor]          # [3, F, H, W] in [-1, 1]
     waves: list[torch.Tensor]           # [n_samples]
-    event_counts: list[int] = field(default_factory=list)
+    event_kinds: list[str] = field(default_factory=list)  # e.g. "flash+hit": which events clip i has
 
 
 def held_out_clips(config, settings: EvalSettings) -> HeldOut:
@@ -117,15 +117,15 @@ def held_out_clips(config, settings: EvalSettings) -> HeldOut:
 
     n = config.audio_length * MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins).hop_length
     data = SyntheticAVDataset(config, num_clips=settings.clips, seed=settings.data_seed, cache=False)
-    pixels, waves, counts, video = [], [], [], []
+    pixels, waves, kinds, video = [], [], [], []
     for i in range(settings.clips):
         clip = data.clip(i)
         wave = clip.audio[:n]
         waves.append(torch.nn.functional.pad(wave, (0, n - wave.shape[0])))
         pixels.append(clip.video[:, : config.frames])
-        counts.append(len(clip.event_times))
+        kinds.append("+".join(sorted(set(clip.event_kinds))))
         video.append(data[i][0])
-    return HeldOut(torch.stack(video), pixels, waves, counts)
+    return HeldOut(torch.stack(video), pixels, waves, kinds)
 
 
 def score_clip(pixels: torch.Tensor, wave: torch.Tensor, reference: torch.Tensor | None, fps: float,
@@ -231,7 +231,7 @@ def run_evaluation(settings: EvalSettings, out: Path) -> dict:
                "rows": {}}
     config = models["base"].config
     clips = held_out_clips(config, settings)
-    results["event_counts"] = clips.event_counts
+    results["event_kinds"] = clips.event_kinds
     decoder = _Decoder(config)
     rows = plan_rows(settings, models)
     for row in tqdm(rows, desc="rows", unit="row", disable=not settings.progress):

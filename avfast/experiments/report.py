@@ -7,15 +7,32 @@ from pathlib import Path
 from .evaluate import METRICS
 from .stats import bootstrap_ci, paired_test
 
-METRIC_NAMES = {"av_align": "AV-Align", "hit_100ms": "beat hit ±100 ms", "hit_500ms": "beat hit ±500 ms"}
+# AV-Align again over the clips with a hit: a flash changes brightness without moving anything, so optical
+# flow has no peak in a flash-only clip and AV-Align is 0 there whatever the sound.
+MOVING = "av_align_moving"
+COLUMNS = (*METRICS, MOVING)
+METRIC_NAMES = {"av_align": "AV-Align", "hit_100ms": "beat hit ±100 ms", "hit_500ms": "beat hit ±500 ms",
+                MOVING: "AV-Align, clips with a hit"}
+
+
+def scores(results: dict, key: str, column: str) -> list | None:
+    """Per-clip scores of one row and column (None where the row has none)."""
+    metric = "av_align" if column == MOVING else column
+    values = results["rows"][key]["scores"][metric]
+    if column == MOVING:
+        kinds = results.get("event_kinds") or []  # absent from files written before it was recorded
+        values = [v for v, k in zip(values, kinds) if "hit" in k.split("+")]
+    return None if not values or None in values else values
 
 
 def summarize(results: dict) -> dict[str, dict[str, dict | None]]:
-    """row key -> metric -> Interval dict (None where the row has no such score)."""
+    """row key -> column -> Interval dict (None where the row has no such score)."""
     out = {}
-    for key, row in results["rows"].items():
-        out[key] = {m: (bootstrap_ci(row["scores"][m]).to_dict() if None not in row["scores"][m] else None)
-                    for m in METRICS}
+    for key in results["rows"]:
+        out[key] = {}
+        for c in COLUMNS:
+            values = scores(results, key, c)
+            out[key][c] = None if values is None else bootstrap_ci(values).to_dict()
     return out
 
 
@@ -40,9 +57,9 @@ def comparisons(results: dict) -> list[tuple[str, str, str]]:
 def paired(results: dict) -> list[dict]:
     out = []
     for label, a, b in comparisons(results):
-        for m in METRICS:
-            sa, sb = results["rows"][a]["scores"][m], results["rows"][b]["scores"][m]
-            if None in sa or None in sb:
+        for m in COLUMNS:
+            sa, sb = scores(results, a, m), scores(results, b, m)
+            if sa is None or sb is None:
                 continue
             out.append({"comparison": label, "metric": m, **paired_test(sa, sb).to_dict()})
     return out
@@ -54,10 +71,12 @@ def _cell(ci: dict | None) -> str:
 
 def markdown(results: dict, summary: dict, tests: list[dict]) -> str:
     n = results["settings"]["clips"]
-    lines = [f"| row ({n} held-out clips) | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+    moving = sum("hit" in k.split("+") for k in results.get("event_kinds") or [])
+    names = {**METRIC_NAMES, MOVING: f"{METRIC_NAMES[MOVING]} ({moving})"}
+    lines = [f"| row ({n} held-out clips) | " + " | ".join(names[m] for m in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
     for key, row in results["rows"].items():
-        lines.append(f"| {row['label']} | " + " | ".join(_cell(summary[key][m]) for m in METRICS) + " |")
+        lines.append(f"| {row['label']} | " + " | ".join(_cell(summary[key][m]) for m in COLUMNS) + " |")
     if tests:
         lines += ["", "| paired comparison (same clips, same noise) | metric | mean difference [95 % CI] | "
                       "wins / losses | p (sign-flip) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
@@ -77,11 +96,11 @@ def plot(results: dict, summary: dict, path: Path) -> None:
 
     keys = list(results["rows"])
     labels = [results["rows"][k]["label"] for k in keys]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 0.34 * len(keys) + 1.4), dpi=110,
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(3.6 * len(COLUMNS), 0.34 * len(keys) + 1.4), dpi=110,
                              sharey=True)
     colors = {"ceiling": "tab:green", "vocoder": "tab:olive", "floor": "tab:gray", "v2a": "tab:blue",
               "joint": "tab:purple"}
-    for ax, m in zip(axes, METRICS):
+    for ax, m in zip(axes, COLUMNS):
         for y, k in enumerate(keys):
             ci = summary[k][m]
             if ci is None:
