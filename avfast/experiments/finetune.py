@@ -8,8 +8,9 @@ base weights (the default model's EMA) and uses the same data, seed, steps and l
     cmmd-1e-2     eta = 1e-2                    a weight that matters at the tiny model's loss scale
     ncmmd-indep   eta = 0, independent t_v/t_a  Sony's Eq. 9, needed for timestep adjustment (gamma != 1)
 
-Why 1e-2: on the default model the broken-pair errors are about the positive's (Lneg_v + Lneg_a ~ 2 L),
-so eta (Lneg_v + Lneg_a) is ~2 % of L at 1e-2 and ~0.01 % at the paper's 5e-5.
+Why 1e-2: a broken pair's error is about the positive's or somewhat more (Lneg_v + Lneg_a = 2-3.3 L on the
+default model's batches), so eta (Lneg_v + Lneg_a) is ~3 % of L at 1e-2 (3.3 % averaged over the logged
+steps of our fine-tune) and ~0.02 % at the paper's 5e-5, too little to move a 150-step fine-tune.
 clean_prob is 0 in every run: the contrastive loss has no clean-condition terms (TrainConfig refuses
 eta > 0 with clean_prob > 0), and the control must differ from CMMD in eta alone.
 """
