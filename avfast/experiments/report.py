@@ -20,6 +20,8 @@ def scores(results: dict, key: str, column: str) -> list | None:
     metric = "av_align" if column == MOVING else column
     values = results["rows"][key]["scores"][metric]
     if column == MOVING:
+        if results["rows"][key]["kind"] == "joint":
+            return None  # generated from noise: clip i's events say nothing about the video sampled for it
         kinds = results.get("event_kinds") or []  # absent from files written before it was recorded
         values = [v for v, k in zip(values, kinds) if "hit" in k.split("+")]
     return None if not values or None in values else values
