@@ -95,7 +95,7 @@ def test_without_checkpoint_and_no_default_model_says_so(monkeypatch, tmp_path, 
     (["--gamma", "0"], "`gamma`"),
     (["--guidance", "-1", "--task", "a2v", "--input", "{wav}"], "`guidance` must be a finite number >= 0"),
     (["--cfg-scale", "2"], "needs `labels`"),
-    (["--runtime", "tensorrt"], "--runtime: 'tensorrt' is not available; this build has torch"),
+    (["--runtime", "nosuch"], "--runtime: 'nosuch' is not available; this build has torch"),
     (["--checkpoint", "/nonexistent/dir"], "is not a folder"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, checkpoint, tmp_path, capsys):

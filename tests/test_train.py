@@ -260,9 +260,10 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     moved = max(float((a["model"][k] - init[k]).abs().max()) for k in init)
     for part in ("model", "ema"):
         diff = max(float((a[part][k] - b[part][k]).abs().max()) for k in a[part])
-        # measured ~3e-4 of the move: summation order (two half-batch grads vs one) is all that differs; a rank
-        # training on its own half alone would differ by about the move itself
-        assert diff <= 5e-3 * moved, f"{part}: DDP differs by {diff:.3e}; training moved weights by {moved:.3e}"
+        # measured 3e-4 to 5e-3 of the move (5e-3 on a loaded machine with one thread): summation order (two
+        # half-batch grads vs one) is all that differs, and Adam's normalised step amplifies it for weights
+        # whose gradient is near zero; a rank training on its own half alone would differ by about the move itself
+        assert diff <= 2e-2 * moved, f"{part}: DDP differs by {diff:.3e}; training moved weights by {moved:.3e}"
     la, lb = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert [s for s, _ in lb] == [1, 2, 3], "rank 0 alone writes the log: one row per step"
     for (_, x), (_, y) in zip(la, lb):
