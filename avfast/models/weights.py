@@ -23,6 +23,9 @@ WEIGHTS_NAME = "model.safetensors"
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
