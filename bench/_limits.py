@@ -4,8 +4,11 @@ Every benchmark result is reported as a fraction of these limits (a roofline: th
 FLOPs / matmul peak and bytes / copy bandwidth, over the measured time), so a reader can tell
 how close a kernel is to what the hardware allows here, not only how it compares with PyTorch.
 
-- matmul peak: the best rate of `torch.mm` on square matrices per dtype (fp32 and bf16; fp16 on
-  GPUs only: CPU fp16 GEMM has no fast path in torch and takes minutes at these sizes).
+- matmul peak: the best rate of a square GEMM per dtype (fp32 and bf16; fp16 on GPUs only: CPU
+  fp16 GEMM has no fast path in torch and takes minutes at these sizes), run both as `torch.mm` and
+  as a 1x1 convolution: on AMD CPUs torch's fp32 `mm` goes to MKL, which does not use AVX-512 there
+  (216 GFLOP/s on the project's 2-core EPYC), while convolutions go to oneDNN (348 GFLOP/s), and
+  the model's convolutions run at the faster rate.
 - copy bandwidth: the best rate of `dst.copy_(src)` counting read + write bytes, at a cache-sized
   and a DRAM-sized buffer, over torch's threads or one thread (whichever is faster: a loaded
   scheduler can park the threads on one core); a case is held to the probe whose traffic is nearest
@@ -28,7 +31,7 @@ import torch
 
 # Square sizes: big enough that one call runs at the BLAS's steady rate (ms on a GPU, ~0.1 s on 2
 # CPU cores), small enough that the probe stays a few seconds.
-MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
+MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}  # multiples of 32 (the 1x1 convolution's pixel grid)
 MATMUL_DTYPES = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.bfloat16, torch.float16)}
 # Source buffer sizes of the copy probe: one that stays in L2/L3, one far beyond any cache.
 COPY_BYTES = {"cpu": {"cache": 4 << 20, "dram": 256 << 20}, "cuda": {"cache": 16 << 20, "dram": 1 << 30}}
@@ -143,10 +146,15 @@ def best_seconds(fn: Callable[[], object], sync: Callable[[], None], min_time: f
 
 
 def matmul_gflops(dtype: torch.dtype, device: str, n: int, min_time: float = 0.3) -> float:
+    """Best rate of an n x n x n GEMM, as `torch.mm` and as a 1x1 convolution (the same product)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
+    x = a.t().reshape(1, n, n // 32, 32)  # n channels x n pixels
+    w = b.reshape(n, n, 1, 1)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b), sync, min_time) / 1e9
+    best = min(best_seconds(lambda: torch.mm(a, b), sync, min_time),
+               best_seconds(lambda: torch.nn.functional.conv2d(x, w), sync, min_time))
+    return 2 * n ** 3 / best / 1e9
 
 
 def copy_gbps(nbytes: int, device: str, min_time: float = 0.2) -> float:
@@ -176,7 +184,7 @@ def probe(device: str = "cpu", scale: float = 1.0) -> Limits:
     """Measure the limits on `device`; `scale` < 1 shrinks the problem sizes (tests)."""
     if device not in MATMUL_SIZE:
         raise ValueError(f"probe: `device` must be 'cpu' or 'cuda', got {device!r}")
-    n = max(64, int(MATMUL_SIZE[device] * scale))
+    n = max(64, int(MATMUL_SIZE[device] * scale) // 32 * 32)
     flops = {dtype_name(dt): matmul_gflops(dt, device, n, 0.3 * scale) for dt in MATMUL_DTYPES[device]}
     sizes = {cls: max(1 << 16, int(b * scale)) for cls, b in COPY_BYTES[device].items()}
     bandwidth = {cls: copy_gbps(b, device, 0.2 * scale) for cls, b in sizes.items()}
