@@ -65,7 +65,9 @@ def test_missing_syncthreads_is_caught(toy):
     assert not np.array_equal(results["alternating", 0], correct)
 
 
-def _read_previous_block(toy, name: str, seed: int, blocks: int = 8) -> np.ndarray:
+def _read_previous_block(toy, name: str, seed: int, blocks: int = 4) -> np.ndarray:
+    # 4 blocks: within the AVFAST_EMU_MAX_GRID=4 cap that the session's emulated_cuda fixture sets (the
+    # emulation reads it once per library), so the launch is never folded into fewer blocks.
     flags = np.zeros(blocks, dtype=np.float32)
     out = np.zeros(blocks, dtype=np.float32)
     with schedule(toy, name, seed):
@@ -75,7 +77,7 @@ def _read_previous_block(toy, name: str, seed: int, blocks: int = 8) -> np.ndarr
 
 def test_cross_block_race_is_caught(toy):
     in_order = _read_previous_block(toy, "forward", 0)
-    np.testing.assert_array_equal(in_order, np.arange(8, dtype=np.float32))  # blocks one after another
+    np.testing.assert_array_equal(in_order, np.arange(4, dtype=np.float32))  # blocks one after another
     assert not np.array_equal(_read_previous_block(toy, "reverse", 0), in_order)
     assert not np.array_equal(_read_previous_block(toy, "shuffled", 1), in_order)
 
