@@ -9,7 +9,10 @@ Busy machine: at the start the 1-minute load average (other processes: the bench
 started yet) and a calibration loop (a fixed matmul + tanh, timed CALIBRATION_CALLS times) are
 recorded. The machine is called busy when the load exceeds half the cores or the loop's own
 spread exceeds NOISE_BOUND; at the end the loop runs again, and a median that moved by more than
-NOISE_BOUND means the machine's state changed during the run.
+NOISE_BOUND means the machine's state changed during the run. The loop also runs briefly before
+and after every case: a case whose loop took BUSY_FACTOR times the run's best is marked busy.
+On a shared machine a case can be stalled through all its rounds (torch's threads parked on a core
+another process holds): its spread is then small and only this check tells.
 """
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ import torch
 NOISE_BOUND = float(os.environ.get("AVFAST_BENCH_NOISE_BOUND", "0.10"))
 MIN_ROUNDS_FOR_IQR = 5
 CALIBRATION_CALLS = 30
+CASE_CALIBRATION_CALLS = 10
+# A case is marked busy when the calibration loop, run just before or just after it, took this many
+# times its best median of the run. Stalls are not subtle: a thread parked behind another process
+# costs whole scheduler ticks (4 ms) per parallel region, 20-100x the loop's 0.2 ms.
+BUSY_FACTOR = 2.0
 
 
 def spread(times: list[float]) -> float:
@@ -83,6 +91,11 @@ def calibration_times(calls: int = CALIBRATION_CALLS) -> list[float]:
 def machine_state(calls: int = CALIBRATION_CALLS) -> MachineState:
     times = calibration_times(calls)
     return MachineState(_load(), os.cpu_count() or 1, statistics.median(times) * 1e3, spread(times))
+
+
+def case_calibration_ms() -> float:
+    """Median of a short calibration loop, run around each case."""
+    return statistics.median(calibration_times(CASE_CALIBRATION_CALLS)) * 1e3
 
 
 def drift(start: MachineState, end: MachineState) -> float:

@@ -13,7 +13,7 @@ import sys
 
 from bench._fixture import CaseRecord
 from bench._limits import Limits
-from bench._noise import NOISE_BOUND, MachineState, drift, ratio_spread, spread
+from bench._noise import BUSY_FACTOR, NOISE_BOUND, MachineState, drift, ratio_spread, spread
 
 SCHEMA = 1
 
@@ -33,8 +33,13 @@ def _limit(rec: CaseRecord, median_s: float, limits: Limits) -> tuple[float | No
     return best_time / median_s, kind
 
 
-def build_rows(records: list[CaseRecord], limits: Limits | None) -> list[dict]:
-    """One row per record; a case's rows sorted fastest first, cases in the order they ran."""
+def build_rows(records: list[CaseRecord], limits: Limits | None, calibrations_ms: list[float] = ()) -> list[dict]:
+    """One row per record; a case's rows sorted fastest first, cases in the order they ran.
+
+    A row is `busy` when the calibration loop around it (extra "calibration_ms") took BUSY_FACTOR
+    times the best calibration of the run (those of `calibrations_ms` and of every case)."""
+    seen = list(calibrations_ms) + [ms for r in records for ms in r.extra.get("calibration_ms", [])]
+    busy_ms = BUSY_FACTOR * min(seen) if seen else None
     cases: dict[str, list[CaseRecord]] = {}
     for rec in records:
         cases.setdefault(rec.case, []).append(rec)
@@ -50,6 +55,7 @@ def build_rows(records: list[CaseRecord], limits: Limits | None) -> list[dict]:
                    "rounds": len(rec.times) if rec.times else 0,
                    "min_ms": min(rec.times) * 1e3 if rec.times else None,
                    "noisy": s is not None and s > NOISE_BOUND,
+                   "busy": busy_ms is not None and max(rec.extra.get("calibration_ms", [0.0])) > busy_ms,
                    "baseline": base is not None and rec is base,
                    "baseline_backend": base.backend if base is not None else None,
                    "speedup": None, "speedup_spread": None,
@@ -126,22 +132,23 @@ def describe_state(start: dict | None, end: dict | None) -> str:
     return text
 
 
-LEGEND = (f"ms: median of the rounds. spread: IQR/median (range/median under 5 rounds), ! above {NOISE_BOUND:.0%}.\n"
+LEGEND = (f"ms: median of the rounds. spread: IQR/median (range/median under 5 rounds), ! above {NOISE_BOUND:.0%}; "
+          f"* the machine was busy around the case (calibration loop over {BUSY_FACTOR:g}x its best).\n"
           "x baseline: the case's baseline median / this median, ± both spreads in quadrature.\n"
           "limit: roofline fraction, the larger of FLOPs / matmul peak and bytes / copy bandwidth, over the median.\n"
           "peak MB: memory above what the process held before one call.")
 
 
 def render_table(rows: list[dict]) -> str:
-    head = f"{'case / backend':<22} {'dtype':<5} {'ms':>9} {'spread':>7} {'rounds':>6} {'x baseline':>13} {'limit':>16} {'peak MB':>8}"
+    head = f"{'case / backend':<22} {'dtype':<5} {'ms':>9} {'spread':>8} {'rounds':>6} {'x baseline':>13} {'limit':>16} {'peak MB':>8}"
     lines = [head, "-" * len(head)]
     case = None
     for r in rows:
         if r["case"] != case:
             case = r["case"]
             lines.append(case)
-        spr = "—" if r["spread"] is None else f"{r['spread']:.0%}{'!' if r['noisy'] else ' '}"
-        lines.append(f"  {r['backend'][:20]:<20} {r['dtype']:<5} {fmt_ms(r['median_ms']):>9} {spr:>7} "
+        spr = "—" if r["spread"] is None else f"{r['spread']:.0%}{'!' if r['noisy'] else ' '}{'*' if r['busy'] else ' '}"
+        lines.append(f"  {r['backend'][:20]:<20} {r['dtype']:<5} {fmt_ms(r['median_ms']):>9} {spr:>8} "
                      f"{r['rounds']:>6} {fmt_speedup(r):>13} {fmt_limit(r):>16} {fmt_mb(r['peak_mb']):>8}")
     return "\n".join(lines)
 
@@ -160,6 +167,10 @@ def render_summary(results: dict) -> str:
     if above:
         lines.append(f"\n{len(above)} rows run above the probed limit (limit > 100%): the data fit in a faster "
                      "level than the probe's (cache vs DRAM), or the probe itself ran slow on a busy machine")
+    busy = [r for r in timed if r["busy"]]
+    if busy:
+        lines.append(f"\n{len(busy)} of {len(timed)} timed rows ran while the machine was busy (marked *): their "
+                     "times are not the ops' own, whatever their spread")
     noisy = [r for r in timed if r["noisy"]]
     if noisy:
         lines.append(f"\n{len(noisy)} of {len(timed)} timed cases have a spread above {NOISE_BOUND:.0%} (marked !): "

@@ -197,8 +197,11 @@ def sync():
 def benchmark(benchmark, request):
     """pytest-benchmark's fixture with device sync, FLOPs and peak memory (bench/_fixture.py)."""
     adopted = _fixture.Benchmark.adopt(benchmark, DEVICE, request, measure=_TIMED[0])
+    before = _noise.case_calibration_ms() if _TIMED[0] else None
     yield adopted
     if adopted._mode:  # the test ran a benchmark (not skipped before it)
+        if before is not None:  # the machine's state around the case (bench/_noise.py)
+            adopted.extra_info["calibration_ms"] = [before, _noise.case_calibration_ms()]
         _fixture.RECORDS.append(adopted.record())
 
 
@@ -223,7 +226,7 @@ def _report(terminalreporter, config) -> None:
     if start is not None and abs(_noise.drift(start, end)) > _noise.NOISE_BOUND:
         warnings.append(f"the calibration loop moved {_noise.drift(start, end):+.0%} between the start and the "
                         "end of the run: the machine's state changed; ratios of cases far apart are uncertain")
-    rows = _summary.build_rows(_fixture.RECORDS, limits)
+    rows = _summary.build_rows(_fixture.RECORDS, limits, [s.calibration_ms for s in (start, end) if s])
     results = _summary.results_document(rows, limits, start, end, _memory.method(DEVICE.name), warnings)
     text = _summary.render_summary(results)
     prefix = os.environ.get("AVFAST_BENCH_SUMMARY")

@@ -41,7 +41,7 @@ SECTIONS: dict[str, Callable[[dict], bool]] = {
 def _ms_cell(row: dict | None) -> str:
     if row is None or row["median_ms"] is None:
         return "—"
-    return f"{fmt_ms(row['median_ms'])} ±{row['spread']:.0%}"
+    return f"{fmt_ms(row['median_ms'])} ±{row['spread']:.0%}{' *' if row.get('busy') else ''}"
 
 
 def _speedup_cell(row: dict | None) -> str:
@@ -80,10 +80,12 @@ def _machine(results: dict) -> str:
     state, machine = results["state"], results["machine"]
     timed = [r for r in results["rows"] if r["median_ms"] is not None]
     noisy = sum(r["noisy"] for r in timed)
+    busy = sum(bool(r.get("busy")) for r in timed)
     lines = [f"- Machine: {describe_machine(machine)}{', no GPU used' if machine.get('device') == 'cpu' else ''}.",
              f"- Measured {describe_limits(results['limits'])}.",
              f"- State: {describe_state(state.get('start'), state.get('end'))}.",
-             f"- {len(timed)} timed rows, {noisy} with a spread above {results['noise_bound']:.0%}; "
+             f"- {len(timed)} timed rows, {noisy} with a spread above {results['noise_bound']:.0%}, {busy} run while "
+             f"the machine was busy (marked *); "
              f"run {results['created']}: `{results['command']}`."]
     lines += [f"- Warning at the time: {w}." for w in results.get("warnings", [])]
     return "\n".join(lines)
