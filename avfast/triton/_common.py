@@ -1,31 +1,48 @@
-"""Helpers shared by the Triton kernel files: dtype names, the nearest-index rule, AOT specs."""
+"""Helpers shared by the Triton kernel files: the nearest-index rule and launches that the AOT check
+can record."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import torch
 import triton
 import triton.language as tl
 
-TRITON_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
-
 
 @dataclass(frozen=True)
-class AotSpec:
-    """One compile configuration of a kernel: what its launcher can pass, fixed ahead of time."""
+class Launch:
+    """One kernel launch exactly as a launcher makes it: what `python -m avfast.triton.aot` compiles."""
 
-    kernel: object
-    signature: dict[str, str]
-    constexprs: dict[str, object] = field(default_factory=dict)
-    num_warps: int = 4
-    num_stages: int = 3
+    kernel: object               # the @triton.jit function
+    grid: tuple[int, ...]
+    args: tuple                  # positional arguments (tensors, ints, floats)
+    meta: dict[str, Any] = field(default_factory=dict)  # constexprs and launch options (num_warps, ...)
 
-    @property
-    def name(self) -> str:
-        consts = ",".join(f"{k}={v}" for k, v in sorted(self.constexprs.items()))
-        ptrs = ",".join(sorted({t for t in self.signature.values() if t.startswith("*")}))
-        return f"{self.kernel.fn.__name__}[{ptrs};{consts};w{self.num_warps}]"
+
+_recorded: list[Launch] | None = None
+
+
+def launch(kernel, grid: tuple[int, ...], *args, **meta) -> None:
+    """`kernel[grid](*args, **meta)`, or recorded instead inside `recording_launches()`."""
+    if _recorded is not None:
+        _recorded.append(Launch(kernel, tuple(grid), args, meta))
+        return
+    kernel[grid](*args, **meta)
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[list[Launch]]:
+    """Within the block the launchers record their launches instead of running them (tensors may be
+    on the meta device), so the AOT check compiles the specialisations the launchers really make."""
+    global _recorded
+    previous, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = previous
 
 
 def nearest_scale(in_size: int, out_size: int) -> float:

@@ -11,8 +11,9 @@ Backward: _delta  delta_i = dO_i . O_i per query row;
           _dkdv   one program per key tile: loops query tiles, accumulates dK, dV;
           _dq     one program per query tile: loops key tiles, accumulates dQ.
 Two passes recompute P instead of atomically adding dQ: deterministic, no N x N storage.
-Grids are 1-D (no 65535 limit on y/z); offsets are int64. Tiles are 32 x 32 (16-bit) / 16 x 32 (fp32) at head dim 64,
-chosen so that no configuration spills on sm_80..sm_90 (see _blocks and tests/test_aot_compile.py).
+Grids are 1-D (no 65535 limit on y/z); offsets are int64. Forward tiles are 32 x 32 (16-bit) /
+16 x 16 (fp32) at head dim 64, the backward's per kernel in _bwd_config: what the preset models launch
+compiles without spills on sm_80..sm_90 (python -m avfast.triton.aot).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TRITON_TYPE, AotSpec
+from ._common import launch
 
 LOG2E = 1.4426950408889634
 NUM_WARPS = 4
@@ -29,12 +30,29 @@ HEAD_DIMS = (16, 32, 64, 128)
 
 
 def _blocks(dtype: torch.dtype, head_dim: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N), chosen from `ptxas -v` on sm_86 (tests/test_aot_compile.py): with the
+    """Forward (BLOCK_M, BLOCK_N), chosen from `ptxas -v` (python -m avfast.triton.aot): with the
     model's strided loads (one 64-bit address per element) 64 x 64 tiles spill; fp32 goes through
     FMA dots (exact, not TF32) and needs smaller tiles still."""
     if dtype == torch.float32:
-        return {16: (32, 32), 32: (16, 16), 64: (16, 16), 128: (16, 16)}[head_dim]
+        return {16: (32, 32), 32: (32, 16), 64: (16, 16), 128: (16, 16)}[head_dim]
     return {16: (32, 32), 32: (32, 32), 64: (32, 32), 128: (16, 16)}[head_dim]
+
+
+def _bwd_config(dtype: torch.dtype, head_dim: int) -> dict[str, tuple[int, int, int]]:
+    """(BLOCK_M, BLOCK_N, num_warps) of _dkdv and of _dq. The forward's tiles with 4 warps spilled
+    4-20 bytes on sm_86/89/90 once the AOT check compiled the JIT's real specialisations (32-bit
+    sizes, unit strides, heads = 1, N a multiple of 16); these compile without spills on sm_80-90 for
+    head dims 32 and 64 (what the presets use) over the presets' shapes and heads 1 and 4 at 2x2 to
+    16x16 pixels and 14 to 112 audio steps. fp32 head dim 32 has no single setting without a spill
+    on some architecture, so its two kernels differ. Head dims 16 and 128 keep the forward's tiles
+    with 8 warps, not yet checked against a model that launches them."""
+    if dtype == torch.float32:
+        both = {16: (32, 32, 8), 64: (32, 32, 8), 128: (16, 16, 8)}
+        if head_dim == 32:
+            return {"dkdv": (32, 32, 4), "dq": (32, 16, 8)}
+    else:
+        both = {16: (32, 32, 8), 32: (32, 16, 4), 64: (32, 32, 8), 128: (16, 16, 8)}
+    return {"dkdv": both[head_dim], "dq": both[head_dim]}
 
 
 @triton.jit
@@ -245,62 +263,24 @@ def forward(qkv, out, lse, sizes, qkv_strides, out_strides, scale) -> None:
     _check(D, si, so)
     bm, bn = _blocks(qkv.dtype, D)
     grid = (B * heads * G * triton.cdiv(N, bm),)
-    _fwd[grid](qkv, out, lse, heads, G, N, g1, *si, *so, scale * LOG2E,
-               HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=_precision(qkv.dtype),
-               num_warps=_fwd_warps(qkv.dtype, D), num_stages=NUM_STAGES)
+    launch(_fwd, grid, qkv, out, lse, heads, G, N, g1, *si, *so, scale * LOG2E,
+           HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=_precision(qkv.dtype),
+           num_warps=_fwd_warps(qkv.dtype, D), num_stages=NUM_STAGES)
 
 
 def backward(dout, qkv, out, lse, dqkv, sizes, dout_strides, qkv_strides, out_strides, dqkv_strides, scale) -> None:
     B, heads, D, G, N, g1 = _geom(sizes)
     sd, si, so, sg = (flatten_tokens(sizes, x) for x in (dout_strides, qkv_strides, out_strides, dqkv_strides))
     _check(D, sd, si, so, sg)
-    bm, bn = _blocks(qkv.dtype, D)
+    config = _bwd_config(qkv.dtype, D)
     P = B * heads * G
     delta = torch.empty(P * N, dtype=torch.float32, device=qkv.device)
-    _delta[(P * triton.cdiv(N, _delta_block(D)),)](dout, out, delta, heads, G, N, g1, *sd, *so,
-                                                  HEAD_DIM=D, BLOCK_M=_delta_block(D), num_warps=NUM_WARPS)
+    launch(_delta, (P * triton.cdiv(N, _delta_block(D)),), dout, out, delta, heads, G, N, g1, *sd, *so,
+           HEAD_DIM=D, BLOCK_M=_delta_block(D), num_warps=NUM_WARPS)
     args = (dout, qkv, lse, delta, dqkv, heads, G, N, g1, *sd, *si, *sg, scale, scale * LOG2E)
-    meta = dict(HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=_precision(qkv.dtype), num_warps=NUM_WARPS,
-                num_stages=NUM_STAGES)
-    _dkdv[(P * triton.cdiv(N, bn),)](*args, **meta)
-    _dq[(P * triton.cdiv(N, bm),)](*args, **meta)
-
-
-def aot_specs() -> list[AotSpec]:
-    """Every configuration forward()/backward() launch: per dtype, head dim and token-stride case.
-
-    Triton's JIT specialises integer arguments equal to 1, so a launch compiles differently when
-    tokens are contiguous (spatial, joint, audio on the model's tensors: token stride 1) and when
-    they are not (temporal: token stride H*W); both variants are listed.
-    """
-    i64 = "i64"
-    geo = {k: i64 for k in ("heads", "G", "N", "g1")}
-
-    def strides(prefix: str, unit: bool) -> tuple[dict[str, str], dict[str, int]]:
-        sig = {f"s{prefix}{k}": i64 for k in ("b", "c", "g0", "g1", "n")}
-        if unit:
-            sig[f"s{prefix}n"] = "constexpr"
-        return sig, ({f"s{prefix}n": 1} if unit else {})
-
-    specs = []
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        p = "*" + TRITON_TYPE[dtype]
-        prec = _precision(dtype)
-        for D in HEAD_DIMS:
-            bm, bn = _blocks(dtype, D)
-            tiles = {"HEAD_DIM": D, "BLOCK_M": bm, "BLOCK_N": bn, "PRECISION": prec}
-            const = {k: "constexpr" for k in tiles}
-            for unit in (True, False):
-                (i, ci), (o, co), (dd, cd), (g, cg) = (strides(x, unit) for x in "iodg")
-                specs.append(AotSpec(_fwd, {"qkv_ptr": p, "out_ptr": p, "lse_ptr": "*fp32", **geo, **i, **o,
-                                            "qk_scale": "fp32", **const}, {**tiles, **ci, **co}, _fwd_warps(dtype, D),
-                                     NUM_STAGES))
-                specs.append(AotSpec(_delta, {"dout_ptr": p, "out_ptr": p, "delta_ptr": "*fp32", **geo, **dd, **o,
-                                              "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
-                                     {"HEAD_DIM": D, "BLOCK_M": _delta_block(D), **cd, **co}, NUM_WARPS, NUM_STAGES))
-                bwd_sig = {"dout_ptr": p, "qkv_ptr": p, "lse_ptr": "*fp32", "delta_ptr": "*fp32", "dqkv_ptr": p,
-                           **geo, **dd, **i, **g, "scale": "fp32", "qk_scale": "fp32", **const}
-                bconst = {**tiles, **cd, **ci, **cg}
-                specs.append(AotSpec(_dkdv, bwd_sig, bconst, NUM_WARPS, NUM_STAGES))
-                specs.append(AotSpec(_dq, bwd_sig, bconst, NUM_WARPS, NUM_STAGES))
-    return specs
+    bm, bn, warps = config["dkdv"]  # one program per key tile
+    launch(_dkdv, (P * triton.cdiv(N, bn),), *args, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
+           PRECISION=_precision(qkv.dtype), num_warps=warps, num_stages=NUM_STAGES)
+    bm, bn, warps = config["dq"]  # one program per query tile
+    launch(_dq, (P * triton.cdiv(N, bm),), *args, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
+           PRECISION=_precision(qkv.dtype), num_warps=warps, num_stages=NUM_STAGES)

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TRITON_TYPE, AotSpec
+from ._common import launch
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -65,8 +65,8 @@ def sq_sums(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     G, B, N = pred.shape
     nch = triton.cdiv(N, BLOCK)
     partial = torch.empty(G * B * nch, dtype=torch.float32, device=pred.device)
-    _sq_sums[(B * nch,)](pred, target, partial, G, B, N, nch, *pred.stride(), *target.stride(),
-                         BLOCK=BLOCK, num_warps=NUM_WARPS)
+    launch(_sq_sums, (B * nch,), pred, target, partial, G, B, N, nch, *pred.stride(), *target.stride(),
+           BLOCK=BLOCK, num_warps=NUM_WARPS)
     return partial.view(G, B, nch).sum(-1)
 
 
@@ -77,23 +77,5 @@ def backward(coef: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, gpred
     G, B, N = pred.shape
     nch = triton.cdiv(N, BLOCK)
     write_target = gtarget is not None
-    _backward[(B * nch,)](coef.contiguous(), pred, target, gpred, gtarget if write_target else gpred, G, B, N, nch,
-                          *pred.stride(), *target.stride(), BLOCK=BLOCK, WRITE_TARGET=write_target,
-                          num_warps=NUM_WARPS)
-
-
-def aot_specs() -> list[AotSpec]:
-    """Every configuration sq_sums()/backward() launch, per dtype they accept."""
-    specs = []
-    i64 = "i64"
-    common = {k: i64 for k in ("G", "B", "N", "nch", "ps0", "ps1", "ps2", "ts0", "ts1")}
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        p = "*" + TRITON_TYPE[dtype]
-        specs.append(AotSpec(_sq_sums, {"pred_ptr": p, "target_ptr": p, "partial_ptr": "*fp32", **common,
-                                        "BLOCK": "constexpr"}, {"BLOCK": BLOCK}, NUM_WARPS))
-        for write_target in (True, False):
-            specs.append(AotSpec(_backward, {"coef_ptr": "*fp32", "pred_ptr": p, "target_ptr": p, "gpred_ptr": p,
-                                             "gtarget_ptr": p, **common, "BLOCK": "constexpr",
-                                             "WRITE_TARGET": "constexpr"},
-                                 {"BLOCK": BLOCK, "WRITE_TARGET": write_target}, NUM_WARPS))
-    return specs
+    launch(_backward, (B * nch,), coef.contiguous(), pred, target, gpred, gtarget if write_target else gpred, G, B,
+           N, nch, *pred.stride(), *target.stride(), BLOCK=BLOCK, WRITE_TARGET=write_target, num_warps=NUM_WARPS)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TRITON_TYPE, AotSpec, nearest_scale, nearest_src_index
+from ._common import launch, nearest_scale, nearest_src_index
 
 BLOCK_HW = 256  # one row is H*W elements (256 at the 128-px model's first level)
 BLOCK_T = 128
@@ -141,10 +141,10 @@ def forward(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     vf = v.new_empty(B, Cv + Ca, F, H, W)
     af = a.new_empty(B, Ca + Cv, T)
     pooled = torch.empty(B * Cv * F, dtype=torch.float32, device=v.device)
-    _fwd_rows[(B * (Cv + Ca) * F,)](
+    launch(_fwd_rows, (B * (Cv + Ca) * F,),
         v, a, vf, pooled, Cv, Ca, F, H, W, T, *v.stride(), *a.stride(),
         nearest_scale(T, F), 1.0 / (H * W), BLOCK_HW=BLOCK_HW, num_warps=NUM_WARPS)
-    _fwd_audio[(B * (Ca + Cv), triton.cdiv(T, BLOCK_T))](
+    launch(_fwd_audio, (B * (Ca + Cv), triton.cdiv(T, BLOCK_T)),
         a, pooled, af, Cv, Ca, F, T, *a.stride(), nearest_scale(F, T), BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
     return vf, af
 
@@ -155,36 +155,10 @@ def backward(gvf: torch.Tensor, gaf: torch.Tensor, Cv: int, Ca: int) -> tuple[to
     gv = gvf.new_empty(B, Cv, F, H, W)
     ga = gaf.new_empty(B, Ca, T)
     rowsum = torch.empty(B * Ca * F, dtype=torch.float32, device=gvf.device)
-    _bwd_rows[(B * (Cv + Ca) * F,)](
+    launch(_bwd_rows, (B * (Cv + Ca) * F,),
         gvf, gaf, gv, rowsum, Cv, Ca, F, H, W, T, *gvf.stride(), *gaf.stride(),
         nearest_scale(F, T), 1.0 / (H * W), BLOCK_HW=BLOCK_HW, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
-    _bwd_audio[(B * Ca, triton.cdiv(T, BLOCK_T))](
+    launch(_bwd_audio, (B * Ca, triton.cdiv(T, BLOCK_T)),
         gaf, rowsum, ga, Ca, F, T, *gaf.stride(), nearest_scale(T, F),
         BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F, num_warps=NUM_WARPS)
     return gv, ga
-
-
-def aot_specs() -> list[AotSpec]:
-    """Every configuration forward()/backward() launch, per dtype they accept."""
-    specs = []
-    i64 = "i64"
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        p = "*" + TRITON_TYPE[dtype]
-        sizes = {"Cv": i64, "Ca": i64, "F": i64, "H": i64, "W": i64, "T": i64}
-        vstr = {k: i64 for k in ("svb", "svc", "svf", "svh", "svw")}
-        astr = {k: i64 for k in ("sab", "sac", "sat")}
-        specs.append(AotSpec(_fwd_rows, {"v_ptr": p, "a_ptr": p, "vf_ptr": p, "pooled_ptr": "*fp32", **sizes, **vstr,
-                                         **astr, "scale_tf": "fp32", "inv_hw": "fp32", "BLOCK_HW": "constexpr"},
-                             {"BLOCK_HW": BLOCK_HW}, NUM_WARPS))
-        specs.append(AotSpec(_fwd_audio, {"a_ptr": p, "pooled_ptr": "*fp32", "af_ptr": p, "Cv": i64, "Ca": i64,
-                                          "F": i64, "T": i64, **astr, "scale_ft": "fp32", "BLOCK_T": "constexpr"},
-                             {"BLOCK_T": BLOCK_T}, NUM_WARPS))
-        specs.append(AotSpec(_bwd_rows, {"gvf_ptr": p, "gaf_ptr": p, "gv_ptr": p, "rowsum_ptr": "*fp32", **sizes,
-                                         **vstr, **astr, "scale_ft": "fp32", "inv_hw": "fp32",
-                                         "BLOCK_HW": "constexpr", "BLOCK_T": "constexpr"},
-                             {"BLOCK_HW": BLOCK_HW, "BLOCK_T": BLOCK_T}, NUM_WARPS))
-        specs.append(AotSpec(_bwd_audio, {"gaf_ptr": p, "rowsum_ptr": "*fp32", "ga_ptr": p, "Ca": i64, "F": i64,
-                                          "T": i64, **astr, "scale_tf": "fp32", "BLOCK_T": "constexpr",
-                                          "BLOCK_F": "constexpr"},
-                             {"BLOCK_T": BLOCK_T, "BLOCK_F": BLOCK_F}, NUM_WARPS))
-    return specs
