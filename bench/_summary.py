@@ -165,8 +165,9 @@ def render_summary(results: dict) -> str:
         lines.append(f"\nbenchmarks disabled: {len(rows)} cases ran once, untimed and unmeasured")
     above = [r for r in timed if (r["limit_fraction"] or 0) > 1]
     if above:
-        lines.append(f"\n{len(above)} rows run above the probed limit (limit > 100%): the data fit in a faster "
-                     "level than the probe's (cache vs DRAM), or the probe itself ran slow on a busy machine")
+        lines.append(f"\n{len(above)} rows run above the probed limit (limit > 100%): the probe is torch's best GEMM "
+                     "and copy, not the hardware's peak, so a kernel can beat it (or its data sat in a faster cache "
+                     "level than the probe's, or the probe ran slow on a busy machine)")
     busy = [r for r in timed if r["busy"]]
     if busy:
         lines.append(f"\n{len(busy)} of {len(timed)} timed rows ran while the machine was busy (marked *): their "

@@ -27,6 +27,7 @@ def _case_prefix(prefix: str) -> Callable[[dict], bool]:
     return lambda row: row["case"].startswith(prefix)
 
 
+MAX_WIDE_BACKENDS = 3  # more backends than this: one table line per row instead of per case
 # README block name -> which rows it tabulates.
 SECTIONS: dict[str, Callable[[dict], bool]] = {
     "easy_fusion": _case_prefix("easy_fusion"),
@@ -50,6 +51,18 @@ def _speedup_cell(row: dict | None) -> str:
     return f"{row['speedup']:.2f} ±{row['speedup_spread']:.0%}"
 
 
+def _long_table(rows: list[dict]) -> str:
+    """One line per row: for sections with many backends (runtimes), where one line per case would not fit."""
+    lines = ["| case | backend | dtype | ms | × baseline | GFLOP | % of limit | peak MB |", "|" + "---|" * 8]
+    for r in rows:
+        limit = "—" if r["limit_fraction"] is None else f"{fmt_pct(r['limit_fraction'])} ({r['limit_kind']})"
+        speed = "baseline" if r["baseline"] else _speedup_cell(r)
+        gflop = f"{r['flops'] / 1e9:.3g}" if r["flops"] else "—"
+        lines.append(f"| {r['case']} | {r['backend']} | {r['dtype']} | {_ms_cell(r)} | {speed} | {gflop} | {limit} | "
+                     f"{fmt_mb(r['peak_mb'])} |")
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict]) -> str:
     """One line per case: ms ± spread per backend, speedups over the baseline, fraction of limit, peak memory."""
     cases: dict[str, list[dict]] = {}
@@ -58,6 +71,8 @@ def _table(rows: list[dict]) -> str:
     baselines = {r["backend"] for r in rows if r["baseline"]}
     backends = list(dict.fromkeys(r["backend"] for r in rows if r["backend"] not in baselines))
     backends += sorted(baselines)
+    if len(backends) > MAX_WIDE_BACKENDS:
+        return _long_table(rows)
     compared = [b for b in backends if b not in baselines]
     flops = any(r["flops"] for r in rows)
     head = (["case", "dtype"] + [f"{b} ms" for b in backends] + [f"{b} ×" for b in compared]
