@@ -27,7 +27,8 @@ a benchmark function with no smoke case of its own gets its first case per `impl
 (tests/test_bench_harness.py covers those), and the limits are not probed.
 
 At the start a session fixture records the machine's state (load average, a calibration loop;
-bench/_noise.py) and warns when it is busy, then probes its limits. At the end one summary table
+bench/_noise.py) and warns when it is busy, then probes its limits; the loop also runs around every
+case, and a row run while it was slow is marked busy. At the end one summary table
 is the last thing printed: pytest-benchmark's own wide tables are hidden (its `quiet` display
 flag; `--bench-tables` shows them). With AVFAST_BENCH_SUMMARY=<prefix> the table, the results
 JSON and the charts go to <prefix>.txt, <prefix>.json, <prefix>.png and <prefix>-ms-per-fe.png.
