@@ -9,26 +9,22 @@ Shapes are the 128-px model's attention inputs (qkv = 3C channels): video [1, 12
 and [1, 256, 18, 8, 8] (18 frames), [1, 128, 36, 16, 16] (36 test frames: joint N = 9216) and
 audio [1, 128, 112]. Passes: forward, forward + backward.
 
-Peak memory (extra_info["peak_extra_mb"], CPU): PyTorch has no CPU allocator statistics, so each
-(impl, shape, mode) runs once in a fresh subprocess and reports the growth of the process's peak
-resident set (ru_maxrss) across one forward call, after a warm-up call on a tiny input has loaded
-every library. It includes the output (same for every impl) and whatever the impl allocates
-(the reference's N x N scores, SDPA's permuted copies). On CUDA: torch.cuda.max_memory_allocated.
+On a GPU every backend of the op is timed side by side, in fp32 and bf16: "fused" (the default the
+op picks: Triton for 16-bit tensors where it is installed, by the roofline estimate in the README),
+"cuda" (the CUDA kernel, fp32 FMA), "triton" (tensor cores through tl.dot) and "xformers" (its
+memory-efficient kernel on the same [B*G, N, heads, D] problems), each forced with avfast.backend;
+a backend that is not built or installed skips with the reason. Peak memory is the harness's
+(bench/_memory.py: torch.cuda.max_memory_allocated, on CPU the resident-set high-water mark).
 """
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
+import avfast
+from avfast.backends import why_unavailable
 from avfast.ops import attention as A
-try:
-    from conftest import warm_up  # under pytest (bench/ on sys.path)
-except ImportError:  # imported as bench.bench_attention (the peak-memory child process)
-    from bench.conftest import warm_up
+from conftest import warm_up
 
 VIDEO = {"v128x18x16": (1, 3 * 128, 18, 16, 16), "v256x18x8": (1, 3 * 256, 18, 8, 8),
          "v128x36x16": (1, 3 * 128, 36, 16, 16)}
@@ -41,35 +37,27 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 IMPLS = {"fused": lambda x, mode: A.temporal_spatial_attention(x, mode),
          "reference": lambda x, mode: A.attention_reference(x, mode),
          "sdpa": lambda x, mode: A.attention_sdpa(x, mode)}
-
-_CHILD = r"""
-import json, resource, sys, torch
-from bench.bench_attention import IMPLS, SHAPES
-impl, name, mode = sys.argv[1:4]
-fn = IMPLS[impl]
-with torch.no_grad():
-    fn(torch.randn(1, 3 * 64, 2, 2, 2), mode)            # warm-up: load every library and kernel
-    x = torch.randn(SHAPES[name])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn(x, mode)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps((after - before) / 1024))                # ru_maxrss is in KiB on Linux
-"""
+GPU_BACKENDS = ("cuda", "triton", "xformers")  # forced one by one: which one should be the default?
 
 
-def peak_extra_mb(impl: str, name: str, mode: str) -> float:
-    if DEVICE == "cuda":
-        x = torch.randn(SHAPES[name], device="cuda")
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        with torch.no_grad():
-            IMPLS[impl](x, mode)
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    proc = subprocess.run([sys.executable, "-c", _CHILD, impl, name, mode], capture_output=True, text=True,
-                          check=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    return float(json.loads(proc.stdout.strip().splitlines()[-1]))
+def _forced(name: str):
+    def run(x, mode):
+        with avfast.backend(name):
+            return A.temporal_spatial_attention(x, mode)
+    return run
+
+
+if DEVICE == "cuda":
+    IMPLS.update({name: _forced(name) for name in GPU_BACKENDS})
+DTYPES = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if DEVICE == "cuda" else {})}
+
+
+def _input(name: str, dtype: str, impl: str, requires_grad: bool = False) -> torch.Tensor:
+    if impl in GPU_BACKENDS:
+        why = why_unavailable(impl, torch.device(DEVICE))
+        if why is not None:
+            pytest.skip(f"backend {impl!r} cannot run here: {why}")
+    return torch.randn(SHAPES[name], device=DEVICE, dtype=DTYPES[dtype], requires_grad=requires_grad)
 
 
 def _slow(impl: str, mode: str, backward: bool) -> bool:
@@ -82,13 +70,13 @@ def _rounds(impl: str, name: str, mode: str, backward: bool) -> int:
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
-def test_forward(benchmark, sync, impl, name, mode):
-    x = torch.randn(SHAPES[name], device=DEVICE)
+def test_forward(benchmark, sync, impl, dtype, name, mode):
+    x = _input(name, dtype, impl)
     fn = IMPLS[impl]
-    benchmark.group = f"attention fwd {name} {mode}"
-    benchmark.extra_info["impl"] = impl
-    benchmark.extra_info["peak_extra_mb"] = round(peak_extra_mb(impl, name, mode), 1)
+    benchmark.group = f"attention fwd {name} {mode}" + ("" if dtype == "fp32" else f" {dtype}")
+    benchmark.extra_info.update(impl=impl, dtype=dtype)
 
     def run():
         with torch.no_grad():
@@ -100,14 +88,15 @@ def test_forward(benchmark, sync, impl, name, mode):
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
-def test_forward_backward(benchmark, sync, impl, name, mode):
+def test_forward_backward(benchmark, sync, impl, dtype, name, mode):
     if impl == "reference" and name == "v128x36x16" and DEVICE == "cpu":
         pytest.skip("reference fwd+bwd at N = 9216 holds several 9216^2 fp32 matrices (> 2 GB): too slow on a CPU")
-    x = torch.randn(SHAPES[name], device=DEVICE, requires_grad=True)
+    x = _input(name, dtype, impl, requires_grad=True)
     fn = IMPLS[impl]
-    benchmark.group = f"attention fwd+bwd {name} {mode}"
-    benchmark.extra_info["impl"] = impl
+    benchmark.group = f"attention fwd+bwd {name} {mode}" + ("" if dtype == "fp32" else f" {dtype}")
+    benchmark.extra_info.update(impl=impl, dtype=dtype)
 
     def run():
         out = fn(x, mode)

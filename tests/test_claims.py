@@ -80,11 +80,11 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
     base = tmp_path / "base"
     create("tiny", **{k: tuple(v) if isinstance(v, list) else v for k, v in MICRO.items()}).save_pretrained(base)
     runs = tmp_path / "runs"
-    assert main(["train", "--base", str(base), "--out", str(runs), "--runs", "ncmmd", "cmmd-1e-2", "ncmmd-indep",
+    assert main(["train", "--base", str(base), "--out", str(runs), "--runs", "ncmmd", "cmmd-1e-3", "ncmmd-indep",
                  "--steps", "2", "--batch-size", "2", "--warmup", "0", "--num-clips", "4", "--save-every", "2",
                  "--no-progress"]) == 0
-    provenance = json.loads((runs / "cmmd-1e-2" / "finetune.json").read_text())
-    assert provenance["overrides"] == {"eta": 1e-2} and provenance["base_weights"] == "model.safetensors"
+    provenance = json.loads((runs / "cmmd-1e-3" / "finetune.json").read_text())
+    assert provenance["overrides"] == {"eta": 1e-3} and provenance["base_weights"] == "model.safetensors"
 
     out, plot = tmp_path / "claims.json", tmp_path / "claims.png"
     args = ["evaluate", "--base", str(base), "--runs", str(runs), "--clips", "2", "--steps", "2", "--batch", "2",
@@ -93,8 +93,8 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "not evaluated" in printed and "cmmd-5e-5" in printed  # the run we did not train is named, not hidden
     results = json.loads(out.read_text())
-    expected = {"ceiling", "vocoder", "floor", "v2a/clean/base", "v2a/clean/ncmmd", "v2a/clean/cmmd-1e-2",
-                "v2a/clean/ncmmd-indep", "v2a/replace/ncmmd", "v2a/replace/cmmd-1e-2",
+    expected = {"ceiling", "vocoder", "floor", "v2a/clean/base", "v2a/clean/ncmmd", "v2a/clean/cmmd-1e-3",
+                "v2a/clean/ncmmd-indep", "v2a/replace/ncmmd", "v2a/replace/cmmd-1e-3",
                 "joint/gamma=1/ncmmd-indep", "joint/gamma=1.5/ncmmd-indep"}
     assert set(results["rows"]) == expected
     for key, row in results["rows"].items():
@@ -103,7 +103,7 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
             has_reference = row["kind"] in ("vocoder", "floor", "v2a") or metric == "av_align"
             assert all((s is not None and 0.0 <= s <= 1.0) if has_reference else s is None for s in scores), key
     compared = {(t["comparison"], t["metric"]) for t in results["paired"]}
-    assert ("v2a clean: cmmd-1e-2 - ncmmd", "hit_100ms") in compared
+    assert ("v2a clean: cmmd-1e-3 - ncmmd", "hit_100ms") in compared
     assert ("joint: gamma 1.5 - gamma 1", "av_align") in compared
     for metric in ("hit_100ms", "av_align_moving"):  # joint rows have no reference sound and no held-out clip
         assert ("joint: gamma 1.5 - gamma 1", metric) not in compared
@@ -114,7 +114,7 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
         assert summary["n"] == len(moving) and summary["mean"] == pytest.approx(np.mean(scored))
     else:
         assert summary is None
-    assert plot.stat().st_size > 10_000 and "| v2a clean, cmmd-1e-2 |" in out.with_suffix(".md").read_text()
+    assert plot.stat().st_size > 10_000 and "| v2a clean, cmmd-1e-3 |" in out.with_suffix(".md").read_text()
 
     before = {k: r["seconds"] for k, r in results["rows"].items()}
     assert main(args) == 0  # same settings and weights: finished rows are kept, not recomputed

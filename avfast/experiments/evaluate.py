@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..models import DEFAULT_DIR
 from .finetune import RUNS, base_weights_file
 
 METRICS = ("av_align", "hit_100ms", "hit_500ms")
@@ -41,7 +42,7 @@ class Row:
 
 @dataclass
 class EvalSettings:
-    base: str = "runs/default/final"
+    base: str = str(DEFAULT_DIR)  # the shipped default model (fp16 weights, loaded as fp32)
     runs: str = "runs/claims"
     clips: int = 50
     data_seed: int = 2
@@ -49,7 +50,7 @@ class EvalSettings:
     sampler: str = "dpmpp2m"
     seed: int = 0
     batch: int = 10
-    replace_models: tuple = ("ncmmd", "cmmd-1e-2")   # v2a also by replacement (CMMD's own v2a method)
+    replace_models: tuple = ("ncmmd", "cmmd-1e-3")   # v2a also by replacement (CMMD's own v2a method)
     joint_model: str = "ncmmd-indep"
     gammas: tuple = (1.0, 1.5, 2.0)
     threads: int = 1

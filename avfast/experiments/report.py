@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from .evaluate import METRICS
+from .finetune import RUNS
 from .stats import bootstrap_ci, paired_test
 
 # AV-Align again over the clips with a hit: a flash changes brightness without moving anything, so optical
@@ -44,7 +45,7 @@ def comparisons(results: dict) -> list[tuple[str, str, str]]:
     pairs = []
     for mode in ("clean", "replace"):
         control = f"v2a/{mode}/ncmmd"
-        for name in ("cmmd-5e-5", "cmmd-1e-2"):
+        for name in (n for n in RUNS if RUNS[n].get("eta", 0.0) > 0):
             treated = f"v2a/{mode}/{name}"
             if control in rows and treated in rows:
                 pairs.append((f"v2a {mode}: {name} - ncmmd", treated, control))

@@ -45,6 +45,13 @@ template <> struct FwdTiles<16> { static constexpr int BM = 64, BN = 64; };
 template <> struct FwdTiles<32> { static constexpr int BM = 64, BN = 64; };
 template <> struct FwdTiles<64> { static constexpr int BM = 64, BN = 32; };
 template <> struct FwdTiles<128> { static constexpr int BM = 32, BN = 16; };
+// Short sequences (temporal mode: N = frames, 18 at training length) fill 18 of 64 rows and columns of
+// the tiles above, so 92 % of the score tile would be masked work; up to kShortN tokens take one
+// 32 x 32 tile instead (56 % filled). Head dim 128 keeps its 32 x 16 tiles: a 32 x 32 tile there needs
+// 54 KiB of static shared memory.
+constexpr int64_t kShortN = 32;
+template <int D> struct ShortFwdTiles { static constexpr int BM = 32, BN = 32; };
+template <> struct ShortFwdTiles<128> : FwdTiles<128> {};
 template <int D> struct BwdTiles { static constexpr int BM = 32, BN = 32; };
 template <> struct BwdTiles<128> { static constexpr int BM = 16, BN = 16; };
 
@@ -138,11 +145,11 @@ __device__ __forceinline__ float row_sum(float x) {
 }
 
 // --- forward --------------------------------------------------------------------------------------
-template <typename T, int D>
+template <typename T, int D, typename Tiles>
 __global__ void __launch_bounds__(kThreads, 1) attn_fwd(const T* __restrict__ qkv, T* __restrict__ out,
                                                      float* __restrict__ lse, AttnShape s, AttnView vi, AttnView vo,
                                                      float qk_scale, int64_t tasks) {
-  constexpr int BM = FwdTiles<D>::BM, BN = FwdTiles<D>::BN, LD = D + 1, LDP = BN + 1;
+  constexpr int BM = Tiles::BM, BN = Tiles::BN, LD = D + 1, LDP = BN + 1;
   constexpr int RM = BM / kTY, RN = BN / kTX, RD = D / kTX;
   __shared__ float Qs[BM * LD];  // q * scale * log2 e; reused for the output tile
   __shared__ float Ks[BN * LD];
@@ -391,14 +398,23 @@ unsigned grid_for(int64_t tasks) {
 int64_t problems(const AttnShape& s) { return s.B * s.heads * attn_groups(s); }
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-template <typename T, int D>
-void forward_impl(const void* qkv, void* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo,
-                  cudaStream_t st) {
-  const int64_t tasks = problems(s) * cdiv(attn_tokens(s), FwdTiles<D>::BM);
-  auto* fwd = attn_fwd<T, D>;
+template <typename T, int D, typename Tiles>
+void forward_tiles(const void* qkv, void* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo,
+                   cudaStream_t st) {
+  const int64_t tasks = problems(s) * cdiv(attn_tokens(s), Tiles::BM);
+  auto* fwd = attn_fwd<T, D, Tiles>;
   AVF_LAUNCH(fwd, grid_for(tasks), kThreads, st, static_cast<const T*>(qkv), static_cast<T*>(out), lse, s, vi, vo,
              attn_log2_scale(s.scale), tasks);
   check(cudaGetLastError(), "forward");
+}
+
+template <typename T, int D>
+void forward_impl(const void* qkv, void* out, float* lse, const AttnShape& s, const AttnView& vi, const AttnView& vo,
+                  cudaStream_t st) {
+  if (attn_tokens(s) <= kShortN)
+    forward_tiles<T, D, ShortFwdTiles<D>>(qkv, out, lse, s, vi, vo, st);
+  else
+    forward_tiles<T, D, FwdTiles<D>>(qkv, out, lse, s, vi, vo, st);
 }
 
 template <typename T, int D>
