@@ -44,7 +44,7 @@ def test_wrong_state_dict_names_missing_and_unexpected_keys(tmp_path):
     state.pop("model.1.bias")
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(KeyError, match=r"missing keys: model\.1\.bias.*unexpected keys: extra\.weight"):
+    with pytest.raises(KeyError, match=r"missing tensors: model\.1\.bias.*unexpected tensors: extra\.weight"):
         load_melgan(str(tmp_path / "bad.safetensors"))
 
 

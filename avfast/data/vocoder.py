@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from .._state_dict import state_dict_problems
 from .mel import LOG_FLOOR, MelConfig, MelSpectrogram
 
 
@@ -103,22 +104,9 @@ def load_melgan(path: str, n_mels: int = 80, map_location: str = "cpu") -> MelGA
     raw = load_file(path, device=map_location)
     state = {_legacy_key(k): v for k, v in raw.items()}
     model = MelGANGenerator(n_mels=n_mels)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong_shape:
-        def head(keys):
-            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {head(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {head(unexpected)}")
-        if wrong_shape:
-            parts.append("wrong shapes: " + head([f"{k} {tuple(state[k].shape)} != "
-                                                   f"{tuple(expected[k].shape)}" for k in wrong_shape]))
-        raise KeyError(f"{path!r} is not a MelGAN generator ({n_mels} mels) state dict; " + "; ".join(parts))
+    problems = state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise KeyError(f"{path!r} is not a MelGAN generator ({n_mels} mels) state dict; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .._state_dict import state_dict_problems
 from .config import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -83,22 +84,7 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Raises one ValueError listing every missing, unexpected and mis-shaped tensor."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    kinds = [f"{k}: file {state[k].dtype} vs model {expected[k].dtype}" for k in sorted(set(state) & set(expected))
-             if state[k].is_floating_point() != expected[k].is_floating_point()]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        problems.append(f"unexpected tensors {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    if shapes:
-        problems.append(f"mis-shaped tensors [{'; '.join(shapes[:8])}]")
-    if kinds:
-        problems.append(f"tensors of the wrong kind [{'; '.join(kinds[:8])}]")
+    problems = state_dict_problems(model.state_dict(), state)
     if problems:
         raise ValueError(f"weights in {source} do not match the model its config describes: " + "; ".join(problems)
                          + ". Nothing was loaded.")
