@@ -3,7 +3,8 @@
 Every block between `<!-- bench:begin NAME -->` and `<!-- bench:end -->` in the README is
 replaced by the table NAME generated from the results file (bench/results/cpu.json by default), so
 the README's numbers cannot drift from the committed results: a test regenerates the blocks and
-requires them equal to the README. NAME is `machine` or one of SECTIONS. `--check` changes nothing
+requires them equal to the README. NAME is `machine`, `denoiser_targets` (cross-dtype ratios of
+the denoiser rows) or one of SECTIONS. `--check` changes nothing
 and exits 1 when a block differs.
 """
 from __future__ import annotations
@@ -106,11 +107,42 @@ def _machine(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _ratio(slow: dict | None, fast: dict | None) -> str:
+    """slow / fast with both spreads in quadrature, `*` when either ran while the machine was busy."""
+    if not slow or not fast or not slow["median_ms"] or not fast["median_ms"]:
+        return "—"
+    spread = (slow["spread"] ** 2 + fast["spread"] ** 2) ** 0.5
+    busy = " *" if slow.get("busy") or fast.get("busy") else ""
+    return f"{slow['median_ms'] / fast['median_ms']:.2f}× ±{spread:.0%}{busy}"
+
+
+DENOISER = "denoiser fwd "
+
+
+def _denoiser_targets(results: dict) -> str:
+    """Per model: fused over reference in each dtype, and fused bf16 over reference fp32 (issue 9's targets),
+    ratios across the dtype cases of one run that the per-case table cannot show."""
+    rows = [r for r in results["rows"] if r["case"].startswith(DENOISER)]
+    if not rows:
+        return "(no denoiser results in the committed results file)"
+    by = {(r["case"], r["backend"]): r for r in rows}
+    lines = ["| model | fused × reference, fp32 | fused × reference, bf16 | fused bf16 × reference fp32 |",
+             "|---|---|---|---|"]
+    for model in dict.fromkeys(r["case"].rsplit(" ", 1)[0] for r in rows):
+        fused = {dt: by.get((f"{model} {dt}", "fused")) for dt in ("fp32", "bf16")}
+        reference = {dt: by.get((f"{model} {dt}", "reference")) for dt in ("fp32", "bf16")}
+        lines.append(f"| {model.removeprefix(DENOISER)} | {_ratio(reference['fp32'], fused['fp32'])} | "
+                     f"{_ratio(reference['bf16'], fused['bf16'])} | {_ratio(reference['fp32'], fused['bf16'])} |")
+    return "\n".join(lines)
+
+
 def render_block(name: str, results: dict) -> str:
     if name == "machine":
         return _machine(results)
+    if name == "denoiser_targets":
+        return _denoiser_targets(results)
     if name not in SECTIONS:
-        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine' or one of "
+        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine', 'denoiser_targets' or one of "
                          f"{', '.join(SECTIONS)}")
     rows = [r for r in results["rows"] if SECTIONS[name](r)]
     return _table(rows) if rows else "(no results for this section in the committed results file)"

@@ -263,3 +263,27 @@ def test_report_rewrites_blocks_and_rejects_unknown_names():
     assert new.startswith("intro\n") and new.endswith("<!-- bench:end -->\noutro\n")
     with pytest.raises(ValueError, match="unknown README block 'nope'"):
         report.update_readme("<!-- bench:begin nope -->\n<!-- bench:end -->", results)
+
+
+def test_denoiser_targets_divide_across_dtype_cases():
+    recs = [_record("denoiser fwd m 18f B1 fp32", "fused", [0.2] * 5),
+            _record("denoiser fwd m 18f B1 fp32", "reference", [0.3] * 5),
+            _record("denoiser fwd m 18f B1 bf16", "fused", [0.1] * 5, dtype="bf16"),
+            _record("denoiser fwd m 18f B1 bf16", "reference", [0.12] * 5, dtype="bf16")]
+    doc = json.loads(json.dumps(_summary.results_document(_summary.build_rows(recs, LIMITS), LIMITS, None, None,
+                                                           "m", [])))
+    assert report.render_block("denoiser_targets", doc).splitlines()[2] == "| m 18f B1 | 1.50× ±0% | 1.20× ±0% | 3.00× ±0% |"
+    doc["rows"] = [r for r in doc["rows"] if not (r["backend"] == "fused" and r["dtype"] == "bf16")]
+    assert report.render_block("denoiser_targets", doc).splitlines()[2] == "| m 18f B1 | 1.50× ±0% | — | — |"
+
+
+def test_profile_denoiser_groups_ops_and_accounts_for_the_whole_call():
+    from bench import profile_denoiser as P
+
+    assert [P.group_of(n) for n in ("aten::mkldnn_convolution", "avfast::easy_fusion", "aten::silu", "aten::add")] \
+        == ["convolution", "avfast ops (dispatched)", "normalisation and activations", "other"]
+    times = P.profile("tiny", "fp32", None)
+    events = [*P.GROUPS, "other"]
+    assert times["convolution"] > 0 and times[P.UNATTRIBUTED] >= 0
+    # self times do not overlap: together they fit in the profiled call (double counting would not)
+    assert sum(times[g] for g in events) <= 1.05 * times["profiled"]
