@@ -86,6 +86,14 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
     provenance = json.loads((runs / "cmmd-1e-3" / "finetune.json").read_text())
     assert provenance["overrides"] == {"eta": 1e-3} and provenance["base_weights"] == "model.safetensors"
 
+    curves_json, curves_plot = tmp_path / "finetune.json", tmp_path / "finetune.png"
+    assert main(["curves", "--runs", str(runs), "--json", str(curves_json), "--plot", str(curves_plot)]) == 0
+    curves = json.loads(curves_json.read_text())
+    assert list(curves) == ["ncmmd", "cmmd-1e-3", "ncmmd-indep"] and curves_plot.stat().st_size > 10_000
+    assert [r["step"] for r in curves["cmmd-1e-3"]] == sorted({r["step"] for r in curves["cmmd-1e-3"]})
+    assert "negative_video" in curves["cmmd-1e-3"][-1] and "negative_video" not in curves["ncmmd"][-1]
+    assert main(["curves", "--runs", str(tmp_path / "none")]) == 2
+
     out, plot = tmp_path / "claims.json", tmp_path / "claims.png"
     args = ["evaluate", "--base", str(base), "--runs", str(runs), "--clips", "2", "--steps", "2", "--batch", "2",
             "--gammas", "1", "1.5", "--json", str(out), "--plot", str(plot), "--no-progress"]

@@ -3,6 +3,7 @@
     python -m avfast.experiments.claims train --runs ncmmd cmmd-5e-5      # fine-tunes from the default model
     python -m avfast.experiments.claims evaluate --clips 50               # per-clip JSON, table, plot
     python -m avfast.experiments.claims report                            # table and plot from the JSON again
+    python -m avfast.experiments.claims curves                            # the fine-tunes' loss curves
 
 CMMD (seed 000) claims its contrastive loss improves alignment, most for video->audio; Sony (seed 002)
 claims timestep adjustment (gamma = 1.5) raises AV-Align. `train` fine-tunes the runs of
@@ -20,6 +21,8 @@ from .finetune import RUNS, FinetuneSettings, finetune
 
 DEFAULT_JSON = "bench/results/claims/claims.json"
 DEFAULT_PLOT = "docs/claims.png"
+DEFAULT_CURVES = "bench/results/claims/finetune.json"
+DEFAULT_CURVES_PLOT = "docs/claims-finetune.png"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (e, sub.add_parser("report", help="the table and plot again from an existing JSON")):
         p.add_argument("--json", default=DEFAULT_JSON, help=f"per-clip scores (default: {DEFAULT_JSON})")
         p.add_argument("--plot", default=DEFAULT_PLOT, help=f"figure (default: {DEFAULT_PLOT})")
+    c = sub.add_parser("curves", help="the fine-tunes' logged losses: a JSON copy and a plot")
+    c.add_argument("--runs", default=FinetuneSettings().out, help="folder of the fine-tunes (default: %(default)s)")
+    c.add_argument("--json", default=DEFAULT_CURVES, help="copy of the logs (default: %(default)s)")
+    c.add_argument("--plot", default=DEFAULT_CURVES_PLOT, help="figure (default: %(default)s)")
     return ap
+
+
+def write_curves(runs: Path, json_path: Path, plot_path: Path) -> dict:
+    from .evaluate import _write_json
+    from .report import collect_curves, plot_curves
+
+    curves = collect_curves(runs)
+    if not curves:
+        raise FileNotFoundError(f"--runs: no fine-tune logs (<run>/metrics.jsonl) in {runs}")
+    _write_json(json_path, curves)
+    plot_curves(curves, plot_path)
+    return curves
 
 
 def write_report(results: dict, json_path: Path, plot_path: Path) -> str:
@@ -77,6 +96,10 @@ def main(argv=None) -> int:
                 print(f"{name}: EMA weights in {Path(settings.out) / name / 'final'}")
             return 0
         json_path, plot_path = Path(args.json), Path(args.plot)
+        if args.command == "curves":
+            curves = write_curves(Path(args.runs), json_path, plot_path)
+            print(f"{', '.join(curves)}: logs in {json_path}, plot {plot_path}")
+            return 0
         if args.command == "evaluate":
             from .evaluate import EvalSettings, run_evaluation
 

@@ -9,11 +9,12 @@ base weights (the default model's EMA) and uses the same data, seed, steps and l
     cmmd-1e-2     eta = 1e-2                    ten times that: where the unbounded -eta L_neg term runs away
     ncmmd-indep   eta = 0, independent t_v/t_a  Sony's Eq. 9, needed for timestep adjustment (gamma != 1)
 
-Why 1e-3 and 1e-2: on the shipped default's batches a broken pair's error is about ten times the
-positive's (L_neg_v + L_neg_a ~ 1.8 against L ~ 0.085), so eta (L_neg_v + L_neg_a) is ~2 % of L at 1e-3,
-~20 % at 1e-2 and ~0.1 % at the paper's 5e-5. L - eta L_neg has no lower bound: the model can lower
-it by making its predictions for mismatched pairs worse without limit, and at 1e-2 it does (the
-negative errors grow several-fold within 150 steps while the positive loss rises); the 1e-2 run is
+Why 1e-3 and 1e-2: on the shipped default's batches a broken pair's error is 8-10 times the positive's
+(L_neg_v + L_neg_a ~ 2.0 against L ~ 0.10-0.13, 100-step means of the fine-tunes' logs), so
+eta (L_neg_v + L_neg_a) is ~2 % of L at 1e-3, ~17 % at 1e-2 and ~0.1 % at the paper's 5e-5.
+L - eta L_neg has no lower bound: the model can lower it by making its predictions for mismatched
+pairs worse without limit. At 1e-2 it does: within 200 steps the negative errors grow from ~1 to
+~100 and the positive loss from 0.13 to ~11 (the run diverges); the 1e-2 run is
 kept to show that. clean_prob is 0 in every run: the contrastive loss has no clean-condition terms
 (TrainConfig refuses eta > 0 with clean_prob > 0), and the control must differ from CMMD in eta alone.
 """

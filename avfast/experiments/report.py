@@ -123,3 +123,54 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     fig.savefig(tmp, format="png")
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def collect_curves(runs_dir: Path) -> dict[str, list[dict]]:
+    """Each fine-tune's logged metrics (metrics.jsonl: step, loss, positive / negative terms), by run name."""
+    import json
+
+    curves = {}
+    for name in RUNS:
+        log = Path(runs_dir) / name / "metrics.jsonl"
+        if log.is_file():
+            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            # a resumed run logs the steps after its checkpoint again: keep the last record per step
+            curves[name] = sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
+    return curves
+
+
+def plot_curves(curves: dict[str, list[dict]], path: Path, window: int = 5) -> None:
+    """Positive loss and the mean negative error per run against step (running mean over `window` logs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def smooth(values):
+        v = np.asarray(values, dtype=float)
+        return np.convolve(v, np.ones(window) / window, mode="valid") if len(v) >= window else v
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for name, rows in curves.items():
+        steps = [r["step"] for r in rows]
+        positive = [r.get("positive", r["loss"]) for r in rows]
+        line, = axes[0].plot(steps[window - 1:] if len(steps) >= window else steps, smooth(positive), label=name)
+        if "negative_video" in rows[0]:
+            negative = [(r["negative_video"] + r["negative_audio"]) / 2 for r in rows]
+            axes[1].plot(steps[window - 1:] if len(steps) >= window else steps, smooth(negative), label=name,
+                         color=line.get_color())
+    axes[0].set_title("positive v-loss L (matched pairs)", fontsize=9)
+    axes[1].set_title("negative v-loss (L_neg_v + L_neg_a) / 2, CMMD runs", fontsize=9)
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("fine-tune step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"claims fine-tunes from the default model (running mean over {window} logged steps)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
