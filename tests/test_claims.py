@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,23 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
     assert {k: r["seconds"] for k, r in json.loads(out.read_text())["rows"].items()} == before
     assert main(["evaluate", "--base", str(base), "--data-seed", "0", "--json", str(out)]) == 2
     assert "held-out" in capsys.readouterr().err
+
+
+def test_readme_claims_tables_are_the_committed_results():
+    """README's claims tables are generated (`claims report --readme README.md`), never edited by hand."""
+    from avfast.experiments.claims import readme_tables
+
+    root = Path(__file__).resolve().parents[1]
+    tables = readme_tables((root / "README.md").read_text())
+    assert tables is not None, "README.md lost its <!-- claims:begin --> block"
+    assert tables == (root / "bench" / "results" / "claims" / "claims.md").read_text(), \
+        "README claims tables are stale: run python -m avfast.experiments.claims report --readme README.md"
+
+
+def test_update_readme_replaces_only_the_block():
+    from avfast.experiments.claims import update_readme
+
+    text = "a\n<!-- claims:begin -->\nold\n<!-- claims:end -->\nb\n"
+    assert update_readme(text, "new\n") == "a\n<!-- claims:begin -->\nnew\n<!-- claims:end -->\nb\n"
+    with pytest.raises(ValueError, match="no <!-- claims:begin -->"):
+        update_readme("no block", "new\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,19 @@ from .finetune import RUNS, FinetuneSettings, finetune
 DEFAULT_JSON = "bench/results/claims/claims.json"
 DEFAULT_PLOT = "docs/claims.png"
 DEFAULT_CURVES = "bench/results/claims/finetune.json"
+README_BLOCK = re.compile(r"(<!-- claims:begin -->\n)(.*?)(<!-- claims:end -->)", flags=re.S)
+
+
+def readme_tables(text: str) -> str | None:
+    """The tables between the README's claims markers, or None without markers."""
+    m = README_BLOCK.search(text)
+    return None if m is None else m.group(2)
+
+
+def update_readme(text: str, table: str) -> str:
+    if readme_tables(text) is None:
+        raise ValueError("--readme: the file has no <!-- claims:begin --> ... <!-- claims:end --> block")
+    return README_BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text)
 DEFAULT_CURVES_PLOT = "docs/claims-finetune.png"
 
 
@@ -51,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (e, sub.add_parser("report", help="the table and plot again from an existing JSON")):
         p.add_argument("--json", default=DEFAULT_JSON, help=f"per-clip scores (default: {DEFAULT_JSON})")
         p.add_argument("--plot", default=DEFAULT_PLOT, help=f"figure (default: {DEFAULT_PLOT})")
+        p.add_argument("--readme", default=None,
+                       help="also put the tables between this file's <!-- claims:begin --> / <!-- claims:end -->")
     c = sub.add_parser("curves", help="the fine-tunes' logged losses: a JSON copy and a plot")
     c.add_argument("--runs", default=FinetuneSettings().out, help="folder of the fine-tunes (default: %(default)s)")
     c.add_argument("--json", default=DEFAULT_CURVES, help="copy of the logs (default: %(default)s)")
@@ -111,7 +127,12 @@ def main(argv=None) -> int:
             if not json_path.is_file():
                 raise FileNotFoundError(f"--json: no results at {json_path}; run `evaluate` first")
             results = json.loads(json_path.read_text())
-        print(write_report(results, json_path, plot_path), end="")
+        table = write_report(results, json_path, plot_path)
+        print(table, end="")
+        if args.readme:
+            readme = Path(args.readme)
+            readme.write_text(update_readme(readme.read_text(), table))
+            print(f"{readme}: claims tables regenerated")
         print(f"per-clip scores: {json_path}; table: {json_path.with_suffix('.md')}; plot: {plot_path}")
         return 0
     except (ValueError, FileNotFoundError) as e:
