@@ -3,7 +3,8 @@
 
 Rows per case "ms/FE <model> B<b>": eager-reference fp32 (every avfast op on its PyTorch reference:
 the baseline each speedup is measured against), eager-fused fp32 and bf16 autocast, torch.compile fp32,
-ONNX Runtime fp32/fp16 (CPU), OpenVINO fp32 (where installed), and on a GPU ONNX Runtime's CUDA
+ONNX Runtime fp32/fp16 (CPU), OpenVINO fp32 and bf16 (the fp32 graph on the CPU plugin's bf16
+kernels; where installed), and on a GPU ONNX Runtime's CUDA
 provider and TensorRT fp32/fp16. The exported runtimes load a dynamic-batch export of each model and
 precision, made once and cached (~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE); exports and
 compilation happen before timing. Weights are stand-ins (timing does not depend on their values).
@@ -36,6 +37,7 @@ ROWS = {
     "onnxruntime fp32": ("onnxruntime", "fp32", "ort"),
     "onnxruntime fp16": ("onnxruntime", "fp16", "ort-fp16"),
     "openvino fp32": ("openvino", "fp32", "openvino"),
+    "openvino bf16": ("openvino", "bf16", "openvino-bf16"),
     "onnxruntime-cuda fp32": ("onnxruntime-cuda", "fp32", "ort-cuda"),
     "tensorrt fp32": ("tensorrt", "fp32", "trt"),
     "tensorrt fp16": ("tensorrt", "fp16", "trt-fp16"),

@@ -233,3 +233,33 @@ def test_openvino_matches_torch():
         ref_v, ref_a = model(v, a, 250.0, 750.0)
     assert (out_v - ref_v).abs().max() <= 1e-4 * ref_v.abs().max()
     assert (out_a - ref_a).abs().max() <= 1e-4 * ref_a.abs().max()
+
+
+@requires_onnx
+@pytest.mark.slow
+def test_openvino_bf16_holds_the_bf16_bound():
+    if not have("openvino"):
+        pytest.skip("openvino is not installed (pip install 'avfast[openvino]')")
+    import openvino as ov
+
+    from avfast.export import BOUNDS
+    from avfast.runtime import load
+
+    model, path = tiny_export()
+    rt = load("openvino", path, precision="bf16")
+    assert rt.inference_precision == "bf16" and load("openvino", path).inference_precision == "fp32"
+    v, a = _inputs(seed=5)
+    out_v, out_a = rt(v, a, 250.0, 750.0)
+    with torch.no_grad():
+        ref_v, ref_a = model(v, a, 250.0, 750.0)
+    errors = [((o - r).abs().max() / r.abs().max()).item() for o, r in ((out_v, ref_v), (out_a, ref_a))]
+    assert max(errors) <= BOUNDS["bf16"], errors
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert max(errors) > BOUNDS["fp32"], f"bf16 asked for, but the result has fp32 accuracy: {errors}"
+
+
+def test_load_refuses_precision_for_runtimes_that_cannot_change_it():
+    from avfast.runtime import load
+
+    with pytest.raises(ValueError, match="`precision` applies to the openvino runtime only"):
+        load("onnxruntime", "x.onnx", precision="bf16")

@@ -26,8 +26,13 @@ NAMES = TORCH_RUNTIMES + EXPORTED_RUNTIMES
 __all__ = ["EXPORTED_RUNTIMES", "IOSpec", "NAMES", "Runtime", "RuntimeUnavailable", "TORCH_RUNTIMES", "create", "load"]
 
 
-def load(name: str, path: str | Path, device: str | torch.device | None = None):
-    """The exported runtime `name` on an existing file: .onnx for onnxruntime*/openvino, .engine for tensorrt."""
+def load(name: str, path: str | Path, device: str | torch.device | None = None, precision: str | None = None):
+    """The exported runtime `name` on an existing file: .onnx for onnxruntime*/openvino, .engine for tensorrt.
+
+    `precision` is for openvino only: "bf16" runs an fp32 graph with the CPU plugin's bf16 kernels."""
+    if precision is not None and name != "openvino":
+        raise ValueError(f"load: `precision` applies to the openvino runtime only (got it for {name!r}); the "
+                         f"other runtimes compute in the precision their file was exported in")
     if name == "onnxruntime":
         from .ort import OnnxRuntimeDenoiser
 
@@ -43,7 +48,7 @@ def load(name: str, path: str | Path, device: str | torch.device | None = None):
     if name == "openvino":
         from .ov import OpenVinoDenoiser
 
-        return OpenVinoDenoiser(path)
+        return OpenVinoDenoiser(path, inference_precision=precision)
     raise ValueError(f"unknown exported runtime {name!r}; expected one of {', '.join(EXPORTED_RUNTIMES)}")
 
 
@@ -57,7 +62,8 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
     (default ~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE), checked for parity and reused while the
     weights and options are the same. An export has fixed shapes: `batch_size` is the batch of each
     denoiser call (2x the clips with classifier-free guidance), `frames`/`audio_length` default to the
-    model's; `dynamic_batch=True` accepts any batch up to the profile's maximum instead.
+    model's; `dynamic_batch=True` accepts any batch up to the profile's maximum instead. OpenVINO in "bf16"
+    loads the fp32 export and computes with its CPU plugin's bf16 kernels (the graph stays fp32).
     """
     if name not in NAMES:
         raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(NAMES)}")
@@ -67,12 +73,13 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
         from .torch_runtimes import CompiledDenoiser, EagerDenoiser
 
         return CompiledDenoiser(model) if name == "compile" else EagerDenoiser(model, name.split("-", 1)[1])
+    openvino_bf16 = name == "openvino" and precision == "bf16"
     if path is None:
         if model is None:
             raise ValueError(f"runtime {name!r} needs `path` (an exported file) or `model` (to export)")
         from ..export.pipeline import export_cached
 
         path = export_cached(model, name, batch_size=batch_size, frames=frames, audio_length=audio_length,
-                             precision=precision, dynamic_batch=dynamic_batch, cache_dir=cache_dir,
-                             progress=progress)
-    return load(name, path, device)
+                             precision="fp32" if openvino_bf16 else precision, dynamic_batch=dynamic_batch,
+                             cache_dir=cache_dir, progress=progress)
+    return load(name, path, device, precision="bf16" if openvino_bf16 else None)
