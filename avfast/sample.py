@@ -262,6 +262,9 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
+    from avfast.heap import keep_large_allocations_on_the_heap
+
+    keep_large_allocations_on_the_heap()  # a program, not a library call: see avfast/heap.py
     # Run the imported `avfast.sample`, not this __main__ copy, so runtimes registered in its RUNTIMES count.
     from avfast.sample import main as _main
 

@@ -39,7 +39,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -65,16 +64,14 @@ def _keep_large_allocations_on_the_heap() -> bool:
     """glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh mmaps, and every
     call then page-faults its whole output in: at batch 8 both the fused op and the reference would
     measure the kernel zeroing pages (~10 ms) rather than themselves, and which one pays depends on
-    the allocator's history. Keeping every allocation on the heap (M_MMAP_MAX = 0, no trimming)
-    measures the ops. Set AVFAST_BENCH_SYSTEM_MALLOC=1 to benchmark with glibc's defaults."""
-    if HAS_CUDA or os.environ.get("AVFAST_BENCH_SYSTEM_MALLOC") == "1" or platform.system() != "Linux":
+    the allocator's history. avfast.heap keeps every allocation on the heap (what avfast's programs
+    do too), so the ops are measured. Set AVFAST_BENCH_SYSTEM_MALLOC=1 (or AVFAST_SYSTEM_MALLOC=1) to
+    benchmark with glibc's defaults."""
+    if HAS_CUDA or os.environ.get("AVFAST_BENCH_SYSTEM_MALLOC") == "1":
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    from avfast.heap import keep_large_allocations_on_the_heap
+
+    return keep_large_allocations_on_the_heap()
 
 
 HEAP_ONLY_MALLOC = _keep_large_allocations_on_the_heap()

@@ -110,4 +110,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from avfast.heap import keep_large_allocations_on_the_heap
+
+    keep_large_allocations_on_the_heap()  # a program, not a library call: see avfast/heap.py
     sys.exit(main())
