@@ -35,8 +35,31 @@ class CliError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Autocast:
+    """A PyTorch denoiser under `torch.autocast(dtype)`, handing fp32 back: the sampler keeps its state in
+    fp32 and only the network runs in 16 bits (autograd still works, so reconstruction guidance does)."""
+
+    def __init__(self, denoiser: Any, dtype: torch.dtype) -> None:
+        self.denoiser, self.dtype = denoiser, dtype
+        self.supports_grad = getattr(denoiser, "supports_grad", True)
+
+    def __call__(self, v_t, a_t, t_v, t_a, labels=None):
+        kwargs = {} if labels is None else {"labels": labels}
+        with torch.autocast(v_t.device.type, dtype=self.dtype):
+            out = self.denoiser(v_t, a_t, t_v, t_a, **kwargs)
+        return tuple(o.float() for o in out)
+
+
+def _in_precision(denoiser: Any, args: argparse.Namespace) -> Any:
+    dtype = PRECISIONS[args.precision]
+    return denoiser if dtype is None else Autocast(denoiser, dtype)
+
+
 def _torch_runtime(model: torch.nn.Module, args: argparse.Namespace) -> Any:
-    return model
+    return _in_precision(model, args)
 
 
 # Denoiser backends by --runtime name: each takes the loaded torch model and the parsed arguments
@@ -51,9 +74,11 @@ def _avfast_runtime(name: str) -> Callable[[torch.nn.Module, argparse.Namespace]
         from . import runtime
 
         cfg_batch = 2 if args.label is not None and any(s != 1.0 for s in args.cfg_scale) else 1  # CFG: one 2B call
-        try:
+        if name in runtime.TORCH_RUNTIMES:  # PyTorch: autocast around the model
+            return _in_precision(runtime.create(name, model), args)
+        try:  # exported: a graph in that precision (OpenVINO bf16: the fp32 graph on its bf16 kernels)
             return runtime.create(name, model, batch_size=cfg_batch * args.batch, device=args.device,
-                                  progress=not args.no_progress)
+                                  precision=args.precision, progress=not args.no_progress)
         except runtime.RuntimeUnavailable as e:
             raise CliError(f"--runtime {name}: {e}") from None
 
@@ -105,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", metavar="WEIGHTS", help="MelGAN .safetensors; default: Griffin-Lim (lower quality)")
     p.add_argument("--autoencoder", metavar="DIR", help="Stable Diffusion VAE folder, for latent-space models")
     p.add_argument("--runtime", default="torch", help=f"denoiser backend: {', '.join(RUNTIMES)}")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="network precision: autocast for the PyTorch runtimes, the export's precision for the "
+                        "exported ones (openvino bf16: the fp32 graph on its bf16 kernels); default fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-progress", action="store_true")
     return p

@@ -263,3 +263,10 @@ def test_load_refuses_precision_for_runtimes_that_cannot_change_it():
 
     with pytest.raises(ValueError, match="`precision` applies to the openvino runtime only"):
         load("onnxruntime", "x.onnx", precision="bf16")
+
+
+def test_onnxruntime_cpu_refuses_bf16_before_exporting():
+    from avfast.runtime import create
+
+    with pytest.raises(ValueError, match="no bf16 kernels; use fp32 or fp16, or runtime 'openvino'"):
+        create("onnxruntime", torch.nn.Linear(1, 1), precision="bf16")  # refused before any export

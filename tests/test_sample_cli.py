@@ -116,3 +116,22 @@ def test_runs_as_python_dash_m():
                           timeout=120)
     assert proc.returncode == 2 and "--runtime: 'onnx' is not available" in proc.stderr, proc.stderr
     assert "RuntimeWarning" not in proc.stderr  # no runpy double-import warning
+
+
+def test_precision_bf16_runs_the_network_under_autocast(checkpoint, tmp_path, capsys):
+    from avfast.export import randomize_zero_layers_
+    from avfast.sample import Autocast
+
+    model = randomize_zero_layers_(models.from_pretrained(checkpoint), seed=0)  # zero-init outputs would be 0
+    v, a = torch.randn(1, 3, FRAMES, 32, 32), torch.randn(1, 80, AUDIO_LENGTH)
+    t = torch.tensor([400.0])
+    with torch.no_grad():
+        want = model(v, a, t, t)
+        got = Autocast(model, torch.bfloat16)(v, a, t, t)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and g.shape == w.shape
+        err = ((g - w).abs().max() / w.abs().max()).item()
+        assert 0 < err < 5e-2, err  # bf16 arithmetic: not bitwise fp32, within the bf16 bound
+    rc = main(["--checkpoint", str(checkpoint), "--steps", "2", "--precision", "bf16", "--out", str(tmp_path),
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0 and (tmp_path / "joint_seed0.mp4").is_file()

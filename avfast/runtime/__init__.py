@@ -73,6 +73,9 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
         from .torch_runtimes import CompiledDenoiser, EagerDenoiser
 
         return CompiledDenoiser(model) if name == "compile" else EagerDenoiser(model, name.split("-", 1)[1])
+    if name == "onnxruntime" and precision == "bf16":
+        raise ValueError("runtime 'onnxruntime' (CPU) cannot run precision 'bf16': its CPU provider has no bf16 "
+                         "kernels; use fp32 or fp16, or runtime 'openvino' with precision 'bf16'")
     openvino_bf16 = name == "openvino" and precision == "bf16"
     if path is None:
         if model is None:
