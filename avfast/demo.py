@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ._figures import save_figure
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
 DEMO_SOUND = ASSETS / "demo_sound.wav"
@@ -108,10 +110,7 @@ def _figure(clips: list[DemoClip], reference: DemoClip, path: Path, fps: float, 
         if i == len(rows) - 1:
             ax.set_xlabel("time (s): solid blue = motion peaks, dashed red = audio onsets")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str = "dpmpp2m", seed: int = 0,

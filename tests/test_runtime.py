@@ -217,11 +217,14 @@ def test_tensorrt_engine_matches_torch(tmp_path, cuda_graph):
 
 
 # ------------------------------------------------------------------ OpenVINO (optional)
+requires_openvino = pytest.mark.skipif(not have("openvino"),
+                                       reason="openvino is not installed (pip install 'avfast[openvino]')")
+
+
 @requires_onnx
+@requires_openvino
 @pytest.mark.slow
 def test_openvino_matches_torch():
-    if not have("openvino"):
-        pytest.skip("openvino is not installed (pip install 'avfast[openvino]')")
     from avfast.runtime import load
 
     model, path = tiny_export()
@@ -236,10 +239,9 @@ def test_openvino_matches_torch():
 
 
 @requires_onnx
+@requires_openvino
 @pytest.mark.slow
 def test_openvino_bf16_holds_the_bf16_bound():
-    if not have("openvino"):
-        pytest.skip("openvino is not installed (pip install 'avfast[openvino]')")
     import openvino as ov
 
     from avfast.export import BOUNDS

@@ -1,9 +1,10 @@
 """The claims table from per-clip scores: mean and bootstrap CI per row, paired tests, markdown and a plot."""
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
+from .._figures import save_figure
 from .evaluate import METRICS
 from .finetune import RUNS
 from .stats import bootstrap_ci, paired_test
@@ -118,17 +119,11 @@ def plot(results: dict, summary: dict, path: Path) -> None:
     fig.suptitle(f"mean and 95 % bootstrap CI over {s['clips']} held-out clips ({s['sampler']}, {s['steps']} "
                  f"steps, Griffin-Lim)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def collect_curves(runs_dir: Path) -> dict[str, list[dict]]:
     """Each fine-tune's logged metrics (metrics.jsonl: step, loss, positive / negative terms), by run name."""
-    import json
-
     curves = {}
     for name in RUNS:
         log = Path(runs_dir) / name / "metrics.jsonl"
@@ -169,8 +164,4 @@ def plot_curves(curves: dict[str, list[dict]], path: Path, window: int = 5) -> N
         ax.legend(fontsize=8)
     fig.suptitle(f"claims fine-tunes from the default model (running mean over {window} logged steps)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

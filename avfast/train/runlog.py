@@ -7,9 +7,9 @@ dropped, a line half-written by a kill too). The cut is written atomically, as i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from .._figures import save_figure
 from ..models.weights import atomic_write_bytes
 
 METRICS = "metrics.jsonl"
@@ -65,7 +65,4 @@ def plot_loss(run: Path) -> None:
     ax.grid(alpha=0.3)
     ax.set_title(Path(run).name)
     fig.tight_layout()
-    tmp = Path(run) / ".loss.png.tmp"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, Path(run) / "loss.png")
+    save_figure(fig, Path(run) / "loss.png")

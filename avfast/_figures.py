@@ -1,0 +1,20 @@
+"""Writing a matplotlib figure to a PNG atomically: a reader never sees half a file, and the figure is closed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Saves `fig` as PNG at `path` (parent folders created) through a temporary file in the same folder."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    os.replace(tmp, path)
+    return path
