@@ -210,6 +210,16 @@ def test_lse_matches_reference():
         assert_accurate(lse, ref_lse, base_lse, what=f"{mode} lse")
 
 
+def test_reference_computes_only_what_it_returns():
+    """attention_reference is the benchmarks' baseline: no log-sum-exp it would throw away (the lse has
+    its own function, attention_reference_with_lse, for the kernels' lse oracle and the backward)."""
+    x = torch.randn(1, 3 * 64, 3, 4, 4)
+    out, ops = dispatched_ops(lambda: attention_reference(x, "spatial", 32))
+    assert not [op for op in ops if "logsumexp" in op], ops
+    (ref, lse), ops_lse = dispatched_ops(lambda: A.attention_reference_with_lse(x, "spatial", 32))
+    assert [op for op in ops_lse if "logsumexp" in op] and torch.equal(out, ref) and lse.shape == (1, 2, 3, 16)
+
+
 def test_reference_matches_sdpa_in_fp64():
     # The oracle itself against an independent formulation (PyTorch's SDPA on permuted copies).
     for shape, d in VIDEO[:3]:

@@ -77,8 +77,9 @@ def test_forward_backward_match_oracle(use_backend, backend, device, dtype, shap
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=["fp16", "bf16", "fp32"])
 def test_reference_pooling_has_the_bits_of_an_fp32_copy(dtype):
-    """The reference pools with v.mean(dtype=fp32) rather than v.to(fp32).mean() (no fp32 copy of v
-    asked for): the same bits, forward and backward, for contiguous, strided and channels-last v."""
+    """The reference pools with the plain v.mean() (the baseline a model would write: no fp32 copy of v),
+    which has the bits of v.to(fp32).mean() and of v.mean(dtype=fp32), forward and backward, for
+    contiguous, strided and channels-last v."""
     for shape in [(2, 3, 7, 3, 3), (1, 128, 18, 16, 16), (1, 3, 2, 31, 17)]:
         v = torch.randn(shape, dtype=dtype)
         for layout in (v, v.transpose(3, 4), v.contiguous(memory_format=torch.channels_last_3d)):
@@ -86,9 +87,12 @@ def test_reference_pooling_has_the_bits_of_an_fp32_copy(dtype):
             a = torch.randn(shape[0], 2, shape[2], dtype=dtype)  # T == F: the pooled frames as they are
             new = easy_fusion_reference(x, a)[1][:, 2:]
             old = x.to(torch.float32).mean(dim=(3, 4)).to(dtype)
-            assert torch.equal(new, old)
+            asked = x.mean(dim=(3, 4), dtype=torch.float32).to(dtype)
+            assert torch.equal(new, old) and torch.equal(new, asked)
             g = torch.randn_like(old)
-            assert torch.equal(torch.autograd.grad(new, x, g)[0], torch.autograd.grad(old, x, g)[0])
+            want = torch.autograd.grad(old, x, g)[0]
+            assert torch.equal(torch.autograd.grad(new, x, g)[0], want)
+            assert torch.equal(torch.autograd.grad(asked, x, g)[0], want)
 
 
 def test_nearest_rule_is_interpolates():

@@ -136,9 +136,8 @@ def _from_problems(o: torch.Tensor, mode: str, shape5: tuple[int, ...]) -> torch
     return o.permute(*perm).reshape(B, heads * D, *A)
 
 
-def attention_reference_with_lse(qkv: torch.Tensor, mode: str = "spatial", head_dim: int = 64,
-                                 scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(scale Q K^T) V with explicit permutes, in fp32 (fp64 for fp64); also the log-sum-exp."""
+def _reference(qkv: torch.Tensor, mode: str, head_dim: int, scale: float | None,
+               with_lse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     scale = default_scale(head_dim) if scale is None else scale
     x5 = _as5d(qkv)
     mode = _effective_mode(qkv, mode)
@@ -146,16 +145,24 @@ def attention_reference_with_lse(qkv: torch.Tensor, mode: str = "spatial", head_
     C = x5.shape[1] // 3
     q, k, v = (_to_problems(t.to(acc), mode, head_dim) for t in x5.split(C, dim=1))
     s = torch.matmul(q, k.transpose(-1, -2)) * scale  # [B, heads, G, N, N]: the oracle may materialise it
-    lse = torch.logsumexp(s, dim=-1)
+    lse = torch.logsumexp(s, dim=-1) if with_lse else None
     o = torch.matmul(torch.softmax(s, dim=-1), v)
     out = _from_problems(o, mode, (x5.shape[0], C, *x5.shape[2:])).to(qkv.dtype)
     return out.reshape(_out_shape(qkv)), lse
 
 
+def attention_reference_with_lse(qkv: torch.Tensor, mode: str = "spatial", head_dim: int = 64,
+                                 scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(scale Q K^T) V with explicit permutes, in fp32 (fp64 for fp64), and the log-sum-exp of
+    each query row (what a kernel's backward needs; the oracle for the kernels' lse output)."""
+    return _reference(qkv, mode, head_dim, scale, with_lse=True)
+
+
 def attention_reference(qkv: torch.Tensor, mode: str = "spatial", head_dim: int = 64,
                         scale: float | None = None) -> torch.Tensor:
-    """The PyTorch composite (differentiable, exportable): the oracle for every backend."""
-    return attention_reference_with_lse(qkv, mode, head_dim, scale)[0]
+    """The PyTorch composite (differentiable, exportable): the oracle for every backend, and the
+    benchmarks' baseline, so it computes only what it returns (no log-sum-exp)."""
+    return _reference(qkv, mode, head_dim, scale, with_lse=False)[0]
 
 
 def attention_backward_reference(grad_out, qkv, out, lse, mode, head_dim, scale):

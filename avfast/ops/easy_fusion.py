@@ -41,9 +41,10 @@ def easy_fusion_reference(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tenso
     Ca, T = a.shape[1], a.shape[2]
     a_on_frames = F.interpolate(a, size=frames, mode="nearest")  # [B, Ca, F]
     v_fused = torch.cat([v, a_on_frames[..., None, None].expand(B, Ca, frames, H, W)], dim=1)
-    # Accumulate in fp32 without asking for an fp32 copy of v (CUDA casts inside the reduction; torch's
-    # CPU reduction still casts the whole input); the same bits as v.to(fp32).mean(...) (tested).
-    pooled = v.mean(dim=(3, 4), dtype=accumulator_dtype(v.dtype)).to(v.dtype)  # [B, Cv, F]
+    # The plain mean, as a model would write it: torch's reductions accumulate bf16/fp16 in fp32
+    # already, so this has the bits of v.to(fp32).mean(...) forward and backward (tested) without the
+    # fp32 copy of v that mean(dtype=fp32) makes on the CPU.
+    pooled = v.mean(dim=(3, 4))  # [B, Cv, F]
     a_fused = torch.cat([a, F.interpolate(pooled, size=T, mode="nearest")], dim=1)
     return v_fused, a_fused
 
