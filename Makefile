@@ -11,7 +11,7 @@ EXTRAS ?= test,triton,onnx,ort,media,vae
 PYTEST_ARGS ?=
 BUILD_DIR ?= build/dev
 
-.PHONY: setup test test-fast bench bench-smoke demo ext clean info
+.PHONY: setup test test-fast bench bench-smoke demo ext clean info gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ bench: setup
 # The quick subset, each case once and untimed: do the suites still run?
 bench-smoke: setup
 	$(BIN)/python -m pytest bench -m smoke --benchmark-disable -q $(PYTEST_ARGS)
+
+# Everything that needs an NVIDIA GPU in <= 10 min (CUDA/Triton tests, GPU benchmark rows, export --trt, one
+# clip per runtime): bench/results/gpu-<name>.json and .md, then `python -m bench.report` for the README.
+# Installs nothing and builds nothing but the extensions (setup); exit 77 with one line where there is no GPU
+# (bench/gpu_check.py). Where torch is preinstalled (no venv): `make ext VENV=<its prefix>` or
+# `pip install -e . --no-build-isolation --no-deps`, then `python -m bench.gpu_check` from the repo root.
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 # The main job on the embedded default model: v2a, a2v and joint clips (mp4 with sound), AV-Align, a figure.
 DEMO_OUT ?= demo_out

@@ -4,7 +4,8 @@ Every block between `<!-- bench:begin NAME -->` and `<!-- bench:end -->` in the 
 replaced by the table NAME generated from the results file (bench/results/cpu.json by default), so
 the README's numbers cannot drift from the committed results: a test regenerates the blocks and
 requires them equal to the README. NAME is `machine`, `denoiser_targets` (cross-dtype ratios of
-the denoiser rows) or one of SECTIONS. `--check` changes nothing
+the denoiser rows), `gpu` (every bench/results/gpu-*.json that `python -m bench.gpu_check` wrote,
+rendered by render_gpu, the text of its gpu-*.md) or one of SECTIONS. `--check` changes nothing
 and exits 1 when a block differs.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench._summary import describe_limits, describe_machine, describe_state, fm
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "cpu.json"
 DEFAULT_README = ROOT / "README.md"
+GPU_RESULTS = ROOT / "bench" / "results"  # gpu-<name>.json from `python -m bench.gpu_check`
 BLOCK = re.compile(r"(<!-- bench:begin (\S+) -->\n)(.*?)(<!-- bench:end -->)", flags=re.S)
 
 
@@ -136,13 +138,67 @@ def _denoiser_targets(results: dict) -> str:
     return "\n".join(lines)
 
 
+GPU_SECTIONS = {"attention": "Attention", "easy_fusion": "Easy fusion", "contrastive_loss": "Contrastive loss",
+                "denoiser": "Denoiser", "runtimes": "ms per function evaluation, per runtime"}
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def render_gpu(check: dict, heading: str = "###") -> str:
+    """A `python -m bench.gpu_check` results document as markdown: the build, one line per stage, the tables
+    of its benchmark rows, and the output tail of each failed stage."""
+    gpu, build = check["gpu"], check.get("build") or {}
+    kernels = f"built for sm_{build.get('cuda_archs')}" if build.get("cuda_kernels_compiled") else "not loaded"
+    lines = [f"{heading} {gpu['name']} (compute capability {gpu['capability']})", "",
+             f"- torch {gpu['torch']}, CUDA {gpu['cuda']}; avfast CUDA kernels: "
+             f"{kernels}; "
+             f"Triton: {build.get('triton_version') or 'not importable'}." if build else
+             f"- torch {gpu['torch']}, CUDA {gpu['cuda']} (no build info: the info stage did not finish).",
+             f"- Run {check['created']} at commit {check.get('commit') or 'unknown'}: `{check['command']}`, "
+             f"{check['wall_s']:.0f} s of a {check['budget_s']:.0f} s budget"
+             f"{'' if check.get('finished', True) else ' (interrupted: the stages below are those it finished)'}.",
+             "", "| stage | status | s | result |", "|---|---|---|---|"]
+    for s in check["stages"]:
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.0f} | {_one_line(s['reason'])} |")
+    bench = check.get("bench")
+    if bench and bench.get("rows"):
+        lines += ["", _machine(bench)]
+        for name, title in GPU_SECTIONS.items():
+            rows = [r for r in bench["rows"] if SECTIONS[name](r)]
+            if rows:
+                lines += ["", f"**{title}**", "", _table(rows)]
+    failed = [s for s in check["stages"] if s["status"] == "failed" and s.get("tail")]
+    for s in failed:
+        tail = "\n".join(s["tail"].rstrip().splitlines()[-25:])
+        lines += ["", f"<details><summary>{s['name']}: output tail</summary>", "", "```", tail, "```", "", "</details>"]
+    return "\n".join(lines)
+
+
+def gpu_results(directory: Path = GPU_RESULTS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("gpu-*.json"))]
+
+
+def _gpu_block() -> str:
+    checks = gpu_results()
+    if not checks:
+        return ("(no GPU results committed yet: `make gpu-check` on a machine with an NVIDIA GPU writes "
+                "bench/results/gpu-<name>.json, then `python -m bench.report`)")
+    return "\n\n".join(render_gpu(c, heading="####") for c in checks)
+
+
 def render_block(name: str, results: dict) -> str:
+    if name == "gpu":
+        return _gpu_block()
     if name == "machine":
         return _machine(results)
     if name == "denoiser_targets":
         return _denoiser_targets(results)
     if name not in SECTIONS:
-        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine', 'denoiser_targets' or one of "
+        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine', 'denoiser_targets', 'gpu' "
+                         f"or one of "
                          f"{', '.join(SECTIONS)}")
     rows = [r for r in results["rows"] if SECTIONS[name](r)]
     return _table(rows) if rows else "(no results for this section in the committed results file)"
