@@ -28,7 +28,6 @@ def _mean_av_align(offset, seeds=(0, 1)):
 
 def test_av_align_is_high_when_synced_and_falls_with_offset():
     pytest.importorskip("cv2", reason="opencv (avfast[media]) computes the optical flow")
-    pytest.importorskip("librosa", reason="librosa (avfast[media]) detects the audio onsets")
     synced = _mean_av_align(0.0)
     assert synced >= 0.9
     assert _mean_av_align(0.05) >= 0.9  # within one 100 ms video frame still counts as a match
@@ -37,7 +36,6 @@ def test_av_align_is_high_when_synced_and_falls_with_offset():
 
 def test_av_align_peaks_sit_on_impact_frames():
     pytest.importorskip("cv2", reason="opencv (avfast[media]) computes the optical flow")
-    pytest.importorskip("librosa", reason="librosa (avfast[media]) detects the audio onsets")
     clip = make_clip(duration=4.0, n_events=4, generator=5)
     result = av_align(clip.video, clip.audio)
     assert result.video_peaks == pytest.approx(clip.event_times)

@@ -1,7 +1,9 @@
 """Evaluation metrics of CMMD (seed 000) and the Sony baseline (seed 002).
 
-Importing this package needs only numpy and torch; librosa / opencv are imported when a metric that
-needs them runs (install with `pip install "avfast[media]"`).  CLI: `python -m avfast.metrics --help`.
+Importing this package needs only numpy and torch; opencv (AV-Align's optical flow) and librosa (the
+beat tracker) are imported when a metric that needs them runs (install with `pip install "avfast[media]"`).
+AV-Align's audio onsets are librosa's detector re-done in numpy (onsets.py), so they need neither
+librosa nor its numba JIT.  CLI: `python -m avfast.metrics --help`.
 """
 from .av_align import AVAlignResult, audio_onsets, av_align, av_align_from_events, video_peaks
 from .beats import BeatResult, beat_hit_rate, beat_times, hit_rate

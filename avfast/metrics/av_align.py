@@ -1,8 +1,9 @@
 """AV-Align (Yariv et al. 2023) in the precision/recall IoU form of seed 002, Appendix A.4 (Eq. 14-15).
 
-A = audio onsets (librosa onset detection), V = video peaks (local maxima of the mean Farnebäck
-optical-flow magnitude between consecutive frames).  An onset a "is in" V when some peak lies within
-one video frame of it (|a - v| < 1/fps, strict as in the official code), and vice versa.
+A = audio onsets (librosa's onset detector, re-done in numpy in onsets.py: no numba JIT), V = video
+peaks (local maxima of the mean Farnebäck optical-flow magnitude between consecutive frames).  An
+onset a "is in" V when some peak lies within one video frame of it (|a - v| < 1/fps, strict as in
+the official code), and vice versa.
 
     p = |{a in A : a in V}| / |A|,  r = |{v in V : v in A}| / |V|,  AV-Align = p r / (p + r - p r)
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data._deps import require
+from .onsets import frames_to_time, onset_detect, onset_strength
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -79,16 +81,15 @@ def video_peaks(video: ArrayLike, fps: float, threshold: float = 0.1) -> List[fl
 
 
 def audio_onsets(audio: ArrayLike, sample_rate: int, hop_length: int = 128) -> List[float]:
-    """Onset times (s) from librosa's spectral-flux onset detector (hop 8 ms at 16 kHz)."""
-    librosa = require("librosa", "audio onset detection for AV-Align")
+    """Onset times (s): librosa's spectral-flux onset detector (hop 8 ms at 16 kHz), re-done in
+    numpy by .onsets so that no numba JIT runs (tests hold the times equal to librosa's)."""
     y = _to_numpy(audio).astype(np.float32)
     if y.ndim != 1:
         raise ValueError(f"audio: expected a mono waveform [N], got shape {y.shape}")
     # Reflect padding: librosa's default zero padding makes a silence->sound step at t=0 that is
     # detected as a spurious onset ~70 ms into every clip.
-    env = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop_length, pad_mode="reflect")
-    frames = librosa.onset.onset_detect(onset_envelope=env, sr=sample_rate, hop_length=hop_length)
-    return [float(t) for t in librosa.frames_to_time(frames, sr=sample_rate, hop_length=hop_length)]
+    env = onset_strength(y, sample_rate, hop_length, pad_mode="reflect")
+    return frames_to_time(onset_detect(env, sample_rate, hop_length), sample_rate, hop_length)
 
 
 def _matched(points: Sequence[float], others: Sequence[float], tol: float) -> int:
