@@ -8,46 +8,16 @@ anything is copied into it: a model is either loaded whole or not at all.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .._io import atomic_write_bytes, load_state_file, state_dict_bytes  # noqa: F401 (re-exported)
 from .._state_dict import state_dict_problems
 from .config import ModelConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model is an ordinary file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def state_dict_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().contiguous().cpu() for k, v in state.items()}, metadata=metadata)
 
 
 def weights_checksum(state: dict[str, torch.Tensor]) -> str:
@@ -68,18 +38,6 @@ def save_pretrained(model: torch.nn.Module, directory, state_dict: dict | None =
     atomic_write_bytes(d / WEIGHTS_NAME, state_dict_bytes(state, {"format": "pt", "avfast": "JointUNet"}))
     atomic_write_bytes(d / CONFIG_NAME, model.config.to_json().encode())
     return d
-
-
-def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: no file at {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"weights: {path} is not a readable safetensors file ({e})") from None
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
