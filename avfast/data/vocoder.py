@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -132,12 +132,41 @@ def _istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> to
     return signal / torch.where(norm > 1e-8, norm, torch.ones_like(norm))
 
 
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def _initial_phase(shape: torch.Size, generator: Generators, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform [0, 1) phases of `shape` [B, F, T], drawn on the CPU (the same phases on any device).
+
+    Why a generator: Griffin-Lim's output depends on its starting phase, so a clip is reproducible
+    (and rows of an evaluation are paired) only when the phase comes from the sample's own seed, not
+    from whatever the global RNG has been through.  One generator draws the whole batch at once; a
+    list of B generators draws row b from generator b, so a row's starting phase does not depend on
+    its batch (its audio then matches a one-row call to float rounding, as batched matmuls round
+    differently; call once per row for bit-equal files).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(f"generator: expected a CPU torch.Generator (phases are drawn on the CPU so "
+                             f"that every device gets the same ones), got one on {generator.device}")
+        return torch.rand(shape, generator=generator, dtype=dtype, device="cpu")
+    if (not isinstance(generator, (list, tuple)) or len(generator) != shape[0]
+            or not all(isinstance(g, torch.Generator) for g in generator)):
+        got = f"{len(generator)} items" if isinstance(generator, (list, tuple)) else type(generator).__name__
+        raise ValueError(f"generator: expected None, a torch.Generator or a list of {shape[0]} of them "
+                         f"(one per batch row), got {got}")
+    return torch.stack([_initial_phase(shape[1:], g, dtype) for g in generator])
+
+
 def griffin_lim(logmel: torch.Tensor, config: Optional[MelConfig] = None, n_iter: int = 64,
-                momentum: float = 0.99, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                momentum: float = 0.99, generator: Generators = None) -> torch.Tensor:
     """Log10-mel [n_mels, T] or [B, n_mels, T] -> waveform [N] or [B, N] with N = T * hop.
 
     The linear magnitude is recovered by least squares through the mel filterbank (clamped >= 0),
-    then phase by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99 like torchaudio).
+    then phase by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99 like torchaudio).  The
+    starting phase comes from `generator` (a CPU torch.Generator, or one per batch row); with None
+    it comes from the global RNG.  With a generator the output is deterministic and the global RNG
+    is left untouched.
     """
     config = config or MelConfig()
     if logmel.dim() not in (2, 3) or logmel.shape[-2] != config.n_mels:
@@ -156,7 +185,7 @@ def griffin_lim(logmel: torch.Tensor, config: Optional[MelConfig] = None, n_iter
     pad = (c.n_fft - c.hop_length) // 2
     frames = mag.shape[-1]
     window = melspec.window.to(dtype)
-    phase = torch.rand(mag.shape, generator=generator, dtype=dtype, device="cpu").to(mag.device)
+    phase = _initial_phase(mag.shape, generator, dtype).to(mag.device)
     angles = torch.polar(torch.ones_like(mag), 2 * torch.pi * phase)
     prev = torch.zeros_like(angles)
     for _ in range(n_iter):
@@ -196,10 +225,15 @@ class Vocoder(nn.Module):
             self.method = "griffin-lim"
 
     @torch.no_grad()
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        """[n_mels, T] or [B, n_mels, T] -> [N] or [B, N], N = T * hop."""
+    def forward(self, logmel: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """[n_mels, T] or [B, n_mels, T] -> [N] or [B, N], N = T * hop.
+
+        `generator` seeds Griffin-Lim's starting phase: pass torch.Generator().manual_seed(seed) with
+        the sample's seed (or one generator per batch row) for the same audio every run; MelGAN is
+        deterministic and ignores it.  None draws from the global RNG, as before.
+        """
         if self.generator is None:
-            return griffin_lim(logmel, self.config, n_iter=self.griffin_lim_iters)
+            return griffin_lim(logmel, self.config, n_iter=self.griffin_lim_iters, generator=generator)
         squeeze = logmel.dim() == 2
         x = logmel.unsqueeze(0) if squeeze else logmel
         wav = self.generator(x.to(next(self.generator.parameters()).dtype)).squeeze(1)
