@@ -12,16 +12,20 @@ from .backends import available as available_backends
 from . import ops  # registers the torch.library custom ops (torch.ops.avfast.*)
 
 __all__ = ["__version__", "BACKENDS", "BackendUnavailableError", "available_backends", "backend", "decomposed", "ops",
-           "nn", "train", "data", "metrics"]
+           "nn", "train", "data", "metrics", "Pipeline", "Clip"]
 
 # Imported on first use (`avfast.nn.EasyFusion`, `avfast.train.make_negatives`, ...), so that
 # `import avfast` stays light and optional media packages are never imported eagerly.
-_LAZY_SUBMODULES = ("nn", "train", "data", "metrics", "sample", "diffusion")
+_LAZY_SUBMODULES = ("nn", "train", "data", "metrics", "sample", "diffusion", "pipeline", "models", "runtime")
+# `avfast.Pipeline` (avfast/pipeline.py): a model folder in, clips with sound out.
+_LAZY_NAMES = {"Pipeline": "pipeline", "Clip": "pipeline"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY_SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'avfast' has no attribute {name!r}")

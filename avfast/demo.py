@@ -1,12 +1,13 @@
 """`python -m avfast.demo`: the package's main job on its embedded default model, in about a minute on a CPU.
 
-Three clips from the trained `tiny` default (`avfast.models.default()`):
+Three clips from the package's trained default model (`avfast.Pipeline.from_pretrained("default")`):
   v2a    sound for the bundled synthetic clip (avfast/assets/demo_clip.mp4)
   a2v    video for the bundled sound (avfast/assets/demo_sound.wav)
   joint  video and sound together from noise
 Each is written as an mp4 with sound, scored with AV-Align (seed 002's IoU form; the bundled clip's own
 score is printed as the ceiling), and drawn in one figure that lines up the audio onsets with the
-visual motion. Prints ms per function evaluation and seconds per clip.
+visual motion. Prints ms per function evaluation and seconds per clip. The same seed and settings
+write the same bytes (sampler noise and Griffin-Lim phase both come from the seed).
 
 The bundled files were made by `make_assets()` from held-out synthetic clips (seed 1: the default
 model was trained on seed 0's clips only).
@@ -14,19 +15,21 @@ model was trained on seed 0's clips only).
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ._cli import CliError, guarded, program
 from ._figures import save_figure
 
+PROG = "python -m avfast.demo"
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
 DEMO_SOUND = ASSETS / "demo_sound.wav"
+# What the demo imports on its way: video I/O (av), the bundled sound (soundfile), AV-Align's optical
+# flow (cv2) and the figure (matplotlib). Checked before any work, so a missing one costs one line.
+NEEDS = ("av", "soundfile", "cv2", "matplotlib")
 
 
 @dataclass
@@ -41,15 +44,6 @@ class DemoClip:
     onsets: list | None = None
     peaks: list | None = None
     flow: list | None = None
-
-
-class _Counted:
-    def __init__(self, model):
-        self.model, self.calls, self.config = model, 0, model.config
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.model(*args, **kwargs)
 
 
 def make_assets(directory: Path = ASSETS) -> None:
@@ -115,52 +109,34 @@ def _figure(clips: list[DemoClip], reference: DemoClip, path: Path, fps: float, 
 
 def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str = "dpmpp2m", seed: int = 0,
         condition_mode: str = "clean", progress: bool = True) -> list[DemoClip]:
-    from . import models
-    from .data import Vocoder, load_audio, read_video, write_video
-    from .data.mel import MelConfig
-    from .diffusion.sampling import sample
-    from .models import codec
+    from ._deps import check_installed
+    from .pipeline import Pipeline
 
-    model = models.default() if checkpoint is None else models.from_pretrained(checkpoint)
-    cfg = model.config
-    if cfg.video_space != "pixels":
-        raise ValueError("the demo decodes pixel-space models only (the default `tiny` is one); for latent models "
-                         "use `python -m avfast.sample --autoencoder DIR`")
-    fps, sr = cfg.fps, cfg.sample_rate
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vocoder = Vocoder(None, MelConfig(sample_rate=sr, n_mels=cfg.mel_bins))
+    check_installed(NEEDS, PROG)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out: {str(out)!r} is a file; give a folder")
+    pipe = Pipeline.from_pretrained(checkpoint or "default", progress=progress)
+    fps, sr = pipe.config.fps, pipe.config.sample_rate
     out.mkdir(parents=True, exist_ok=True)
-    n_samples = cfg.audio_length * MelConfig().hop_length
 
-    given = read_video(DEMO_CLIP, fps=fps, size=cfg.height, sample_rate=sr, max_frames=cfg.frames)
-    ref_pixels, ref_wave = given.video[:, : cfg.frames], given.audio[:n_samples]
-    sound = load_audio(DEMO_SOUND, sample_rate=sr)[:n_samples]
-
-    jobs = [("v2a", codec.video_to_model(ref_pixels[None], cfg)),
-            ("a2v", codec.audio_to_model(sound[None], cfg)[..., : cfg.audio_length]),
-            ("joint", None)]
+    ref_pixels, ref_wave = pipe.read_video(DEMO_CLIP), pipe.read_audio(DEMO_CLIP)
+    sound = pipe.read_audio(DEMO_SOUND)
+    jobs = [("v2a", {"video": ref_pixels, "condition_mode": condition_mode}),
+            ("a2v", {"audio": sound, "condition_mode": condition_mode}),
+            ("joint", {})]
     clips = []
-    for task, condition in jobs:
-        counted = _Counted(model)
-        start = time.perf_counter()
-        video, audio = sample(counted, task=task, condition=condition, steps=steps, sampler=sampler, seed=seed,
-                              condition_mode=condition_mode if task != "joint" else "replace", progress=progress)
-        seconds = time.perf_counter() - start
-        with torch.no_grad():
-            pixels = ref_pixels if task == "v2a" else codec.video_from_model(video, cfg)[0]
-            wave = sound if task == "a2v" else vocoder(codec.audio_from_model(audio, cfg))[0].clamp(-1, 1)
-        path = out / f"{task}.mp4"
-        write_video(path, pixels.float(), fps=fps, audio=wave.float(), sample_rate=sr)
-        clip = DemoClip(task, path, pixels.float(), wave.float(), seconds, counted.calls)
+    for task, inputs in jobs:
+        made = pipe(task, **inputs, steps=steps, sampler=sampler, seed=seed, progress=progress)
+        path = made.save(out / f"{task}.mp4")
+        clip = DemoClip(task, path, made.pixels[0], made.waveform[0], made.seconds, made.calls)
         _score(clip, fps, sr)
         clips.append(clip)
-    reference = DemoClip("reference", DEMO_CLIP, ref_pixels.float(), ref_wave.float(), 0.0, 0)
+    reference = DemoClip("reference", DEMO_CLIP, ref_pixels[0], ref_wave[0], 0.0, 0)
     _score(reference, fps, sr)
     figure = out / "demo.png"
     _figure(clips, reference, figure, fps, sr)
 
-    print(f"\nmodel: {'default tiny' if checkpoint is None else checkpoint} ({model.num_parameters / 1e6:.2f} M "
+    print(f"\nmodel: {'default' if checkpoint is None else checkpoint} ({pipe.model.num_parameters / 1e6:.2f} M "
           f"parameters), {sampler} {steps} steps, audio decoded by Griffin-Lim (no MelGAN weights ship)")
     print(f"{'task':<7} {'file':<28} {'AV-Align':>8} {'s/clip':>7} {'ms/FE':>7}")
     for c in clips:
@@ -171,8 +147,7 @@ def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avfast.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     ap.add_argument("--checkpoint", help="a model folder instead of the embedded default")
     ap.add_argument("--steps", type=int, default=25)
@@ -182,19 +157,13 @@ def main(argv=None) -> int:
                     help="how v2a/a2v give the model its condition (the default model was trained for 'clean')")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    from .models import DefaultModelUnavailable
 
-    try:
+    def work() -> None:
         run(Path(args.out), args.checkpoint, args.steps, args.sampler, args.seed, args.condition_mode,
             not args.no_progress)
-    except (DefaultModelUnavailable, FileNotFoundError, ValueError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return guarded(PROG, work)
 
 
 if __name__ == "__main__":
-    from avfast.heap import keep_large_allocations_on_the_heap
-
-    keep_large_allocations_on_the_heap()  # a program, not a library call: see avfast/heap.py
-    sys.exit(main())
+    program(main)

@@ -1,113 +1,45 @@
-"""`avfast.sample(model, ...)` and the command line `python -m avfast.sample`.
+"""`python -m avfast.sample`: generate mp4 files with sound from the command line (a thin user of `avfast.Pipeline`).
 
-    video, audio = avfast.sample(model, task="v2a", condition=latents, steps=50, sampler="dpmpp2m")
-    python -m avfast.sample --checkpoint DIR --task v2a --input clip.mp4 --steps 50 --sampler dpmpp2m --out OUT/
+    python -m avfast.sample --task v2a --input clip.mp4 --steps 50 --sampler dpmpp2m --out OUT/
+    python -m avfast.sample --checkpoint DIR --task joint --batch 4 --runtime openvino --precision bf16
 
-This module is both: it is made callable (`avfast.sample(...)` calls `sample`), and
-`from avfast.sample import sample` gives the function itself. The sampler lives in
-`avfast.diffusion.sampling`; this file adds the command line: it loads a checkpoint (or the
-package's default model), turns `--input` into the condition in model space, decodes the result
-(autoencoder for latent models, MelGAN with `--vocoder` or a labelled Griffin-Lim fallback) and
-writes one mp4 with sound per clip.
+It parses the arguments, builds `avfast.Pipeline.from_pretrained(--checkpoint or the package's default)`,
+calls it once and writes one mp4 with sound per clip, then prints ms per function evaluation.
+
+The sampler itself is `avfast.diffusion.sample(denoiser, ...)`, a plain function. This module used to be
+callable as `avfast.sample(...)`; it is not any more (a module named like a function hid which was which).
+`from avfast.sample import sample` still gives the function, with a DeprecationWarning, for one release.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-import types
-from collections.abc import Callable
+import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .diffusion.sampling import CONDITION_MODES, TASKS, sample
+from ._cli import CliError, guarded, program
+from ._precision import PRECISIONS
+from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
 from .diffusion.timesteps import SPACINGS
 
-__all__ = ["RUNTIMES", "main", "sample"]
+__all__ = ["PROG", "RUNTIMES", "build_parser", "main", "run"]
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
-class CliError(Exception):
-    """A user-facing problem: printed as one line, exit status 2."""
+PROG = "python -m avfast.sample"
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+def _runtimes() -> tuple[str, ...]:
+    from .pipeline import RUNTIMES as names
+
+    return names
 
 
-class Autocast:
-    """A PyTorch denoiser under `torch.autocast(dtype)`, handing fp32 back: the sampler keeps its state in
-    fp32 and only the network runs in 16 bits (autograd still works, so reconstruction guidance does)."""
-
-    def __init__(self, denoiser: Any, dtype: torch.dtype) -> None:
-        self.denoiser, self.dtype = denoiser, dtype
-        self.supports_grad = getattr(denoiser, "supports_grad", True)
-
-    def __call__(self, v_t, a_t, t_v, t_a, labels=None):
-        kwargs = {} if labels is None else {"labels": labels}
-        with torch.autocast(v_t.device.type, dtype=self.dtype):
-            out = self.denoiser(v_t, a_t, t_v, t_a, **kwargs)
-        return tuple(o.float() for o in out)
-
-
-def _in_precision(denoiser: Any, args: argparse.Namespace) -> Any:
-    dtype = PRECISIONS[args.precision]
-    return denoiser if dtype is None else Autocast(denoiser, dtype)
-
-
-def _torch_runtime(model: torch.nn.Module, args: argparse.Namespace) -> Any:
-    return _in_precision(model, args)
-
-
-# Denoiser backends by --runtime name: each takes the loaded torch model and the parsed arguments
-# and returns a Denoiser (`avfast.diffusion.protocol`). The export issue adds its runtimes here.
-RUNTIMES: dict[str, Callable[[torch.nn.Module, argparse.Namespace], Any]] = {"torch": _torch_runtime}
-
-
-def _avfast_runtime(name: str) -> Callable[[torch.nn.Module, argparse.Namespace], Any]:
-    """An `avfast.runtime` backend; exported ones are exported (and cached) for this batch of denoiser calls."""
-
-    def make(model: torch.nn.Module, args: argparse.Namespace) -> Any:
-        from . import runtime
-
-        cfg_batch = 2 if args.label is not None and any(s != 1.0 for s in args.cfg_scale) else 1  # CFG: one 2B call
-        if name in runtime.TORCH_RUNTIMES:  # PyTorch: autocast around the model
-            return _in_precision(runtime.create(name, model), args)
-        try:  # exported: a graph in that precision (OpenVINO bf16: the fp32 graph on its bf16 kernels)
-            return runtime.create(name, model, batch_size=cfg_batch * args.batch, device=args.device,
-                                  precision=args.precision, progress=not args.no_progress)
-        except runtime.RuntimeUnavailable as e:
-            raise CliError(f"--runtime {name}: {e}") from None
-
-    return make
-
-
-def _register_avfast_runtimes() -> None:
-    from .runtime import NAMES  # light: the runtime packages themselves are imported when one is created
-
-    RUNTIMES.update({name: _avfast_runtime(name) for name in NAMES})
-
-
-_register_avfast_runtimes()
-
-
-class _Counted:
-    """Counts the denoiser evaluations of a run (for ms/FE) and forwards what samplers look at."""
-
-    def __init__(self, denoiser: Any) -> None:
-        self.denoiser, self.calls = denoiser, 0
-        self.supports_grad = getattr(denoiser, "supports_grad", True)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.denoiser(*args, **kwargs)
+RUNTIMES = _runtimes()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m avfast.sample",
+    p = argparse.ArgumentParser(prog=PROG,
                                 description="Generate video with sound (joint), sound for a video (v2a) or video "
                                             "for a sound (a2v) and write mp4 files.")
     p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors); "
@@ -128,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="clips in one batch (seeds seed .. seed+batch-1)")
     p.add_argument("--out", metavar="DIR", default="samples")
     p.add_argument("--vocoder", metavar="WEIGHTS", help="MelGAN .safetensors; default: Griffin-Lim (lower quality)")
-    p.add_argument("--autoencoder", metavar="DIR", help="Stable Diffusion VAE folder, for latent-space models")
+    p.add_argument("--autoencoder", metavar="DIR", help="frame autoencoder of a latent-space model (avfast's frame "
+                   "codec or a Stable Diffusion VAE folder); default: the model folder's autoencoder/")
     p.add_argument("--runtime", default="torch", help=f"denoiser backend: {', '.join(RUNTIMES)}")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="network precision: autocast for the PyTorch runtimes, the export's precision for the "
@@ -138,162 +71,85 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_model(checkpoint: str | None, device: str) -> torch.nn.Module:
-    from . import models
-
-    if checkpoint is None:
-        try:
-            return models.default(device=device).eval()
-        except models.DefaultModelUnavailable:
-            raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR") from None
-    if not Path(checkpoint).is_dir():
-        raise CliError(f"--checkpoint: {checkpoint!r} is not a folder (expected config.json + model.safetensors)")
-    return models.from_pretrained(checkpoint, device=device).eval()
-
-
-def _load_autoencoder(config, path: str | None, device: str):
-    if config.video_space != "latent":
-        return None
-    if path is None:
-        raise CliError("this model generates autoencoder latents; pass --autoencoder DIR (a Stable Diffusion VAE)")
-    from .data import StableDiffusionVAE
-
-    return StableDiffusionVAE.from_pretrained(path).to(device)
-
-
-def _pixel_size(config, autoencoder) -> int:
-    if config.height != config.width:
-        raise CliError(f"the command line reads square frames; this model's are {config.height}x{config.width}")
-    return config.height * (autoencoder.downsample if autoencoder is not None else 1)
-
-
-def _read_condition(args, config, autoencoder, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(condition in model space [1, ...], the same condition as data: pixels [3, F, H, W] or waveform [N])."""
-    from .data import load_audio, read_video
-    from .models import codec
-
-    if args.input is None:
-        raise CliError(f"--task {args.task} needs --input FILE (the {'video' if args.task == 'v2a' else 'sound'} "
-                       f"to condition on)")
-    path = args.input
-    if args.task == "v2a":
-        clip = read_video(path, fps=config.fps, size=_pixel_size(config, autoencoder), sample_rate=config.sample_rate,
-                          max_frames=config.frames)
-        if clip.video.shape[1] < config.frames:
-            raise CliError(f"--input: {path!r} has {clip.video.shape[1]} frames at {config.fps:g} fps; the model "
-                           f"needs {config.frames}")
-        pixels = clip.video.to(device)
-        return codec.video_to_model(pixels[None], config, autoencoder), pixels
-    from .data.mel import MelConfig
-
-    n = config.audio_length * MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins).hop_length
-    if Path(path).suffix.lower() in AUDIO_SUFFIXES:
-        wave = load_audio(path, sample_rate=config.sample_rate, resample=True)
-    else:
-        wave = read_video(path, fps=config.fps, size=None, sample_rate=config.sample_rate).audio
-        if wave is None:
-            raise CliError(f"--input: {path!r} has no audio stream to condition on")
-    if wave.shape[0] < n:
-        raise CliError(f"--input: {path!r} has {wave.shape[0] / config.sample_rate:.2f} s of sound; the model "
-                       f"needs {n / config.sample_rate:.2f} s")
-    wave = wave[:n].to(device)
-    return codec.audio_to_model(wave[None], config)[..., :config.audio_length], wave
-
-
-def _vocoder(args, config):
-    import warnings
-
-    from .data import Vocoder
-    from .data.mel import MelConfig
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the fallback is labelled in our own output instead
-        return Vocoder(args.vocoder, MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins))
-
-
-def run(args: argparse.Namespace) -> list[Path]:
-    from .data import write_video
-    from .models import codec
-
+def _check(args: argparse.Namespace) -> None:
+    """Everything that can be refused before a model is loaded."""
     if args.runtime not in RUNTIMES:
         raise CliError(f"--runtime: {args.runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     if args.task == "joint" and args.input is not None:
         raise CliError("--input is a condition for --task v2a or a2v; --task joint takes none")
-    model = _load_model(args.checkpoint, args.device)
-    config = model.config
-    autoencoder = _load_autoencoder(config, args.autoencoder, args.device)
-    condition = data = None
-    if args.task != "joint":
-        condition, data = _read_condition(args, config, autoencoder, args.device)
-    vocoder = _vocoder(args, config)  # before sampling: a bad --vocoder fails fast
-    denoiser = _Counted(RUNTIMES[args.runtime](model, args))
-    cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
-    param = next(model.parameters())
-
-    if param.is_cuda:
-        torch.cuda.synchronize(param.device)
-    start = time.perf_counter()
-    video, audio = sample(denoiser, task=args.task, condition=condition, steps=args.steps, sampler=args.sampler,
-                          seed=args.seed, batch_size=args.batch, eta=args.eta, spacing=args.spacing,
-                          guidance=args.guidance, condition_mode=args.condition_mode, gamma=args.gamma,
-                          cfg_scale=cfg, labels=args.label, video_shape=config.video_shape,
-                          audio_shape=config.audio_shape, progress=not args.no_progress, device=param.device,
-                          dtype=param.dtype)
-    if param.is_cuda:
-        torch.cuda.synchronize(param.device)
-    seconds = time.perf_counter() - start
-
-    with torch.no_grad():
-        pixels = data.expand(args.batch, *data.shape) if args.task == "v2a" else codec.video_from_model(video, config,
-                                                                                                      autoencoder)
-        waves = (data.expand(args.batch, *data.shape) if args.task == "a2v"
-                 else vocoder(codec.audio_from_model(audio, config)))
+    if args.task != "joint" and args.input is None:
+        raise CliError(f"--task {args.task} needs --input FILE (the {'video' if args.task == 'v2a' else 'sound'} "
+                       f"to condition on)")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
+        raise CliError(f"--checkpoint: {args.checkpoint!r} is not a folder (expected config.json + model.safetensors)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out: {args.out!r} is a file; give a folder for the mp4 files")
+    from ._deps import check_installed
+
+    check_installed(["av"], f"{PROG} (writing mp4 files)")
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    from . import models
+    from .pipeline import Pipeline
+
+    _check(args)
+    try:
+        pipe = Pipeline.from_pretrained(args.checkpoint or "default", device=args.device, runtime=args.runtime,
+                                        precision=args.precision, autoencoder=args.autoencoder,
+                                        vocoder=args.vocoder, progress=not args.no_progress)
+    except models.DefaultModelUnavailable:
+        raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before sampling: an unwritable --out fails fast
+    cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
+    condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
+    clips = pipe(args.task, **condition, steps=args.steps, sampler=args.sampler, seed=args.seed, batch=args.batch,
+                 eta=args.eta, spacing=args.spacing, guidance=args.guidance, condition_mode=args.condition_mode,
+                 gamma=args.gamma, cfg=cfg, labels=args.label)
     written = []
-    for i in range(args.batch):
-        path = out / f"{args.task}_seed{args.seed + i}.mp4"
-        write_video(path, pixels[i].float().cpu(), fps=config.fps, audio=waves[i].float().cpu().clamp(-1, 1),
-                    sample_rate=config.sample_rate)
-        written.append(path)
-        print(f"wrote {path}")
+    for clip in clips:
+        written.append(clip.save(out / f"{args.task}_seed{clip.seeds[0]}.mp4"))
+        print(f"wrote {written[-1]}")
     audio_source = ("the input sound" if args.task == "a2v" else
-                    f"MelGAN vocoder ({args.vocoder})" if not vocoder.is_fallback else
+                    f"MelGAN vocoder ({args.vocoder})" if not pipe.vocoder.is_fallback else
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")
     print(f"audio: {audio_source}")
-    print(f"{args.task}, {args.sampler}, {args.steps} steps, runtime {args.runtime} on {param.device}: "
-          f"{denoiser.calls} denoiser calls in {seconds:.2f} s = {1000 * seconds / denoiser.calls:.1f} ms/FE "
-          f"(sampling loop included), {seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding excluded)")
+    print(f"{args.task}, {args.sampler}, {args.steps} steps, runtime {args.runtime} on {pipe.device}: "
+          f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
+          f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "
+          f"excluded)")
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    args = build_parser().parse_args(argv)
+
+    def work() -> None:
         run(args)
-    except (CliError, ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return guarded(PROG, work)
 
 
-class _CallableModule(types.ModuleType):
-    """`avfast.sample(...)` calls `sample(...)` although `avfast.sample` is this module."""
+def __getattr__(name: str):
+    """One release of `from avfast.sample import sample` / `Autocast` (moved to their layers)."""
+    moved = {"sample": ("avfast.diffusion.sample", "diffusion.sampling", "sample"),
+             "Autocast": ("avfast._precision.Autocast", "_precision", "Autocast")}
+    if name in moved:
+        new, module, attr = moved[name]
+        warnings.warn(f"avfast.sample.{name} is deprecated and will be removed in the next release; use {new}",
+                      DeprecationWarning, stacklevel=2)
+        import importlib
 
-    def __call__(self, *args, **kwargs):
-        return sample(*args, **kwargs)
+        return getattr(importlib.import_module(f"avfast.{module}"), attr)
+    raise AttributeError(f"module 'avfast.sample' has no attribute {name!r}")
 
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
-    from avfast.heap import keep_large_allocations_on_the_heap
-
-    keep_large_allocations_on_the_heap()  # a program, not a library call: see avfast/heap.py
-    # Run the imported `avfast.sample`, not this __main__ copy, so runtimes registered in its RUNTIMES count.
+    # Run the imported `avfast.sample`, not this __main__ copy (no runpy double-import warning).
     from avfast.sample import main as _main
 
-    sys.exit(_main())
+    program(_main)

@@ -47,3 +47,35 @@ def test_demo_cli_without_a_model_is_one_clear_line(tmp_path, monkeypatch, capsy
     assert demo.main(["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no trained default model" in err[0]
+
+
+def test_demo_without_matplotlib_says_so_in_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    out = tmp_path / "o"
+    assert demo.main(["--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "'matplotlib'" in err[0] and 'pip install "avfast[media]"' in err[0], captured.err
+    assert "Traceback" not in captured.err and not out.exists()  # refused before loading or writing anything
+
+
+def test_two_demo_runs_in_two_processes_write_the_same_bytes(tmp_path, small_checkpoint):
+    """Issue 21 item 4: the sampler's noise and Griffin-Lim's phase both come from the seed, so the same
+    seed and settings give byte-equal mp4 files (and figure) on the same machine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    outs = [tmp_path / "first", tmp_path / "second"]
+    for out in outs:
+        proc = subprocess.run([sys.executable, "-m", "avfast.demo", "--checkpoint", str(small_checkpoint), "--steps",
+                               "2", "--out", str(out), "--no-progress"], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == ["a2v.mp4", "demo.png", "joint.mp4", "v2a.mp4"] == sorted(p.name for p in outs[1].iterdir())
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name

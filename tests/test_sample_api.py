@@ -1,4 +1,5 @@
-"""`avfast.sample`: the callable module, shapes from a model's config, the real U-Net, and every bad input."""
+"""`avfast.diffusion.sample`: the plain sampler function (no longer a callable module), shapes from a model's
+config, the real U-Net, and every bad input."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import avfast
+from avfast.diffusion import sample
 from test_diffusion_analytic import independent_gaussian, one_thread  # noqa: F401
 
 VS, AS = (1, 2, 2, 2), (2, 3)
@@ -24,16 +26,17 @@ class WithConfig:
         return self.inner(v_t, a_t, t_v, t_a)
 
 
-def test_module_is_callable_and_exports_the_function():
-    from avfast.diffusion import sample as diffusion_sample
-    from avfast.sample import sample as function
+def test_sampler_is_a_plain_function_and_the_module_is_not_callable():
+    from avfast.diffusion.sampling import sample as function
 
-    assert callable(avfast.sample) and function is diffusion_sample and callable(function)
+    assert function is sample and callable(sample) and not callable(avfast.sample)  # avfast.sample: the CLI module
+    with pytest.warns(DeprecationWarning, match=re.escape("use avfast.diffusion.sample")):
+        from avfast.sample import sample as deprecated  # one release of the old import
+    assert deprecated is sample
     model = WithConfig()
-    out_module = avfast.sample(model, steps=5, seed=3, progress=False)
-    out_function = function(model, steps=5, seed=3, progress=False)
-    assert all(torch.equal(x, y) for x, y in zip(out_module, out_function))
-    assert out_module[0].shape == (1, *VS) and out_module[1].shape == (1, *AS)  # shapes from .config
+    out = sample(model, steps=5, seed=3, progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(out, function(model, steps=5, seed=3, progress=False)))
+    assert out[0].shape == (1, *VS) and out[1].shape == (1, *AS)  # shapes from .config
 
 
 class AnyShape(WithConfig):
@@ -43,10 +46,10 @@ class AnyShape(WithConfig):
 
 def test_explicit_shapes_override_the_config_and_dtype_follows_noise():
     model = AnyShape()
-    v, a = avfast.sample(model, steps=3, video_shape=(1, 4, 2, 2), audio_shape=(2, 5), batch_size=2, progress=False)
+    v, a = sample(model, steps=3, video_shape=(1, 4, 2, 2), audio_shape=(2, 5), batch_size=2, progress=False)
     assert v.shape == (2, 1, 4, 2, 2) and a.shape == (2, 2, 5)
     noise = (torch.randn(3, *VS, dtype=torch.float64), torch.randn(3, *AS, dtype=torch.float64))
-    v, a = avfast.sample(model, steps=3, noise=noise, progress=False)
+    v, a = sample(model, steps=3, noise=noise, progress=False)
     assert v.dtype == torch.float64 and v.shape[0] == 3
 
 
@@ -55,20 +58,20 @@ def test_with_the_joint_unet():
 
     torch.manual_seed(0)
     net = models.create("tiny", frames=4, audio_length=16, num_classes=3).eval()
-    v, a = avfast.sample(net, steps=3, sampler="dpmpp2m", batch_size=2, labels=torch.tensor([0, 2]),
+    v, a = sample(net, steps=3, sampler="dpmpp2m", batch_size=2, labels=torch.tensor([0, 2]),
                          cfg_scale=(2.0, 1.5), gamma=1.5, progress=False)
     assert v.shape == (2, *net.config.video_shape) and a.shape == (2, *net.config.audio_shape)
     assert bool(torch.isfinite(v).all() and torch.isfinite(a).all())
     cond = torch.randn(net.config.video_shape)
-    v2, a2 = avfast.sample(net, task="v2a", condition=cond, steps=2, guidance=0.1, progress=False)
+    v2, a2 = sample(net, task="v2a", condition=cond, steps=2, guidance=0.1, progress=False)
     assert torch.equal(v2[0], cond) and bool(torch.isfinite(a2).all())
 
 
 def test_progress_bar_is_shown(capsys):
-    avfast.sample(WithConfig(), steps=4, progress=True)
+    sample(WithConfig(), steps=4, progress=True)
     err = capsys.readouterr().err
     assert "ddim joint" in err and "/4" in err
-    avfast.sample(WithConfig(), steps=4, progress=False)
+    sample(WithConfig(), steps=4, progress=False)
     assert capsys.readouterr().err == ""
 
 
@@ -119,20 +122,20 @@ BAD = [
 @pytest.mark.parametrize("kwargs,error,message", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_bad_input_is_named(kwargs, error, message):
     with pytest.raises(error, match=re.escape(message)):
-        avfast.sample(WithConfig(num_classes=4), progress=False, **kwargs)
+        sample(WithConfig(num_classes=4), progress=False, **kwargs)
 
 
 def test_bad_models():
     with pytest.raises(ValueError, match=re.escape("`video_shape` is required: the model has no `.config.video_shape`")):
-        avfast.sample(lambda v, a, tv, ta: (v, a), progress=False)
+        sample(lambda v, a, tv, ta: (v, a), progress=False)
     with pytest.raises(TypeError, match="`model` must be a callable denoiser"):
-        avfast.sample("model.safetensors", progress=False)
+        sample("model.safetensors", progress=False)
     with pytest.raises(ValueError, match="supports_grad = False"):
-        avfast.sample(NoGrad(), task="a2v", condition=torch.zeros(AS), guidance=1.0, progress=False)
+        sample(NoGrad(), task="a2v", condition=torch.zeros(AS), guidance=1.0, progress=False)
     with pytest.raises(ValueError, match=re.escape("the denoiser returned shapes [1, 1, 1, 2, 2]")):
-        avfast.sample(WrongShape(), steps=2, progress=False)
+        sample(WrongShape(), steps=2, progress=False)
     with pytest.raises(ValueError, match=re.escape("no label conditioning (config.num_classes = 0)")):
-        avfast.sample(WithConfig(num_classes=0), labels=1, progress=False)
+        sample(WithConfig(num_classes=0), labels=1, progress=False)
 
 
 class HalfModel(torch.nn.Module):
@@ -153,8 +156,8 @@ class HalfModel(torch.nn.Module):
 
 def test_half_precision_model_keeps_a_float32_state():
     model = HalfModel()
-    v, a = avfast.sample(model, steps=50, batch_size=8, progress=False)
+    v, a = sample(model, steps=50, batch_size=8, progress=False)
     assert v.dtype == a.dtype == torch.bfloat16 and model.input_dtypes == {torch.bfloat16}
-    v32, a32 = avfast.sample(model.inner, steps=50, batch_size=8, video_shape=VS, audio_shape=AS, progress=False)
+    v32, a32 = sample(model.inner, steps=50, batch_size=8, video_shape=VS, audio_shape=AS, progress=False)
     # bf16 keeps 8 bits of mantissa: each prediction is off by ~0.4 %, the state itself is not rounded
     assert float((v.float() - v32).abs().max()) < 0.02 and float((a.float() - a32).abs().max()) < 0.02  # measured 0.008

@@ -120,7 +120,7 @@ def test_runs_as_python_dash_m():
 
 def test_precision_bf16_runs_the_network_under_autocast(checkpoint, tmp_path, capsys):
     from avfast.export import randomize_zero_layers_
-    from avfast.sample import Autocast
+    from avfast._precision import Autocast
 
     model = randomize_zero_layers_(models.from_pretrained(checkpoint), seed=0)  # zero-init outputs would be 0
     v, a = torch.randn(1, 3, FRAMES, 32, 32), torch.randn(1, 80, AUDIO_LENGTH)

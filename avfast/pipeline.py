@@ -1,0 +1,436 @@
+"""`avfast.Pipeline`: a model folder in, clips with sound out. Encode → sample → decode, written once.
+
+    pipe = avfast.Pipeline.from_pretrained("default")                 # or a folder; device=, runtime=, precision=
+    clip = pipe(task="v2a", video="clip.mp4", steps=25, seed=0)       # sound for a video
+    clip.save("out.mp4"); clip.av_align().score
+    clips = pipe(task="joint", batch=4, seed=0)                        # clip i from seed 0 + i
+    for i, c in enumerate(clips): c.save(f"joint_{i}.mp4")
+
+A pipeline holds the denoiser (the model on any runtime of `avfast.runtime`, in any precision), the video
+codec (pixels, or a frame autoencoder for latent models: a model folder's `autoencoder/` subfolder), the
+mel codec and the vocoder (MelGAN weights, or the Griffin-Lim fallback). A call takes the task, the
+condition as a file or a tensor, and the sampler's settings, and returns a `Clip`: pixels, waveform, fps
+and sample rate, with `save(path)` (mp4 with sound) and `av_align()`.
+
+Inputs and outputs are data, not model space: video [3, F, H, W] or [B, 3, F, H, W] in [-1, 1] at the
+model's frame size, audio [N] or [B, N] in [-1, 1] at its sample rate (longer inputs are cut to the
+model's length). `encode_video`, `encode_audio`, `decode_video` and `decode_audio` are the codecs on
+their own, for callers that hold model-space tensors.
+
+Determinism: clip i of a call draws its sampler noise from `seed + i` (`avfast.diffusion.sample`) and
+its Griffin-Lim starting phase from a generator seeded `seed + i`, so the same seed and settings give
+the same clips, whatever the batch and `max_batch` chunking around them.
+
+The sampler is `avfast.diffusion.sample`, a plain function over any denoiser; the pipeline adds files,
+codecs, runtimes and batching around it, not sampling logic.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import runtime as _runtime
+from ._precision import check_precision, in_precision
+from .data.mel import MelConfig
+from .data.vocoder import Vocoder
+from .diffusion.protocol import supports_grad
+from .diffusion.sampling import TASKS
+from .diffusion.sampling import sample as _sample
+from .models import codec
+
+__all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "make_vocoder"]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# "torch": the model as loaded (with autocast for bf16/fp16); the others are avfast.runtime's.
+RUNTIMES = ("torch",) + _runtime.NAMES
+
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------------- the clip
+@dataclass
+class Clip:
+    """One or more generated clips: pixels [B, 3, F, H, W] in [-1, 1], waveform [B, N] in [-1, 1] (CPU, fp32).
+
+    `clip[i]` and iteration give single clips; `save` and `av_align` work on a single clip.
+    `calls` and `seconds` are the denoiser evaluations and the sampling time of the call that made it
+    (decoding excluded); `seeds` the seed of each clip.
+    """
+
+    pixels: torch.Tensor
+    waveform: torch.Tensor
+    fps: float
+    sample_rate: int
+    task: str = "joint"
+    seeds: tuple[int, ...] = ()
+    calls: int = 0
+    seconds: float = 0.0
+    audio_source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pixels.dim() != 5 or self.waveform.dim() != 2 or self.pixels.shape[0] != self.waveform.shape[0]:
+            raise ValueError(f"Clip: expected pixels [B, 3, F, H, W] and waveform [B, N], got "
+                             f"{list(self.pixels.shape)} and {list(self.waveform.shape)}")
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, index: int | slice) -> Clip:
+        keep = slice(index, index + 1 if index != -1 else None) if isinstance(index, int) else index
+        if isinstance(index, int) and not -len(self) <= index < len(self):
+            raise IndexError(f"clip index {index} out of range for {len(self)} clips")
+        return replace(self, pixels=self.pixels[keep], waveform=self.waveform[keep], seeds=self.seeds[keep])
+
+    def __iter__(self) -> Iterator[Clip]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def duration(self) -> float:
+        return self.pixels.shape[2] / self.fps
+
+    def _single(self, what: str) -> None:
+        if len(self) != 1:
+            raise ValueError(f"Clip.{what}: this holds {len(self)} clips; call it on one (clip[i], or iterate)")
+
+    def save(self, path: PathLike) -> Path:
+        """Writes the clip as an mp4 (H.264) with its sound (AAC); the file appears whole or not at all."""
+        from .data.video import write_video
+
+        self._single("save")
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"Clip.save: {str(path)!r} is a folder; give a file name ending in .mp4")
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+        try:
+            write_video(tmp, self.pixels[0], fps=self.fps, audio=self.waveform[0], sample_rate=self.sample_rate)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    def av_align(self):
+        """AV-Align of the clip (`avfast.metrics.av_align`): audio onsets against visual motion peaks."""
+        from .metrics import av_align
+
+        self._single("av_align")
+        return av_align(self.pixels[0], self.waveform[0], fps=self.fps, sample_rate=self.sample_rate)
+
+
+# --------------------------------------------------------------------------------- parts
+def make_vocoder(weights: PathLike | None, mel: MelConfig) -> Vocoder:
+    """MelGAN from local .safetensors `weights`, or the Griffin-Lim fallback for None (without its
+    warning: programs say which decoder made the sound in their own output)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Vocoder(None if weights is None else os.fspath(weights), mel)
+
+
+def _load_autoencoder(source: Any, device: torch.device):
+    """A FrameAutoencoder as given, or loaded from a folder: avfast's frame codec (model.safetensors)
+    or a Stable Diffusion VAE (diffusers layout)."""
+    if source is None or isinstance(source, torch.nn.Module):
+        return None if source is None else source.to(device).eval()
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"autoencoder: no folder at {str(folder)!r}")
+    if (folder / "model.safetensors").is_file():  # avfast's frame codec
+        from .data import autoencoder as frame_autoencoders
+
+        load = getattr(frame_autoencoders, "load_autoencoder", None)
+        if load is None:  # while the codec's loader lives beside it only
+            from .data.frame_codec import load_autoencoder as load
+        return load(folder, device=device)
+    from .data.autoencoder import StableDiffusionVAE
+
+    return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
+
+
+class _Counted:
+    """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at."""
+
+    def __init__(self, denoiser: Any, config: Any) -> None:
+        self.denoiser, self.config, self.calls = denoiser, config, 0
+        self.supports_grad = supports_grad(denoiser)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.denoiser(*args, **kwargs)
+
+
+def _batched(x: torch.Tensor, dims: int) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == dims - 1 else x
+
+
+# --------------------------------------------------------------------------------- the pipeline
+class Pipeline:
+    """Denoiser + video codec + mel codec + vocoder; `pipe(task, video=, audio=, ...)` -> `Clip`.
+
+    model: a `JointUNet` (or any module with `.config` and the denoiser call).
+    autoencoder: the frame autoencoder of a latent model (a `FrameAutoencoder`, or a folder); None for
+        pixel models.
+    vocoder: MelGAN `.safetensors` weights, a `Vocoder`, or None (Griffin-Lim).
+    runtime: "torch" (the model itself) or a name of `avfast.runtime.NAMES`; exported runtimes are
+        exported (and cached) on first use for each denoiser batch.
+    precision: "fp32", "bf16" or "fp16": autocast for the PyTorch runtimes, the export's precision for
+        exported ones.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, autoencoder: Any = None, vocoder: Any = None,
+                 runtime: str = "torch", precision: str = "fp32", progress: bool = True) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
+        self.precision = check_precision(precision)
+        config = getattr(model, "config", None)
+        if config is None:
+            raise TypeError(f"Pipeline: the model needs a `.config` (avfast.models.ModelConfig), got "
+                            f"{type(model).__name__}")
+        self.model, self.config, self.runtime, self.progress = model.eval(), config, runtime, progress
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.autoencoder = _load_autoencoder(autoencoder, self.device)
+        if config.video_space == "latent" and self.autoencoder is None:
+            raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
+                             "autoencoder= (a folder, or e.g. avfast.data.StableDiffusionVAE.from_pretrained(PATH))")
+        if config.height != config.width:
+            raise ValueError(f"Pipeline reads square frames; this model's are {config.height}x{config.width}")
+        self.mel = MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins)
+        self.vocoder = vocoder if isinstance(vocoder, Vocoder) else make_vocoder(vocoder, self.mel)
+        self._denoisers: dict[int | None, Any] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: PathLike = "default", *, device: str | torch.device = "cpu",
+                        runtime: str = "torch", precision: str = "fp32", weights: str | None = None,
+                        autoencoder: Any = None, vocoder: Any = None, progress: bool = True) -> Pipeline:
+        """The pipeline of a model folder (config.json + model.safetensors, and for a latent model an
+        `autoencoder/` subfolder unless `autoencoder=` is given), or of the package's default model
+        for "default". `weights` picks another weights file of the folder (e.g. "ema.safetensors")."""
+        from . import models
+
+        if runtime not in RUNTIMES:  # before loading anything
+            raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
+        check_precision(precision)
+        if str(path) == "default":
+            folder = models.DEFAULT_DIR
+            if not (folder / "model.safetensors").is_file():
+                raise models.DefaultModelUnavailable(
+                    f"this avfast installation has no trained default model (expected {folder}/model.safetensors); "
+                    f"pass a model folder instead")
+        else:
+            folder = Path(path)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{str(path)!r} is not a folder (expected config.json + model.safetensors)")
+        kwargs = {} if weights is None else {"weights": weights}
+        model = models.from_pretrained(folder, device=device, **kwargs)
+        if autoencoder is None and model.config.video_space == "latent" and (folder / "autoencoder").is_dir():
+            autoencoder = folder / "autoencoder"
+        return cls(model, autoencoder=autoencoder, vocoder=vocoder, runtime=runtime, precision=precision,
+                   progress=progress)
+
+    # ----------------------------------------------------------------------------- sizes
+    @property
+    def frame_size(self) -> int:
+        """Pixel height (= width) of the frames the pipeline reads and writes."""
+        down = self.autoencoder.downsample if self.config.video_space == "latent" else 1
+        return self.config.height * down
+
+    @property
+    def num_samples(self) -> int:
+        """Samples of sound per clip (the model's mel frames times the hop)."""
+        return self.config.audio_length * self.mel.hop_length
+
+    # ----------------------------------------------------------------------------- codecs
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, F, H, W] in [-1, 1] -> model space."""
+        return codec.video_to_model(pixels.to(self.device), self.config, self.autoencoder)
+
+    @torch.no_grad()
+    def decode_video(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> pixels [B, 3, F, H, W] in [-1, 1], CPU fp32."""
+        return codec.video_from_model(x, self.config, self.autoencoder).float().cpu()
+
+    @torch.no_grad()
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, N] in [-1, 1] -> model-space mel [B, mel_bins, audio_length]."""
+        return codec.audio_to_model(waveform.to(self.device).float(), self.config)[..., : self.config.audio_length]
+
+    @torch.no_grad()
+    def decode_audio(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Model-space mel [B, mel_bins, T] -> waveform [B, T * hop] in [-1, 1], CPU fp32. Griffin-Lim's
+        starting phase of clip i comes from a generator seeded `seed + i`."""
+        logmel = codec.audio_from_model(x.float(), self.config)
+        waves = [self.vocoder(logmel[i: i + 1], generator=torch.Generator().manual_seed(seed + i))
+                 for i in range(logmel.shape[0])]
+        return torch.cat(waves).float().clamp(-1, 1).cpu()
+
+    # ----------------------------------------------------------------------------- inputs
+    def read_video(self, source: PathLike | torch.Tensor) -> torch.Tensor:
+        """A file or tensor -> pixels [B, 3, frames, size, size] in [-1, 1] (cut to the model's frames)."""
+        cfg, size = self.config, self.frame_size
+        if isinstance(source, torch.Tensor):
+            pixels = _batched(source, 5)
+            if pixels.dim() != 5 or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (size, size):
+                raise ValueError(f"video: expected pixels [3, F, {size}, {size}] or [B, 3, F, {size}, {size}] in "
+                                 f"[-1, 1], got {list(source.shape)}")
+            what = "the video tensor"
+        else:
+            from .data.video import read_video
+
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"video: {path!r} is a folder, not a video file")
+            clip = read_video(path, fps=cfg.fps, size=size, sample_rate=cfg.sample_rate, max_frames=cfg.frames)
+            pixels, what = clip.video[None], repr(path)
+        if pixels.shape[2] < cfg.frames:
+            raise ValueError(f"video: {what} has {pixels.shape[2]} frames at {cfg.fps:g} fps; the model needs "
+                             f"{cfg.frames}")
+        pixels = pixels[:, :, : cfg.frames].float()
+        if not bool(torch.isfinite(pixels).all()):
+            raise ValueError(f"video: {what} has NaN or infinite values")
+        return pixels
+
+    def read_audio(self, source: PathLike | torch.Tensor) -> torch.Tensor:
+        """A file (wav/flac/ogg, or a video with sound) or tensor -> waveform [B, num_samples] in [-1, 1]."""
+        n, sr = self.num_samples, self.config.sample_rate
+        if isinstance(source, torch.Tensor):
+            wave = _batched(source, 2)
+            if wave.dim() != 2 or not wave.is_floating_point():
+                raise ValueError(f"audio: expected a float waveform [N] or [B, N], got {list(source.shape)} "
+                                 f"{source.dtype}")
+            what = "the audio tensor"
+        else:
+            from .data.video import load_audio, read_video
+
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"audio: {path!r} is a folder, not a sound or video file")
+            what = repr(path)
+            if Path(path).suffix.lower() in AUDIO_SUFFIXES:
+                wave = load_audio(path, sample_rate=sr, resample=True)
+            else:
+                wave = read_video(path, fps=self.config.fps, size=None, sample_rate=sr).audio
+                if wave is None:
+                    raise ValueError(f"audio: {path!r} has no audio stream")
+            wave = wave[None]
+        if wave.shape[1] < n:
+            raise ValueError(f"audio: {what} has {wave.shape[1] / sr:.2f} s of sound; the model needs {n / sr:.2f} s")
+        wave = wave[:, :n].float()
+        if not bool(torch.isfinite(wave).all()):
+            raise ValueError(f"audio: {what} has NaN or infinite samples")
+        return wave
+
+    # ----------------------------------------------------------------------------- the denoiser
+    def denoiser(self, calls_batch: int = 1) -> Any:
+        """The model on this pipeline's runtime and precision; exported runtimes are made (and cached) for
+        a fixed batch of denoiser inputs (`calls_batch`: 2x the clips with classifier-free guidance)."""
+        name = self.runtime
+        key = None if name == "torch" or name in _runtime.TORCH_RUNTIMES else calls_batch
+        if key not in self._denoisers:
+            if name == "torch":
+                made = in_precision(self.model, self.precision)
+            elif name in _runtime.TORCH_RUNTIMES:
+                made = in_precision(_runtime.create(name, self.model), self.precision)
+            else:
+                try:
+                    made = _runtime.create(name, self.model, batch_size=calls_batch, device=self.device,
+                                           precision=self.precision, progress=self.progress)
+                except _runtime.RuntimeUnavailable as e:
+                    raise ValueError(f"runtime {name}: {e}") from None
+            self._denoisers[key] = made
+        return self._denoisers[key]
+
+    # ----------------------------------------------------------------------------- the call
+    def __call__(self, task: str = "joint", video: PathLike | torch.Tensor | None = None,
+                 audio: PathLike | torch.Tensor | None = None, *, steps: int = 25, sampler: str = "dpmpp2m",
+                 seed: int = 0, batch: int | None = None, gamma: float = 1.0, guidance: float = 0.0,
+                 cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
+                 spacing: str = "trailing", condition_mode: str = "replace", max_batch: int | None = None,
+                 progress: bool | None = None) -> Clip:
+        """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
+
+        task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
+            A batched condition [B, ...] gives B clips; an unbatched one is repeated `batch` times.
+        steps, sampler, eta, spacing, gamma, guidance, condition_mode, cfg, labels: as
+            `avfast.diffusion.sample` (cfg = its cfg_scale: one scale, or (video, audio)).
+        seed: clip i uses seed + i. max_batch: at most this many clips per sampler call (memory), with
+            the same result as one call.
+        """
+        if task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+        given = {"video": video, "audio": audio}
+        wanted = {"joint": (), "v2a": ("video",), "a2v": ("audio",)}[task]
+        for name, value in given.items():
+            if name in wanted and value is None:
+                raise ValueError(f"task {task!r} needs {name}= (a file or a tensor) to condition on")
+            if name not in wanted and value is not None:
+                raise ValueError(f"task {task!r} takes no {name}= " +
+                                 ("(it generates both modalities)" if task == "joint" else
+                                  f"(it generates the {name}; the condition is {wanted[0]}=)"))
+        for name, value in (("batch", batch), ("max_batch", max_batch)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+        if guidance and self.runtime in _runtime.EXPORTED_RUNTIMES:
+            raise ValueError(f"`guidance` > 0 (reconstruction guidance) needs gradients through the denoiser, and "
+                             f"runtime {self.runtime!r} has none; use guidance=0 (replacement) or a PyTorch runtime")
+        progress = self.progress if progress is None else progress
+
+        data = condition = None
+        if task == "v2a":
+            data = self.read_video(video)
+        elif task == "a2v":
+            data = self.read_audio(audio)
+        n_given = 1 if data is None else data.shape[0]
+        if batch is not None and n_given not in (1, batch):
+            raise ValueError(f"`batch` ({batch}) disagrees with the {n_given} clips given as the condition")
+        B = batch or n_given
+        if data is not None:
+            data = data.expand(B, *data.shape[1:])
+            condition = self.encode_video(data) if task == "v2a" else self.encode_audio(data)
+
+        chunk = max_batch or B
+        use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
+        label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
+        videos, audios, calls, seconds = [], [], 0, 0.0
+        for start in range(0, B, chunk):
+            stop = min(start + chunk, B)
+            denoiser = _Counted(self.denoiser((2 if use_cfg else 1) * (stop - start)), self.config)
+            part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            began = time.perf_counter()
+            v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
+                           steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start, eta=eta,
+                           spacing=spacing, guidance=guidance, condition_mode=condition_mode, gamma=gamma,
+                           cfg_scale=cfg, labels=part_labels, video_shape=self.config.video_shape,
+                           audio_shape=self.config.audio_shape, progress=progress, device=self.device,
+                           dtype=self.dtype)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds += time.perf_counter() - began
+            calls += denoiser.calls
+            videos.append(v)
+            audios.append(a)
+
+        with torch.no_grad():
+            pixels = data.float().cpu() if task == "v2a" else self.decode_video(torch.cat(videos))
+            waves = data.float().cpu().clamp(-1, 1) if task == "a2v" else self.decode_audio(torch.cat(audios), seed)
+        source = "input" if task == "a2v" else self.vocoder.method
+        return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
+                    task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=seconds, audio_source=source)
+
+    def __repr__(self) -> str:
+        video = "pixels" if self.autoencoder is None else type(self.autoencoder).__name__
+        return (f"Pipeline({self.config.frames} frames of {self.frame_size}x{self.frame_size} at {self.config.fps:g} "
+                f"fps, {self.num_samples / self.config.sample_rate:.2f} s of sound; video codec {video}, vocoder "
+                f"{self.vocoder.method}, runtime {self.runtime}, {self.precision} on {self.device})")
+
