@@ -2,8 +2,8 @@
 [--precision fp32|fp16|bf16] [--batch N] [--frames F] [--audio-length T] [--dynamic-batch] [--opset N]
 [--out DIR] [--bench-steps N] [--runtimes A,B]
 
-With no arguments: the package's default model (the trained `tiny` once it ships; until then the `tiny`
-preset with stand-in random weights) into export/out/, checked, compared and timed.
+With no arguments: the package's trained default model (`tiny`, embedded in the package) into export/out/
+under the current directory, checked, compared and timed.
 Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
 2 bad input. Errors are one sentence on stderr.
 """
@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="video frames (default: the profile's)")
     p.add_argument("--audio-length", type=int, help="mel frames (default: frames x the profile's mel/video ratio)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch as a graph dimension (TensorRT profile "
-                   "from export/profiles.json)")
+                   "from avfast/export/profiles.json)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18; 22 for bf16)")
-    p.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT),
+                   help="output folder (default: %(default)s under the current directory)")
     p.add_argument("--name", help="file name stem (default: <preset>-<precision>-b<batch>-f<frames>)")
     p.add_argument("--bench-steps", type=int, default=10, metavar="N", help="timed calls per runtime (0: none)")
     p.add_argument("--runtimes", help="comma-separated runtimes to time (default: all usable here but compile)")

@@ -1,5 +1,6 @@
-"""The exporter's data files in the repository's `export/` folder: deployment profiles per preset and the
-list of ONNX operators TensorRT's parser supports."""
+"""The exporter's data files, shipped inside the package (avfast/export/*.json, package data): deployment
+profiles per preset and the list of ONNX operators TensorRT's parser supports. Also the default output
+folder, `export/out` under the current directory (never inside the installed package)."""
 from __future__ import annotations
 
 import functools
@@ -7,17 +8,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-# avfast/export/data.py -> the repository root's export/ folder (also the default output folder's parent).
-EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
-PROFILES_FILE = EXPORT_DIR / "profiles.json"
-TRT_OPS_FILE = EXPORT_DIR / "tensorrt_onnx_ops.json"
-DEFAULT_OUT = EXPORT_DIR / "out"
+DATA_DIR = Path(__file__).resolve().parent
+PROFILES_FILE = DATA_DIR / "profiles.json"
+TRT_OPS_FILE = DATA_DIR / "tensorrt_onnx_ops.json"
+# Relative: resolved against the current directory when the export runs (in a checkout's root, the
+# repository's git-ignored export/out/).
+DEFAULT_OUT = Path("export") / "out"
 
 
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"avfast.export needs its data file {path}, which is missing (it ships in the "
-                                f"repository's export/ folder; run from a checkout of avfast)")
+        raise FileNotFoundError(f"avfast.export needs its data file {path}, which is missing from this installation "
+                                f"(it ships as package data in avfast/export/; reinstall avfast)")
     return json.loads(path.read_text())
 
 
@@ -30,11 +32,11 @@ def profiles() -> dict[str, dict[str, Any]]:
 def profile(preset: str) -> dict[str, Any]:
     table = profiles()
     if preset not in table:
-        raise ValueError(f"unknown preset {preset!r}; export/profiles.json has {', '.join(table)}")
+        raise ValueError(f"unknown preset {preset!r}; avfast/export/profiles.json has {', '.join(table)}")
     return dict(table[preset])
 
 
 @functools.cache
 def tensorrt_ops() -> dict[str, Any]:
-    """{"opset_range": [lo, hi], "operators": {op: [types]}, ...} from export/tensorrt_onnx_ops.json."""
+    """{"opset_range": [lo, hi], "operators": {op: [types]}, ...} from avfast/export/tensorrt_onnx_ops.json."""
     return _load(TRT_OPS_FILE)

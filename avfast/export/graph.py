@@ -1,9 +1,9 @@
 """Exporting the joint U-Net to ONNX.
 
 The exporter is torch.onnx's dynamo-based one (`torch.export` + onnxscript, `optimize=True`). On the
-`tiny` model (18 frames) it gives 1,604 nodes of 18 standard operator types with every shape folded to
-a constant; the TorchScript exporter (opset 17) gives 7,427 nodes of 29 types for the same model, about
-5,700 of them shape arithmetic (Shape/Gather/Unsqueeze/Constant/Cast chains that recompute static
+`tiny` model (18 frames) it gives 1,151 nodes of 18 standard operator types with every shape folded to
+a constant; the TorchScript exporter (opset 17) gives 5,285 nodes of 29 types for the same model, about
+3,500 of them shape arithmetic (Shape/Gather/Unsqueeze/Constant/Cast chains that recompute static
 sizes at run time). Both match PyTorch within 2e-6; the dynamo graph is the one TensorRT and ONNX
 Runtime get.
 
@@ -33,7 +33,7 @@ _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 BF16_MIN_OPSET = 22        # Conv, Gemm and the normalisations accept bf16 from opset 22 on
-MAX_OPSET = 24             # what TensorRT 10.15's parser reads (export/tensorrt_onnx_ops.json)
+MAX_OPSET = 24             # what TensorRT 10.15's parser reads (avfast/export/tensorrt_onnx_ops.json)
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above 1 GiB go to <name>.onnx.data (protobuf stops at 2 GiB)
 INPUT_NAMES = ("v_t", "a_t", "t_v", "t_a")
 OUTPUT_NAMES = ("v_pred", "a_pred")

@@ -63,10 +63,67 @@ def default_name(preset: str | None, precision: str, batch: int | None, frames: 
     return f"{preset or 'model'}-{precision}-{'bdyn' if batch is None else f'b{batch}'}-f{frames}"
 
 
+def check_name(name: str) -> str:
+    """A file name stem for the export's files: one plain name, not a path (nothing outside --out)."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or name.startswith(".")
+            or any(c in name for c in "/\\\0") or len(name) > 200):
+        raise ValueError(f"--name must be a plain file name stem (no folder, no '/', not starting with '.', at most "
+                         f"200 characters), got {name!r}")
+    return name
+
+
+# A staging folder is .<name>.<pid>-<random>.staging: a later export removes those whose process is gone
+# (a killed export), never a live one's.
+_STAGING_SUFFIX = ".staging"
+
+
+def _staging_owner(folder: Path) -> int | None:
+    parts = folder.name[: -len(_STAGING_SUFFIX)].rsplit(".", 1)
+    pid = parts[-1].split("-", 1)[0] if len(parts) == 2 else ""
+    return int(pid) if pid.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(out: Path, max_age_s: float = 24 * 3600) -> list[Path]:
+    """Remove the staging folders in `out` left by killed exports: those whose process is gone, and any
+    without an owner (older avfast) not touched for `max_age_s`. Returns what was removed."""
+    import time
+
+    removed = []
+    try:
+        candidates = [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(_STAGING_SUFFIX)]
+    except OSError:
+        return removed
+    for folder in candidates:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        pid = _staging_owner(folder)
+        try:
+            stale = (not _process_alive(pid)) if pid is not None else time.time() - folder.stat().st_mtime > max_age_s
+        except OSError:
+            continue
+        if stale and pid != os.getpid():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _staging(out: Path, name: str) -> Path:
     try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"the output folder {out} is a file, not a folder")
         out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=out))
+        remove_stale_staging(out)
+        return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}-", suffix=_STAGING_SUFFIX, dir=out))
     except OSError as e:
         raise ValueError(f"the output folder {out} cannot be written ({e.strerror or e})") from None
 
@@ -101,7 +158,8 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
     frames = cfg.frames if options.frames is None else options.frames
     audio_length = cfg.audio_length if options.audio_length is None else options.audio_length
     static_batch = None if options.dynamic_batch else options.batch
-    name = options.name or default_name(options.preset, options.precision, static_batch, frames)
+    name = check_name(options.name) if options.name is not None else default_name(options.preset, options.precision,
+                                                                                   static_batch, frames)
     out = Path(options.out)
     staging = _staging(out, name)
     steps = tqdm(total=5 + int(options.trt), desc=f"export {name}", disable=not options.progress, leave=False)
