@@ -108,3 +108,44 @@ def _wilcoxon(d: np.ndarray) -> float | None:
         return None
     p = float(wilcoxon(d, zero_method="zsplit").pvalue)
     return p if math.isfinite(p) else None
+
+
+def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
+                       resamples: int = 10_000, seed: int = 0) -> Interval | None:
+    """mean(numerator) / mean(denominator) with a paired percentile-bootstrap CI: the same clips are drawn
+    for both (clip i's two scores stay together). None when the denominator's mean is 0; resamples whose
+    denominator mean is 0 are left out of the interval."""
+    a, b = _as_scores("numerator", numerator), _as_scores("denominator", denominator)
+    if a.shape != b.shape:
+        raise ValueError(f"bootstrap_ratio_ci: the two sequences must score the same clips, got {a.size} and {b.size}")
+    if b.mean() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(resamples, a.size))
+    num, den = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    ratios = num[den != 0] / den[den != 0]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return Interval(float(a.mean() / b.mean()), float(low), float(high), int(a.size))
+
+
+def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resamples: int = 200,
+                           seed: int = 0, bias_corrected: bool = False) -> Interval:
+    """A statistic of n clips (`statistic(indices)` -> float, called on arange(n) for the estimate) with a
+    percentile-bootstrap CI over clips drawn with replacement, for statistics that are not a mean (FD).
+
+    bias_corrected: shift the interval by the bootstrap's estimate of the statistic's bias (mean of the
+    resamples - the estimate), clipped at 0 below. For FD: a resample repeats clips, which raises FD by
+    more than its spread when frames are few against the feature's dimension, so the plain percentile
+    interval can lie wholly above the estimate."""
+    if n < 1 or resamples < 1:
+        raise ValueError(f"bootstrap_statistic_ci: need n >= 1 and resamples >= 1, got {n}, {resamples}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=np.float64)
+    estimate = float(statistic(np.arange(n)))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    if bias_corrected:
+        bias = values.mean() - estimate
+        low, high = max(low - bias, 0.0), max(high - bias, 0.0)
+    return Interval(estimate, float(low), float(high), int(n))
