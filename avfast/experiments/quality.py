@@ -299,8 +299,8 @@ def markdown(results: dict) -> str:
                      f"{_cell(t['fd'], '.2f')} | {kid} | {t['seconds_per_clip']:.2f} |")
     lines += ["", f"Model: {s['model']} ({results['model']['video_space']}, weights sha256 "
                   f"{results['model']['sha256'][:12]}), {s['sampler']} {s['steps']} steps, condition "
-                  f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed {s['data_seed']}; 95 % bootstrap "
-                  f"CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
+                  f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed "
+                  f"{s['data_seed']}; 95 % bootstrap CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
                   f"sound and a reference (v2a only)."]
     return "\n".join(lines) + "\n"
 
