@@ -14,7 +14,10 @@ def save_figure(fig, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed save leaves nothing behind
+        raise
     finally:
         plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -87,17 +87,48 @@ def write_curves(runs: Path, json_path: Path, plot_path: Path) -> dict:
 
 
 def write_report(results: dict, json_path: Path, plot_path: Path) -> str:
-    """Adds the summary and paired tests to the JSON, writes <json>.md and the plot; returns the markdown."""
-    from .evaluate import _write_json
+    """Adds the summary and paired tests to the JSON, writes <json>.md and the plot; returns the markdown.
+    Each file is written atomically (a failure leaves no temporary file behind)."""
+    from .._io import atomic_write_bytes
     from .report import markdown, paired, plot, summarize
 
     summary, tests = summarize(results), paired(results)
     results |= {"summary": summary, "paired": tests}
-    _write_json(json_path, results)
     table = markdown(results, summary, tests)
-    json_path.with_suffix(".md").write_text(table)
     plot(results, summary, plot_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(json_path.with_suffix(".md"), table.encode())
+    atomic_write_bytes(json_path, (json.dumps(results, indent=1) + "\n").encode())
     return table
+
+
+def read_results(json_path: Path) -> dict:
+    """The claims results `evaluate` wrote; a ValueError naming the file says what is wrong with it."""
+    if json_path.is_dir():
+        raise ValueError(f"--json: {json_path} is a folder; give the results file evaluate wrote")
+    if not json_path.is_file():
+        raise FileNotFoundError(f"--json: no results at {json_path}; run `evaluate` first")
+    try:
+        results = json.loads(json_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"--json: {json_path} is not a text file (not UTF-8 JSON)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--json: {json_path} is not valid JSON ({e})") from None
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, dict) or not rows or not isinstance(results.get("settings"), dict) or not all(
+            isinstance(r, dict) and "scores" in r and "kind" in r and "label" in r for r in rows.values()):
+        raise ValueError(f"--json: {json_path} holds no claims results (expected 'settings' and 'rows' of scored "
+                         f"rows, as `evaluate` writes them)")
+    return results
+
+
+def _check_outputs(json_path: Path, plot_path: Path) -> None:
+    for flag, path in (("--json", json_path), ("--plot", plot_path)):
+        if path.is_dir():
+            raise ValueError(f"{flag}: {path} is a folder; give a file path")
+        parent = next((p for p in path.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise ValueError(f"{flag}: {path} cannot be written ({parent} is a file, not a folder)")
 
 
 def main(argv=None) -> int:
@@ -116,17 +147,23 @@ def main(argv=None) -> int:
             curves = write_curves(Path(args.runs), json_path, plot_path)
             print(f"{', '.join(curves)}: logs in {json_path}, plot {plot_path}")
             return 0
+        _check_outputs(json_path, plot_path)
         if args.command == "evaluate":
             from .evaluate import EvalSettings, run_evaluation
+
+            known = ("base", *RUNS)
+            for flag, names in (("--joint-model", [args.joint_model]), ("--replace-models", args.replace_models)):
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise ValueError(f"{flag}: unknown model(s) {', '.join(map(repr, unknown))}; expected names from "
+                                     f"{', '.join(known)}")
 
             settings = EvalSettings(args.base, args.runs, args.clips, args.data_seed, args.steps, args.sampler,
                                     args.seed, args.batch, tuple(args.replace_models), args.joint_model,
                                     tuple(args.gammas), args.threads, not args.no_progress)
             results = run_evaluation(settings, json_path)
         else:
-            if not json_path.is_file():
-                raise FileNotFoundError(f"--json: no results at {json_path}; run `evaluate` first")
-            results = json.loads(json_path.read_text())
+            results = read_results(json_path)
         table = write_report(results, json_path, plot_path)
         print(table, end="")
         if args.readme:
@@ -137,6 +174,9 @@ def main(argv=None) -> int:
         return 0
     except (ValueError, FileNotFoundError) as e:
         print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{build_parser().prog}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

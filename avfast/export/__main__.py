@@ -125,6 +125,20 @@ def _options(args, model, preset: str, source: str):
                          runtimes=runtimes, weights_source=source, progress=not args.no_progress)
 
 
+def _check_memory(model, options) -> None:
+    """Refuse, in one line, an export whose PyTorch reference run (the parity check's, with the ops as
+    their composites) cannot fit in this machine's memory."""
+    from .._memory import check_fits, model_peak_bytes
+
+    batch = options.dynamic_batch[1] if options.dynamic_batch else options.batch
+    try:
+        cfg = model.config.replace(frames=options.frames, audio_length=options.audio_length)
+    except ValueError as e:
+        raise CliError(f"--frames/--audio-length: {e}") from None
+    need = model_peak_bytes(cfg, batch, decomposed=True)
+    check_fits(f"exporting at batch {batch}, {options.frames} frames, {options.audio_length} mel steps", need)
+
+
 def _report(result) -> None:
     m = result.manifest
     for path in result.files:
@@ -153,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_numbers(args)
         model, preset, source = _load_model(args)
-        result = run_export(model, _options(args, model, preset, source))
+        options = _options(args, model, preset, source)
+        _check_memory(model, options)
+        result = run_export(model, options)
     except (CliError, ValueError, TypeError, FileNotFoundError) as e:
         from .checks import GraphCheckError
         from .parity import ParityError

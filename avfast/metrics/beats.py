@@ -28,6 +28,9 @@ def beat_times(audio: Union[np.ndarray, torch.Tensor], sample_rate: int) -> List
     y = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)
     if y.ndim != 1:
         raise ValueError(f"audio: expected a mono waveform [N], got shape {y.shape}")
+    if not np.isfinite(y).all():  # librosa would find no beats and the hit rate would read 0.0, a score
+        raise ValueError(f"audio holds {int((~np.isfinite(y)).sum())} NaN or infinite samples; no beats can be "
+                         f"tracked in it")
     _, frames = librosa.beat.beat_track(y=y, sr=sample_rate)
     return [float(t) for t in librosa.frames_to_time(frames, sr=sample_rate)]
 

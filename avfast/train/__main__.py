@@ -36,7 +36,12 @@ def _load_file(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--config: no file at {p}")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--config: {p} is not a text file (not UTF-8); expected JSON or YAML") from None
+    except OSError as e:
+        raise ValueError(f"--config: {p} cannot be read ({e.strerror or e})") from None
     if p.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -85,16 +90,67 @@ def build_parser() -> argparse.ArgumentParser:
             ap.add_argument(flag, dest=f.name, nargs="+", default=None, help=h)
         else:
             ap.add_argument(flag, dest=f.name, type=type(default), default=None, help=h)
+    ap.add_argument("--allow-option-changes", action="store_true",
+                    help="resume even where an option differs from the run's checkpoint (by default a resume "
+                         "with a changed option is refused: it would not repeat the uninterrupted run)")
     return ap
+
+
+# Options a resumed run may change: they do not alter what the steps compute.
+RESUMABLE_CHANGES = {"out", "steps", "save_every", "keep", "log_every", "resume", "device", "threads", "progress",
+                     "cache_dir"}
+
+
+def _preflight(cfg: TrainConfig, allow_changes: bool) -> None:
+    """Everything that can be checked before the model is built: the device, the run folder, the
+    resume's options and the memory the model needs. A ValueError says what is wrong, in one line."""
+    import os
+
+    from .checkpoint import latest_checkpoint, readable_state
+    from .loop import resolve_device
+
+    device = resolve_device(cfg)
+    run = Path(cfg.out)
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"--out: {run} is a file, not a run folder")
+    parent = next((p for p in (run, *run.parents) if p.exists()), Path("."))
+    try:  # a real probe: os.access says yes to root even where nothing can be made (/proc, read-only mounts)
+        import tempfile
+
+        os.rmdir(tempfile.mkdtemp(prefix=".avfast-write-probe-", dir=parent))
+    except OSError as e:
+        raise ValueError(f"--out: {run} cannot be written ({parent}: {e.strerror or e})") from None
+    ck = latest_checkpoint(run) if cfg.resume and run.is_dir() else None
+    if ck is not None and not allow_changes:
+        old = (readable_state(ck) or {}).get("train_config", {})
+        new = cfg.to_dict()
+        for name in new:
+            if name in RESUMABLE_CHANGES or name not in old:
+                continue
+            before, now = old[name], new[name]
+            if isinstance(now, (tuple, list)):
+                before, now = list(before), list(now)
+            if before != now:
+                raise ValueError(f"--{name.replace('_', '-')} is {now!r} but the run in {run} ({ck.name}) was trained "
+                                 f"with {before!r}; resuming would not repeat the uninterrupted run (pass "
+                                 f"--allow-option-changes to continue anyway, or --no-resume / another --out to "
+                                 f"start afresh)")
+    from .._memory import check_fits, model_peak_bytes
+
+    mcfg = cfg.model_config()
+    check_fits(f"training the {cfg.preset} model ({mcfg.frames} frames, {mcfg.audio_length} mel steps) at batch "
+               f"{cfg.batch_size}", model_peak_bytes(mcfg, cfg.batch_size, training=True), device)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         options = _load_file(args.config) if args.config else {}
-        options |= {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+        options |= {k: v for k, v in vars(args).items() if k not in ("config", "allow_option_changes")
+                    and v is not None}
         cfg = TrainConfig.from_dict(options, source=args.config or "options")
-    except (ValueError, TypeError) as e:
+        _preflight(cfg, args.allow_option_changes)
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

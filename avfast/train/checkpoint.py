@@ -96,20 +96,40 @@ def complete_checkpoints(ckdir: Path) -> list[Path]:
     return sorted(found, key=_step_of)
 
 
+def readable_state(path: Path) -> dict | None:
+    """The checkpoint's state.json when the checkpoint reads whole (state and config parse, each
+    safetensors file's header matches its size), else None. Reads headers only, not the tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text())
+        json.loads((path / "config.json").read_text())
+        for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+            with safe_open(str(path / name), framework="pt") as f:
+                f.keys()
+    except Exception:  # noqa: BLE001  (any damage: truncated, not JSON, bad header, missing file)
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("step"), int) else None
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint `latest` names; if that one is missing or damaged, the newest complete one that
+    reads whole (with a warning)."""
     ckdir = Path(run_dir) / "checkpoints"
     pointer = ckdir / LATEST
     if not pointer.is_file():
         return None
-    path = ckdir / pointer.read_text().strip()
-    if (path / "state.json").is_file():
+    path = ckdir / pointer.read_text(errors="replace").strip()
+    if (path / "state.json").is_file() and readable_state(path) is not None:
         return path
-    complete = complete_checkpoints(ckdir)
+    complete = [p for p in complete_checkpoints(ckdir) if p != path and readable_state(p) is not None]
     if not complete:
-        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path.name}, which is incomplete or missing, "
-                                f"and {ckdir} holds no complete checkpoint")
-    print(f"warning: checkpoint pointer {pointer} names {path.name}, which is missing; using the newest "
-          f"complete checkpoint, {complete[-1].name}", file=sys.stderr)
+        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path.name}, which is incomplete, damaged or "
+                                f"missing, and {ckdir} holds no other complete checkpoint (start afresh with "
+                                f"--no-resume or another --out)")
+    print(f"warning: checkpoint pointer {pointer} names {path.name}, which is missing or damaged; using the "
+          f"newest complete checkpoint, {complete[-1].name}", file=sys.stderr)
     return complete[-1]
 
 

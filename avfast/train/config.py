@@ -106,12 +106,16 @@ class TrainConfig:
         raise ValueError(f"TrainConfig: {what}; got {got}")
 
     def _check_types(self) -> None:
+        import math
+
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kind = type(f.default_factory() if f.default is dataclasses.MISSING else f.default)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
                 continue
+            if kind is float and isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"TrainConfig: {f.name} must be a finite number; got {value!r}")
             if kind is tuple and isinstance(value, list):
                 continue
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
