@@ -145,7 +145,10 @@ def write_video(path, video: torch.Tensor, fps: float = FPS, audio: Optional[tor
     with av.open(os.fspath(path), mode="w") as container:
         vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
-        vstream.options = {"crf": str(crf)}
+        # The same frames give the same bytes: x264's lookahead (macroblock tree, frame-type decisions) gave
+        # small clips different bitstreams from run to run, even in one thread; it is off, in one thread.
+        vstream.options = {"crf": str(crf), "x264-params": "rc-lookahead=0:mbtree=0:sync-lookahead=0"}
+        vstream.codec_context.thread_count = 1
         astream = None
         if audio is not None:
             astream = container.add_stream("aac", rate=sample_rate)

@@ -8,7 +8,8 @@ the models, seed 1 made the demo's bundled clips):
     v2a       sound generated for the clip's video by a model, decoded by Griffin-Lim
     joint     video and sound generated together (timestep adjustment gamma); AV-Align only
 Generated sound is scored against the clip's true sound for beat hit rate (±100 ms, ±500 ms). Sampling
-noise of clip i comes from seed `seed + i` in every row, so two models' rows are paired clip by clip.
+noise and Griffin-Lim's starting phase of clip i come from seed `seed + i` in every row (`avfast.Pipeline`),
+so two models' rows are paired clip by clip.
 
 The JSON is rewritten after each row; a rerun with the same settings and weights keeps finished rows.
 """
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..models import DEFAULT_DIR
+from ..pipeline import Clip, Pipeline
 from .finetune import RUNS, base_weights_file
 
 METRICS = ("av_align", "hit_100ms", "hit_500ms")
@@ -112,12 +112,13 @@ class HeldOut:
     event_kinds: list[str] = field(default_factory=list)  # e.g. "flash+hit": which events clip i has
 
 
-def held_out_clips(config, settings: EvalSettings) -> HeldOut:
+def held_out_clips(config, settings: EvalSettings, autoencoder=None) -> HeldOut:
     from ..data.mel import MelConfig
     from ..train.data import SyntheticAVDataset
 
     n = config.audio_length * MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins).hop_length
-    data = SyntheticAVDataset(config, num_clips=settings.clips, seed=settings.data_seed, cache=False)
+    data = SyntheticAVDataset(config, num_clips=settings.clips, seed=settings.data_seed, cache=False,
+                              autoencoder=autoencoder)
     pixels, waves, kinds, video = [], [], [], []
     for i in range(settings.clips):
         clip = data.clip(i)
@@ -141,46 +142,19 @@ def score_clip(pixels: torch.Tensor, wave: torch.Tensor, reference: torch.Tensor
     return out
 
 
-class _Decoder:
-    def __init__(self, config) -> None:
-        from ..data import Vocoder
-        from ..data.mel import MelConfig
-
-        self.config = config
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # Griffin-Lim is the documented decoder of this table
-            self.vocoder = Vocoder(None, MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins))
-
-    def audio(self, audio: torch.Tensor) -> torch.Tensor:
-        from ..models import codec
-
-        with torch.no_grad():
-            return self.vocoder(codec.audio_from_model(audio.float(), self.config)).clamp(-1, 1)
+def _generate(pipe: Pipeline, row: Row, clips: HeldOut, settings: EvalSettings) -> Clip:
+    """The clips of a v2a or joint row, `batch` per sampler call; clip i from seed `seed + i` (sampler noise
+    and Griffin-Lim phase), so rows are paired clip by clip."""
+    common = dict(steps=settings.steps, sampler=settings.sampler, seed=settings.seed, max_batch=settings.batch,
+                  progress=settings.progress)
+    if row.kind == "v2a":
+        return pipe("v2a", video=torch.stack(clips.pixels), condition_mode=row.condition_mode, **common)
+    return pipe("joint", batch=settings.clips, gamma=row.gamma, **common)
 
 
-def _generate(model, row: Row, clips: HeldOut, settings: EvalSettings) -> tuple[list, list]:
-    """(pixels per clip, waveform in model space per clip) for a v2a or joint row, in chunks of `batch`."""
-    from ..diffusion.sampling import sample
-    from ..models import codec
-
-    videos, audios = [], []
-    for start in range(0, settings.clips, settings.batch):
-        stop = min(start + settings.batch, settings.clips)
-        kwargs: dict[str, Any] = dict(steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
-                                      batch_size=stop - start, progress=settings.progress)
-        if row.kind == "v2a":
-            _, audio = sample(model, task="v2a", condition=clips.video[start:stop],
-                              condition_mode=row.condition_mode, **kwargs)
-            videos.extend(clips.pixels[start:stop])
-        else:
-            video, audio = sample(model, task="joint", gamma=row.gamma, **kwargs)
-            videos.extend(codec.video_from_model(video, model.config).float())
-        audios.extend(audio)
-    return videos, audios
-
-
-def evaluate_row(row: Row, model, clips: HeldOut, decoder: _Decoder, settings: EvalSettings) -> dict:
-    cfg = decoder.config
+def evaluate_row(row: Row, pipe: Pipeline | None, clips: HeldOut, base: Pipeline, settings: EvalSettings) -> dict:
+    """Per-clip scores of one row: `pipe` generates (v2a/joint rows), `base` decodes the vocoder row."""
+    cfg = base.config
     fps, sr = cfg.fps, cfg.sample_rate
     n = settings.clips
     if row.kind == "ceiling":
@@ -188,24 +162,20 @@ def evaluate_row(row: Row, model, clips: HeldOut, decoder: _Decoder, settings: E
     elif row.kind == "floor":
         pairs = [(clips.pixels[i], clips.waves[(i + 1) % n], clips.waves[i]) for i in range(n)]
     elif row.kind == "vocoder":
-        mels = torch.stack([w for w in clips.waves])
-        from ..models import codec
-
-        resynth = decoder.audio(codec.audio_to_model(mels, cfg)[..., : cfg.audio_length])
+        resynth = base.decode_audio(base.encode_audio(torch.stack(clips.waves)), seed=settings.seed)
         pairs = [(clips.pixels[i], resynth[i], clips.waves[i]) for i in range(n)]
     else:
-        videos, audios = _generate(model, row, clips, settings)
-        waves = decoder.audio(torch.stack(audios))
+        made = _generate(pipe, row, clips, settings)
         reference = row.kind == "v2a"
-        pairs = [(videos[i], waves[i], clips.waves[i] if reference else None) for i in range(n)]
+        pairs = [(made.pixels[i], made.waveform[i], clips.waves[i] if reference else None) for i in range(n)]
     per_clip = [score_clip(p, w, r, fps, sr) for p, w, r in pairs]
     return {name: [c[name] for c in per_clip] for name in METRICS}
 
 
-def _load(path: Path):
-    from ..models import from_pretrained
-
-    return from_pretrained(path, weights=base_weights_file(path))
+def _load(path: Path, autoencoder=None) -> Pipeline:
+    """A model folder's EMA weights (else its model weights) as a pipeline; fine-tunes, which have no
+    autoencoder/ of their own, share the base's."""
+    return Pipeline.from_pretrained(path, weights=base_weights_file(path), autoencoder=autoencoder, progress=False)
 
 
 def run_evaluation(settings: EvalSettings, out: Path) -> dict:
@@ -220,28 +190,27 @@ def run_evaluation(settings: EvalSettings, out: Path) -> dict:
     dirs = model_dirs(settings)
     if "base" not in dirs:
         raise FileNotFoundError(f"--base: no model folder at {settings.base} (config.json + weights)")
-    models = {name: _load(d) for name, d in dirs.items()}
-    checksums = {name: weights_checksum(m.state_dict()) for name, m in models.items()}
-    missing = [name for name in RUNS if name not in models]
+    base = _load(dirs["base"])
+    pipes = {"base": base} | {name: _load(d, base.autoencoder) for name, d in dirs.items() if name != "base"}
+    checksums = {name: weights_checksum(p.model.state_dict()) for name, p in pipes.items()}
+    missing = [name for name in RUNS if name not in pipes]
     if missing:
         print(f"not evaluated (no {settings.runs}/<name>/final yet): {', '.join(missing)}")
     previous = json.loads(out.read_text()) if out.is_file() else {}
     same = previous.get("settings", {}).get("identity") == settings.identity()
     results = {"settings": {**asdict(settings), "identity": settings.identity()},
-               "models": {name: {"path": str(dirs[name]), "sha256": checksums[name]} for name in models},
+               "models": {name: {"path": str(dirs[name]), "sha256": checksums[name]} for name in pipes},
                "rows": {}}
-    config = models["base"].config
-    clips = held_out_clips(config, settings)
+    clips = held_out_clips(base.config, settings, base.autoencoder)
     results["event_kinds"] = clips.event_kinds
-    decoder = _Decoder(config)
-    rows = plan_rows(settings, models)
+    rows = plan_rows(settings, pipes)
     for row in tqdm(rows, desc="rows", unit="row", disable=not settings.progress):
         old = previous.get("rows", {}).get(row.key)
         if same and old is not None and old.get("sha256") == checksums.get(row.model):
             results["rows"][row.key] = old
             continue
         start = time.perf_counter()
-        scores = evaluate_row(row, models.get(row.model), clips, decoder, settings)
+        scores = evaluate_row(row, pipes.get(row.model), clips, base, settings)
         results["rows"][row.key] = {**asdict(row), "sha256": checksums.get(row.model), "scores": scores,
                                     "seconds": time.perf_counter() - start}
         _write_json(out, results)
