@@ -75,9 +75,9 @@ def v2a_av_align(model, n_clips: int = N_CLIPS) -> float:
     for i in range(n_clips):
         clip = data.clip(i)
         pixels = clip.video[:, : cfg.frames]
-        _, mel = avfast.sample(model, task="v2a", condition=codec.video_to_model(pixels[None], cfg),
-                               condition_mode="clean", steps=25, sampler="dpmpp2m", seed=i, progress=False)
-        wave = vocoder(codec.audio_from_model(mel, cfg))[0].clamp(-1, 1)
+        _, mel = avfast.diffusion.sample(model, task="v2a", condition=codec.video_to_model(pixels[None], cfg),
+                                         condition_mode="clean", steps=25, sampler="dpmpp2m", seed=i, progress=False)
+        wave = vocoder(codec.audio_from_model(mel, cfg), generator=torch.Generator().manual_seed(i))[0].clamp(-1, 1)
         scores.append(av_align(pixels, wave, fps=cfg.fps, sample_rate=cfg.sample_rate).score)
     return sum(scores) / len(scores)
 

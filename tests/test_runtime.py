@@ -125,7 +125,7 @@ def _ddim(denoiser, **kw):
     import avfast
 
     shapes = dict(video_shape=(3, FRAMES, 32, 32), audio_shape=(80, AUDIO_LENGTH))
-    return avfast.sample(denoiser, steps=STEPS, sampler="ddim", seed=3, progress=False, **shapes, **kw)
+    return avfast.diffusion.sample(denoiser, steps=STEPS, sampler="ddim", seed=3, progress=False, **shapes, **kw)
 
 
 STEPS = 4

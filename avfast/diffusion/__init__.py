@@ -1,6 +1,6 @@
 """Diffusion core: the cosine schedule, v-prediction conversions, the joint training loss and the samplers
-(`sample`, also reachable as `avfast.sample`), and clips of any length over a fixed-window model
-(`windowed`, `sample_windowed`: see avfast.diffusion.windowed).
+(`sample`, a plain function over any denoiser; `avfast.Pipeline` wraps it with files, codecs and runtimes),
+and clips of any length over a fixed-window model (`windowed`, `sample_windowed`: see avfast.diffusion.windowed).
 
 Timesteps are floats in [0, T] (T = 1000): 0 is clean data, t = k ≥ 1 has ᾱ = alphas_cumprod[k - 1].
 """

@@ -1,4 +1,4 @@
-"""`avfast.sample`: joint, video→audio and audio→video generation with DDIM or DPM-Solver++(2M).
+"""`avfast.diffusion.sample`: joint, video→audio and audio→video generation with DDIM or DPM-Solver++(2M).
 
 Everything that depends only on the arguments (timestep grids, Sony's per-modality maps, every
 step's coefficients as Python floats, the timestep tensors, the starting noise) is prepared before

@@ -1,10 +1,10 @@
 """Denoiser runtimes: the same call `runtime(v_t, a_t, t_v, t_a, labels=None) -> (v_pred, a_pred)` on
 PyTorch (eager with reference or fused ops, torch.compile), ONNX Runtime (CPU, or CUDA with IO binding),
-TensorRT and OpenVINO, so `avfast.sample(runtime, ...)` drives any of them.
+TensorRT and OpenVINO, so `avfast.diffusion.sample(runtime, ...)` (and `avfast.Pipeline`) drives any of them.
 
     runtime = avfast.runtime.create("onnxruntime", model)          # exports (cached) and loads
     runtime = avfast.runtime.create("onnxruntime", path="export/out/tiny-fp32-b1-f18.onnx")
-    video, audio = avfast.sample(runtime, steps=50)
+    video, audio = avfast.diffusion.sample(runtime, steps=50)
 
 Each has `name` and `supports_grad` (False for exported graphs: reconstruction guidance needs autograd
 and refuses them). onnxruntime, tensorrt and openvino are imported only when their runtime is created;

@@ -41,7 +41,7 @@ class Runtime(ABC):
 
     def __init__(self, spec: IOSpec, config: ModelConfig | None, device: torch.device) -> None:
         self.spec, self.device = spec, torch.device(device)
-        # `config` describes the exported shapes, so `avfast.sample(runtime)` draws noise of the right size.
+        # `config` describes the exported shapes, so `avfast.diffusion.sample(runtime)` draws noise of the right size.
         if config is not None:
             config = config.replace(frames=spec.video_shape[1], audio_length=spec.audio_shape[1])
         self.config = config
