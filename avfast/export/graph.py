@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._precision import autocast_dtype
 from ..backends import decomposed
 from ..runtime._optional import require
 from .parity import parity_inputs
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-_AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 BF16_MIN_OPSET = 22        # Conv, Gemm and the normalisations accept bf16 from opset 22 on
@@ -48,7 +48,7 @@ class DenoiserGraph(nn.Module):
 
     def __init__(self, model: nn.Module, precision: str) -> None:
         super().__init__()
-        self.model, self.autocast = model, _AUTOCAST[precision]
+        self.model, self.autocast = model, autocast_dtype(precision)
 
     def forward(self, v_t, a_t, t_v, t_a, labels=None):
         if self.autocast is None:
