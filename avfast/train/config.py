@@ -44,7 +44,7 @@ class TrainConfig:
     precision: str = "fp32"                      # fp32, bf16 or fp16 autocast
     gradient_checkpointing: bool = False         # recompute activations in backward (less memory, more time)
     data: str = "synthetic"                      # "synthetic" clips, or a folder of video clips with sound (mp4, ...)
-    autoencoder: str = ""                        # latent models: a local sd-vae-ft-mse folder (diffusers layout)
+    autoencoder: str = ""                        # latent models: a FrameCodec folder (python -m avfast.train.autoencoder) or an sd-vae-ft-mse folder
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
     seed: int = 0                                # initial weights and every step's draws

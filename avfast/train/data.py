@@ -42,7 +42,7 @@ class SyntheticAVDataset:
             raise IndexError(f"SyntheticAVDataset: index {index} out of range [0, {self.num_clips})")
         c = self.config
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        frames_px = c.height * (8 if c.video_space == "latent" else 1)
+        frames_px = c.height * (getattr(self.autoencoder, "downsample", 8) if c.video_space == "latent" else 1)
         n_events = int(torch.randint(1, self.max_events + 1, (1,), generator=g))
         return make_clip(duration=c.frames / c.fps, fps=int(c.fps), sample_rate=c.sample_rate, size=frames_px,
                          n_events=n_events, kinds="mixed", generator=g)

@@ -152,9 +152,9 @@ def _distributed(device: torch.device) -> tuple[int, int, bool]:
 def _load_autoencoder(cfg: TrainConfig, device: torch.device):
     if not cfg.autoencoder:
         return None
-    from ..data.autoencoder import StableDiffusionVAE
+    from ..data.frame_codec import autoencoder_from_folder
 
-    return StableDiffusionVAE.from_pretrained(cfg.autoencoder, progress=False).to(device)
+    return autoencoder_from_folder(cfg.autoencoder, device)  # avfast's FrameCodec or an SD VAE folder
 
 
 def make_dataset(cfg: TrainConfig, mcfg: ModelConfig, autoencoder=None, rank: int = 0, world: int = 1):
