@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import PRESETS, ModelConfig, preset
+from .._precision import FLOAT_PRECISIONS as PRECISIONS  # training autocasts: the float precisions of the one table
 from .negatives import METHODS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -27,6 +27,7 @@ from ..data.mel import HOP_LENGTH
 from ..diffusion import CosineSchedule, joint_v_loss, noisy_batch, q_sample, sample_timesteps
 from ..models import JointUNet, ModelConfig, create
 from ..models.weights import atomic_write_bytes
+from .._precision import autocast_dtype
 from ..ops.contrastive_loss import contrastive_loss
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -34,8 +35,6 @@ from .contrastive import evaluate_groups
 from .data import SyntheticAVDataset
 from .negatives import NegativeConfig, make_negatives
 from .runlog import append_row, cut_log, plot_loss
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -108,7 +107,7 @@ def draw_batch(cfg: TrainConfig, mcfg: ModelConfig, data: SyntheticAVDataset, sc
 
 
 def compute_loss(model, cfg: TrainConfig, b: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    dtype = AUTOCAST_DTYPES[cfg.precision]
+    dtype = autocast_dtype(cfg.precision)
     with torch.autocast(b.v_t.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if cfg.eta > 0:
             g = evaluate_groups(model, b.v_t, b.a_t, b.t_v, b.t_a, b.v_neg_t, b.a_neg_t)
