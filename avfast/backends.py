@@ -4,6 +4,10 @@ Every op has a `reference` implementation (PyTorch, the oracle) and some of the 
 `cpu` (OpenMP C++), `cuda` (CUDA C++), `triton` and, for attention, `xformers`. The default is
 chosen by the tensors' device; `AVFAST_BACKEND=<name>` or `with avfast.backend("<name>"):` forces
 one, and forcing a backend that cannot run here is an error that says why, never a silent fallback.
+
+What each backend supports for an op (dtypes, devices, head dims, ...) is declared once, in the op's
+own file, as `Kernel`s; `select` only chooses among them, and `why_unavailable` only says whether a
+backend is present on this machine for a device (extension built, package installed, interpreter).
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -93,31 +99,92 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
     raise ValueError(f"unknown backend {name!r}")
 
 
-def select(op: str, device: torch.device, dtype: torch.dtype, supports: dict[str, tuple[torch.dtype, ...]]) -> str:
-    """The backend that runs `op` on `device`/`dtype` tensors.
+@dataclass(frozen=True)
+class Kernel:
+    """What one backend's kernels for one op support, declared in the op's own file (avfast/ops/*.py):
 
-    `supports` maps each backend the op implements to the dtypes it handles.
+        KERNELS = {"reference": Kernel(fwd, bwd, FLOATING),
+                   "cuda": Kernel(fwd, bwd, GPU_DTYPES, devices=("cuda",), limits={"head_dim": (16, 32, 64, 128)}),
+                   ...}
+
+    `dtypes`: the tensor dtypes it takes. `devices`: the device types it is chosen on by default, in the
+    order the op lists its kernels (a backend forced with `avfast.backend()` also runs where
+    `why_unavailable` allows it, e.g. Triton on CPU under its interpreter). `limits`: other call
+    arguments it is compiled for (name -> allowed values; a call outside them falls back, or is refused
+    when forced). `preferred_for`: dtypes for which it is chosen ahead of the kernels listed before it
+    (attention's Triton kernels for fp16/bf16: tensor cores). Adding a backend to an op is one entry here.
     """
+    forward: Callable[..., Any]
+    backward: Callable[..., Any] | None
+    dtypes: tuple[torch.dtype, ...]
+    devices: tuple[str, ...] = ()
+    limits: Mapping[str, tuple] = field(default_factory=dict)
+    preferred_for: tuple[torch.dtype, ...] = ()
+
+    def violation(self, limits: Mapping[str, Any]) -> str | None:
+        """None when the call's `limits` (name -> value) are within this kernel's, else what is not."""
+        for key, value in limits.items():
+            allowed = self.limits.get(key)
+            if allowed is not None and value not in allowed:
+                return f"supports {key} in {tuple(allowed)}, got {value}"
+        return None
+
+
+# How `select` reads the pre-Kernel form {backend: dtypes} (one release, with a DeprecationWarning).
+_LEGACY_DEVICES = {"cpu": ("cpu",), "cuda": ("cuda",), "triton": ("cuda",)}
+
+
+def _as_kernels(supports: Mapping[str, Any]) -> Mapping[str, Kernel]:
+    if all(isinstance(k, Kernel) for k in supports.values()):
+        return supports
+    warnings.warn("avfast.backends.select(op, device, dtype, {backend: dtypes}) is deprecated: declare "
+                  "{backend: avfast.backends.Kernel(...)} (dtypes, devices, limits) instead", DeprecationWarning,
+                  stacklevel=3)
+    return {n: k if isinstance(k, Kernel) else Kernel(None, None, tuple(k), _LEGACY_DEVICES.get(n, ()))
+            for n, k in supports.items()}
+
+
+def dtypes_by_backend(kernels: Mapping[str, Kernel]) -> dict[str, tuple[torch.dtype, ...]]:
+    """{backend: dtypes} of an op's kernel declarations (what the op's SUPPORTS reads)."""
+    return {name: kernel.dtypes for name, kernel in kernels.items()}
+
+
+def select(op: str, device: torch.device, dtype: torch.dtype, kernels: Mapping[str, Kernel], **limits: Any) -> str:
+    """The backend that runs `op` on `device`/`dtype` tensors, from the op's declarations `kernels`.
+
+    Forced (`avfast.backend()`, AVFAST_BACKEND): that backend, or BackendUnavailableError saying why it
+    cannot run. Otherwise the first kernel, in the op's order (those `preferred_for` this dtype first),
+    that runs on this device type, takes this dtype and these `limits` and is present here; else the
+    PyTorch reference. This function only chooses: what each backend supports is the op's declaration,
+    whether it is present here is `why_unavailable`.
+    """
+    kernels = _as_kernels(kernels)
     name, source = requested()
     if name is not None:
-        if name not in supports:
+        if name not in kernels:
             raise BackendUnavailableError(
                 f"{op}: backend {name!r} (forced by {source}) does not implement this op; "
-                f"it has {', '.join(supports)}")
+                f"it has {', '.join(kernels)}")
         reason = why_unavailable(name, device)
         if reason is not None:
             raise BackendUnavailableError(f"{op}: backend {name!r} (forced by {source}) cannot run here: {reason}")
-        if dtype not in supports[name]:
+        kernel = kernels[name]
+        if dtype not in kernel.dtypes:
             raise BackendUnavailableError(
                 f"{op}: backend {name!r} (forced by {source}) does not support {dtype}; "
-                f"it supports {', '.join(map(str, supports[name]))}")
+                f"it supports {', '.join(map(str, kernel.dtypes))}")
+        problem = kernel.violation(limits)
+        if problem is not None:
+            raise BackendUnavailableError(f"{op}: backend {name!r} (forced by {source}) {problem}")
         return name
-    preference = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-    for candidate in preference:
-        if candidate in supports and dtype in supports[candidate] and why_unavailable(candidate, device) is None:
+    candidates = [n for n, k in kernels.items() if device.type in k.devices]
+    candidates.sort(key=lambda n: dtype not in kernels[n].preferred_for)  # stable: declaration order otherwise
+    for candidate in candidates:
+        kernel = kernels[candidate]
+        if dtype in kernel.dtypes and kernel.violation(limits) is None and why_unavailable(candidate, device) is None:
             return candidate
-    for candidate in preference:  # say once why the fast path is not taken
-        if candidate in ("cpu", "cuda") and candidate in supports and _ext.load(candidate) is None:
+    for candidate in candidates:  # say once why the fast path is not taken
+        if candidate in ("cpu", "cuda") and _ext.load(candidate) is None:
             _ext.warn_missing_once(candidate)
     return "reference"
 

@@ -2,19 +2,25 @@
 CUDA C++ kernel (fp32 FMA) for fp32 — the roofline rule in avfast/ops/attention.py and the README."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import avfast
+from avfast import backends
 from avfast.ops import attention as A
 from conftest import HAS_TRITON, requires_cuda
 
 
 @pytest.fixture
 def cuda_selected(monkeypatch):
-    """No GPU here: select() answers "cuda", as it does for CUDA tensors when the extension is built."""
-    monkeypatch.setattr(A, "select", lambda op, device, dtype, supports: "cuda")
-    monkeypatch.setattr(A, "why_unavailable", lambda name, device: None)
+    """No GPU here: CPU tensors stand in for CUDA ones (the GPU kernels' declarations are moved to the "cpu"
+    device type, the CPU kernel's removed) and every backend is present, as on a GPU with the extension built."""
+    kernels = {name: dataclasses.replace(k, devices=("cpu",) if "cuda" in k.devices else ())
+               for name, k in A.KERNELS.items()}
+    monkeypatch.setattr(A, "KERNELS", kernels)
+    monkeypatch.setattr(backends, "why_unavailable", lambda name, device: None)
 
 
 @pytest.mark.parametrize("dtype,want", [(torch.float16, "triton"), (torch.bfloat16, "triton"),
@@ -29,7 +35,7 @@ def test_forced_cuda_stays_cuda(cuda_selected):
 
 
 def test_without_triton_16bit_stays_on_cuda(cuda_selected, monkeypatch):
-    monkeypatch.setattr(A, "why_unavailable", lambda name, device: "Triton is not installed" if name == "triton"
+    monkeypatch.setattr(backends, "why_unavailable", lambda name, device: "Triton is not installed" if name == "triton"
                         else None)
     assert A._choose(A.OP, torch.empty(1, 3 * 64, 5, dtype=torch.float16), 64) == "cuda"
 

@@ -13,12 +13,39 @@ import torch
 
 import avfast
 from avfast import _ext
-from avfast.backends import BackendUnavailableError, select
+from avfast.backends import BackendUnavailableError, Kernel, select
 from avfast.ops import easy_fusion, easy_fusion_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-SUPPORTS = {"reference": ALL, "cpu": ALL, "cuda": ALL, "triton": ALL[:3]}
+# An op's declarations (what each backend supports); the dispatcher only chooses among them.
+SUPPORTS = {"reference": Kernel(None, None, ALL), "cpu": Kernel(None, None, ALL, devices=("cpu",)),
+            "cuda": Kernel(None, None, ALL, devices=("cuda",)), "triton": Kernel(None, None, ALL[:3], devices=("cuda",))}
+LEGACY = {"reference": ALL, "cpu": ALL, "cuda": ALL, "triton": ALL[:3]}  # the {backend: dtypes} form
+
+
+def test_legacy_dtype_table_still_selects_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="Kernel"):
+        assert select("op", torch.device("cpu"), torch.float32, LEGACY) == "cpu"
+    with avfast.backend("triton"), pytest.warns(DeprecationWarning), pytest.raises(BackendUnavailableError):
+        select("op", torch.device("cpu"), torch.float64, LEGACY)
+
+
+def test_limits_and_preference_come_from_the_declarations(monkeypatch):
+    from avfast import backends
+
+    monkeypatch.setattr(backends, "why_unavailable", lambda name, device: None)
+    kernels = {"reference": Kernel(None, None, ALL),
+               "cuda": Kernel(None, None, ALL, devices=("cpu",), limits={"head_dim": (64,)}),
+               "triton": Kernel(None, None, ALL[:3], devices=("cpu",), limits={"head_dim": (32, 64)},
+                                preferred_for=(torch.float16,))}
+    cpu = torch.device("cpu")
+    assert select("op", cpu, torch.float32, kernels, head_dim=64) == "cuda"
+    assert select("op", cpu, torch.float16, kernels, head_dim=64) == "triton"
+    assert select("op", cpu, torch.float32, kernels, head_dim=32) == "triton"
+    assert select("op", cpu, torch.float64, kernels, head_dim=32) == "reference"
+    with avfast.backend("cuda"), pytest.raises(BackendUnavailableError, match=r"supports head_dim in \(64,\), got 32"):
+        select("op", cpu, torch.float32, kernels, head_dim=32)
 
 
 def test_default_backend_on_cpu_is_the_cpu_kernel():

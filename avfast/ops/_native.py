@@ -37,12 +37,12 @@ def plain_eager(*tensors: torch.Tensor) -> bool:
 NATIVE_BACKENDS = ("cpu", "cuda")
 
 
-def eager_native_backend(op: str, supports: dict, *tensors: torch.Tensor) -> str | None:
+def eager_native_backend(op: str, kernels: dict, *tensors: torch.Tensor) -> str | None:
     """The backend to call directly, without torch.ops: the one `select` picks, when it is a native
     (cpu/cuda) kernel and the call is plain eager (see `plain_eager`); None otherwise."""
     if not plain_eager(*tensors):
         return None
-    backend = select(op, tensors[0].device, tensors[0].dtype, supports)
+    backend = select(op, tensors[0].device, tensors[0].dtype, kernels)
     return backend if backend in NATIVE_BACKENDS else None
 
 

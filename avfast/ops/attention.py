@@ -30,18 +30,17 @@ import math
 import torch
 
 from .. import _ext
-from ..backends import BackendUnavailableError, requested, select, why_unavailable
+from ..backends import Kernel, dtypes_by_backend, select
 from ._native import accumulator_dtype, dtype_code, plain_eager, reference_instead, stream_of
 from ._validate import FLOATING, AvfastInputError, check_same_device, check_same_dtype, check_tensor
 
 OP = "temporal_spatial_attention"
 MODES = ("spatial", "temporal", "joint")
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTS = {"reference": FLOATING, "cpu": GPU_DTYPES, "cuda": GPU_DTYPES, "triton": GPU_DTYPES,
-            "xformers": GPU_DTYPES}
 # Head dims the tiled GPU kernels are compiled for (templates / constexpr tiles); "cuda" must match
 # csrc/cuda/attention_cuda.h::kAttnCudaHeadDims (the extension's `attention_head_dims`).
-GPU_HEAD_DIMS = {"cuda": (16, 32, 64, 128), "triton": (16, 32, 64, 128), "xformers": tuple(range(8, 257, 8))}
+CUDA_HEAD_DIMS = TRITON_HEAD_DIMS = (16, 32, 64, 128)
+XFORMERS_HEAD_DIMS = tuple(range(8, 257, 8))
 
 # fp16/bf16 CUDA tensors default to Triton where it is installed: the CUDA C++ kernel multiplies in
 # fp32 FMA (no tensor cores) while Triton's tl.dot uses them, and by a roofline estimate at the
@@ -395,29 +394,25 @@ def _backward_xformers(grad_out, qkv, out, lse, mode, head_dim, scale):
     return torch.cat(parts, dim=1).reshape(qkv.shape)
 
 
-_FORWARD = {"reference": lambda qkv, mode, d, s: attention_reference_with_lse(qkv, mode, d, s),
-            "cpu": _forward_cpu, "cuda": _forward_cuda, "triton": _forward_triton, "xformers": _forward_xformers}
-_BACKWARD = {"reference": attention_backward_reference, "cpu": _backward_cpu, "cuda": _backward_cuda,
-             "triton": _backward_triton, "xformers": _backward_xformers}
+# What each backend supports for this op, in default order (see avfast.backends.Kernel): the CPU
+# kernels on CPU tensors; on CUDA tensors the CUDA C++ kernels, or Triton first for fp16/bf16 (tensor
+# cores); xformers only when forced.
+KERNELS = {
+    "reference": Kernel(lambda qkv, mode, d, s: attention_reference_with_lse(qkv, mode, d, s),
+                        attention_backward_reference, FLOATING),
+    "cpu": Kernel(_forward_cpu, _backward_cpu, GPU_DTYPES, devices=("cpu",)),
+    "cuda": Kernel(_forward_cuda, _backward_cuda, GPU_DTYPES, devices=("cuda",), limits={"head_dim": CUDA_HEAD_DIMS}),
+    "triton": Kernel(_forward_triton, _backward_triton, GPU_DTYPES, devices=("cuda",),
+                     limits={"head_dim": TRITON_HEAD_DIMS}, preferred_for=TENSOR_CORE_DTYPES),
+    "xformers": Kernel(_forward_xformers, _backward_xformers, GPU_DTYPES, limits={"head_dim": XFORMERS_HEAD_DIMS}),
+}
+# Views of KERNELS (read by tests and tools; declare capabilities in KERNELS only).
+SUPPORTS = dtypes_by_backend(KERNELS)
+GPU_HEAD_DIMS = {name: k.limits["head_dim"] for name, k in KERNELS.items() if "head_dim" in k.limits}
 
 
 def _choose(op: str, qkv: torch.Tensor, head_dim: int) -> str:
-    """select() by device/dtype, then the tensor-core rule and the head-dim limits of the register-tiled
-    GPU kernels."""
-    name = select(op, qkv.device, qkv.dtype, SUPPORTS)
-    if (name == "cuda" and requested()[0] is None and qkv.dtype in TENSOR_CORE_DTYPES
-            and head_dim in GPU_HEAD_DIMS["triton"] and why_unavailable("triton", qkv.device) is None):
-        return "triton"
-    if name in GPU_HEAD_DIMS and head_dim not in GPU_HEAD_DIMS[name]:
-        forced, source = requested()
-        if forced is not None:
-            raise BackendUnavailableError(f"{op}: backend {name!r} (forced by {source}) supports head_dim in "
-                                          f"{GPU_HEAD_DIMS[name]}, got {head_dim}")
-        if name == "cuda" and head_dim in GPU_HEAD_DIMS["triton"] and select(op, qkv.device, qkv.dtype, {
-                "triton": SUPPORTS["triton"]}) == "triton":
-            return "triton"
-        return "reference"
-    return name
+    return select(op, qkv.device, qkv.dtype, KERNELS, head_dim=head_dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +421,7 @@ def _choose(op: str, qkv: torch.Tensor, head_dim: int) -> str:
 @torch.library.custom_op("avfast::temporal_spatial_attention", mutates_args=())
 def _attention_op(qkv: torch.Tensor, mode: str, head_dim: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     _check_args(OP, qkv, mode, head_dim, scale)
-    out, lse = _FORWARD[_choose(OP, qkv, head_dim)](qkv, mode, head_dim, scale)
+    out, lse = KERNELS[_choose(OP, qkv, head_dim)].forward(qkv, mode, head_dim, scale)
     return out.contiguous(), lse.contiguous()
 
 
@@ -441,7 +436,7 @@ def _attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: torch
                            mode: str, head_dim: int, scale: float) -> torch.Tensor:
     _check_backward(grad_out, qkv, out, lse, mode, head_dim)
     backend = _choose(OP + "_backward", qkv, head_dim)
-    return _BACKWARD[backend](grad_out, qkv, out, lse, mode, head_dim, scale).contiguous()
+    return KERNELS[backend].backward(grad_out, qkv, out, lse, mode, head_dim, scale).contiguous()
 
 
 @_attention_backward_op.register_fake

@@ -32,15 +32,13 @@ from typing import NamedTuple
 import torch
 
 from .. import _ext
-from ..backends import select
-from ._native import (NATIVE_BACKENDS, accumulator_dtype, dtype_code, eager_native_backend, reference_instead,
-                      stream_of)
+from ..backends import Kernel, dtypes_by_backend, select
+from ._native import accumulator_dtype, dtype_code, eager_native_backend, reference_instead, stream_of
 from ._validate import FLOATING, AvfastInputError, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "contrastive_loss"
 DEFAULT_ETA = 5e-5
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTS = {"reference": FLOATING, "cpu": FLOATING, "cuda": FLOATING, "triton": TRITON_DTYPES}
 ROWS = ("loss", "positive", "negative_video", "negative_audio")
 
 
@@ -212,10 +210,16 @@ def _backward_triton(grad, pred_v, pred_a, target_v, target_a, Kv, eta, wv, wa, 
     return gpv, gpa, gtv, gta
 
 
-_FORWARD = {"reference": contrastive_loss_reference, "triton": _forward_triton,
-            **{b: functools.partial(_forward_native, b) for b in NATIVE_BACKENDS}}
-_BACKWARD = {"reference": contrastive_loss_backward_reference, "triton": _backward_triton,
-             **{b: functools.partial(_backward_native, b) for b in NATIVE_BACKENDS}}
+# What each backend supports for this op, in default order (see avfast.backends.Kernel).
+KERNELS = {
+    "reference": Kernel(contrastive_loss_reference, contrastive_loss_backward_reference, FLOATING),
+    "cpu": Kernel(functools.partial(_forward_native, "cpu"), functools.partial(_backward_native, "cpu"), FLOATING,
+                  devices=("cpu",)),
+    "cuda": Kernel(functools.partial(_forward_native, "cuda"), functools.partial(_backward_native, "cuda"), FLOATING,
+                   devices=("cuda",)),
+    "triton": Kernel(_forward_triton, _backward_triton, TRITON_DTYPES, devices=("cuda",)),
+}
+SUPPORTS = dtypes_by_backend(KERNELS)  # a view of KERNELS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,8 +229,8 @@ _BACKWARD = {"reference": contrastive_loss_backward_reference, "triton": _backwa
 def _contrastive_loss_op(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch.Tensor, target_a: torch.Tensor,
                          num_video_negatives: int, eta: float, weight_v: float, weight_a: float) -> torch.Tensor:
     _check_inputs(OP, pred_v, pred_a, target_v, target_a, num_video_negatives)
-    backend = select(OP, pred_v.device, pred_v.dtype, SUPPORTS)
-    return _FORWARD[backend](pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a)
+    backend = select(OP, pred_v.device, pred_v.dtype, KERNELS)
+    return KERNELS[backend].forward(pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a)
 
 
 @_contrastive_loss_op.register_fake
@@ -247,8 +251,8 @@ def _contrastive_loss_backward_op(grad: torch.Tensor, pred_v: torch.Tensor, pred
     check_tensor(op, "grad", grad, ndim=2, layout="[4, B]")
     if grad.shape != (4, pred_v.shape[1]):
         raise AvfastInputError(f"{op}: `grad` must have shape [4, {pred_v.shape[1]}], got {list(grad.shape)}")
-    backend = select(op, pred_v.device, pred_v.dtype, SUPPORTS)
-    outs = _BACKWARD[backend](grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a,
+    backend = select(op, pred_v.device, pred_v.dtype, KERNELS)
+    outs = KERNELS[backend].backward(grad, pred_v, pred_a, target_v, target_a, num_video_negatives, eta, weight_v, weight_a,
                               targets=grad_targets)
     return tuple(o.contiguous() if o is not None else _no_grad_like(ref) for o, ref in zip(outs, (pred_v, pred_a, target_v, target_a)))
 
@@ -351,7 +355,7 @@ class _EagerContrastiveLoss(torch.autograd.Function):
             pred_v, pred_a, target_v, target_a = saved = ctx.saved_tensors
             upstream = _upstream_rows((g_loss, g_pos, g_neg_v, g_neg_a), pred_v.shape[1], ctx.reduction,
                                       accumulator_dtype(pred_v.dtype), pred_v.device)
-            grads = _BACKWARD[ctx.backend](upstream, *saved, *ctx.params, targets=need[2] or need[3])
+            grads = KERNELS[ctx.backend].backward(upstream, *saved, *ctx.params, targets=need[2] or need[3])
         return (None, None, *(g if n else None for g, n in zip(grads, need)), None, None, None, None)
 
 
@@ -380,7 +384,7 @@ def contrastive_loss(pred_v: torch.Tensor, pred_a: torch.Tensor, target_v: torch
     if reference_instead(*args[:4]):
         rows = contrastive_loss_reference(*args)
     else:
-        backend = eager_native_backend(OP, SUPPORTS, *args[:4])
+        backend = eager_native_backend(OP, KERNELS, *args[:4])
         if backend is not None:
             if torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
                 return ContrastiveLossOutput(*_EagerContrastiveLoss.apply(backend, reduction, *args))

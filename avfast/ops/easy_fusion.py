@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from ..backends import select
+from ..backends import Kernel, dtypes_by_backend, select
 from ._native import accumulator_dtype, dtype_code, eager_native_backend, reference_instead, stream_of
 from ._validate import FLOATING, check_dim_match, check_same_device, check_same_dtype, check_tensor
 
 OP = "easy_fusion"
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTS = {"reference": FLOATING, "cpu": FLOATING, "cuda": FLOATING, "triton": TRITON_DTYPES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,9 +158,14 @@ def _backward_triton(gvf: torch.Tensor, gaf: torch.Tensor, Cv: int, Ca: int) -> 
     return kernels.backward(gvf, gaf, Cv, Ca)
 
 
-_FORWARD = {"reference": easy_fusion_reference, "cpu": _forward_cpu, "cuda": _forward_cuda, "triton": _forward_triton}
-_BACKWARD = {"reference": easy_fusion_backward_reference, "cpu": _backward_cpu, "cuda": _backward_cuda,
-             "triton": _backward_triton}
+# What each backend supports for this op, in default order (see avfast.backends.Kernel).
+KERNELS = {
+    "reference": Kernel(easy_fusion_reference, easy_fusion_backward_reference, FLOATING),
+    "cpu": Kernel(_forward_cpu, _backward_cpu, FLOATING, devices=("cpu",)),
+    "cuda": Kernel(_forward_cuda, _backward_cuda, FLOATING, devices=("cuda",)),
+    "triton": Kernel(_forward_triton, _backward_triton, TRITON_DTYPES, devices=("cuda",)),
+}
+SUPPORTS = dtypes_by_backend(KERNELS)  # a view of KERNELS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +174,7 @@ _BACKWARD = {"reference": easy_fusion_backward_reference, "cpu": _backward_cpu, 
 @torch.library.custom_op("avfast::easy_fusion", mutates_args=())
 def _easy_fusion_op(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(v, a)
-    vf, af = _FORWARD[select(OP, v.device, v.dtype, SUPPORTS)](v, a)
+    vf, af = KERNELS[select(OP, v.device, v.dtype, KERNELS)].forward(v, a)
     return vf.contiguous(), af.contiguous()
 
 
@@ -184,8 +188,8 @@ def _(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _easy_fusion_backward_op(grad_vf: torch.Tensor, grad_af: torch.Tensor, video_channels: int,
                              audio_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     _check_grads(grad_vf, grad_af, video_channels, audio_channels)
-    backend = select(OP + "_backward", grad_vf.device, grad_vf.dtype, SUPPORTS)
-    gv, ga = _BACKWARD[backend](grad_vf, grad_af, video_channels, audio_channels)
+    backend = select(OP + "_backward", grad_vf.device, grad_vf.dtype, KERNELS)
+    gv, ga = KERNELS[backend].backward(grad_vf, grad_af, video_channels, audio_channels)
     return gv.contiguous(), ga.contiguous()
 
 
@@ -230,7 +234,7 @@ class _EagerEasyFusion(torch.autograd.Function):
     @staticmethod
     def forward(ctx, backend, v, a):
         ctx.backend, ctx.channels = backend, (v.shape[1], a.shape[1])
-        return _FORWARD[backend](v, a)
+        return KERNELS[backend].forward(v, a)
 
     @staticmethod
     def backward(ctx, grad_vf, grad_af):
@@ -239,7 +243,7 @@ class _EagerEasyFusion(torch.autograd.Function):
             gv, ga = torch.ops.avfast.easy_fusion_backward(grad_vf, grad_af, Cv, Ca)
         else:
             _check_grads(grad_vf, grad_af, Cv, Ca)
-            gv, ga = _BACKWARD[ctx.backend](grad_vf, grad_af, Cv, Ca)
+            gv, ga = KERNELS[ctx.backend].backward(grad_vf, grad_af, Cv, Ca)
         return None, gv, ga
 
 
@@ -256,9 +260,9 @@ def easy_fusion(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.T
     _check_inputs(v, a)  # here too, so a wrong argument type gets our message, not the dispatcher's
     if reference_instead(v, a):
         return easy_fusion_reference(v, a)
-    backend = eager_native_backend(OP, SUPPORTS, v, a)
+    backend = eager_native_backend(OP, KERNELS, v, a)
     if backend is not None:
         if torch.is_grad_enabled() and (v.requires_grad or a.requires_grad):
             return _EagerEasyFusion.apply(backend, v, a)
-        return _FORWARD[backend](v, a)
+        return KERNELS[backend].forward(v, a)
     return torch.ops.avfast.easy_fusion(v, a)
