@@ -1,6 +1,6 @@
 """Ahead-of-time checks for what only a real GPU would reveal: shared memory and register spills.
 
-Triton: `python -m avfast.triton.aot` (a subprocess: this test session runs Triton in the
+Triton: `python -m avfast.checks.aot` (a subprocess: this test session runs Triton in the
 interpreter) traces the preset models, replays their op calls through the Triton launchers in
 fp32/fp16/bf16, binds each launch with Triton's JIT binder and compiles it for sm_80/86/89/90.
 CUDA C++: every csrc/cuda/*.cu is compiled by nvcc for the same architectures with `-Xptxas -v`.
@@ -32,7 +32,7 @@ requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not insta
 @pytest.fixture(scope="module")
 def triton_results():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "avfast.triton.aot", "--json"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "avfast.checks.aot", "--json"], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=1500)
     assert proc.stdout.strip().startswith("["), f"aot check produced no JSON:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout)
@@ -79,7 +79,7 @@ def test_triton_no_register_spills(triton_results):
 
 
 def test_unparsed_ptxas_output_fails():
-    from avfast.triton.aot import parse_ptxas_log
+    from avfast.checks.aot import parse_ptxas_log
 
     log = ("ptxas info    : Compiling entry function 'k' for 'sm_86'\n"
            "ptxas info    : Function properties for k\n"
@@ -135,3 +135,15 @@ def test_cuda_kernels_compile_without_spills(source):
     bad = [e for e in entries if e["spill_stores"] or e["spill_loads"]
            or e["smem"] > SHARED_LIMIT[int(e["arch"][3:])]]
     assert not bad, "\n".join(str(e) for e in bad)
+
+
+def test_old_module_name_warns_and_forwards():
+    import importlib
+    import sys
+
+    sys.modules.pop("avfast.triton.aot", None)
+    with pytest.warns(DeprecationWarning, match="avfast.checks.aot"):
+        old = importlib.import_module("avfast.triton.aot")
+    from avfast.checks.aot import parse_ptxas_log
+
+    assert old.parse_ptxas_log is parse_ptxas_log

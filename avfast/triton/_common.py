@@ -14,7 +14,7 @@ import triton.language as tl
 
 @dataclass(frozen=True)
 class Launch:
-    """One kernel launch exactly as a launcher makes it: what `python -m avfast.triton.aot` compiles."""
+    """One kernel launch exactly as a launcher makes it: what `python -m avfast.checks.aot` compiles."""
 
     kernel: object               # the @triton.jit function
     grid: tuple[int, ...]

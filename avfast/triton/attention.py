@@ -13,7 +13,7 @@ Backward: _delta  delta_i = dO_i . O_i per query row;
 Two passes recompute P instead of atomically adding dQ: deterministic, no N x N storage.
 Grids are 1-D (no 65535 limit on y/z); offsets are int64. Forward tiles are 32 x 32 (16-bit) /
 16 x 16 (fp32) at head dim 64, the backward's per kernel in _bwd_config: what the preset models launch
-compiles without spills on sm_80..sm_90 (python -m avfast.triton.aot).
+compiles without spills on sm_80..sm_90 (python -m avfast.checks.aot).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ HEAD_DIMS = (16, 32, 64, 128)
 
 
 def _blocks(dtype: torch.dtype, head_dim: int) -> tuple[int, int]:
-    """Forward (BLOCK_M, BLOCK_N), chosen from `ptxas -v` (python -m avfast.triton.aot): with the
+    """Forward (BLOCK_M, BLOCK_N), chosen from `ptxas -v` (python -m avfast.checks.aot): with the
     model's strided loads (one 64-bit address per element) 64 x 64 tiles spill; fp32 goes through
     FMA dots (exact, not TF32) and needs smaller tiles still."""
     if dtype == torch.float32:
