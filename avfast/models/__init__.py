@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import FUSIONS, PRESETS, ModelConfig, preset
+from .pretrained import from_pretrained
 from .unet import JointUNet
-from .weights import from_pretrained, save_pretrained, weights_checksum
+from .weights import save_pretrained, weights_checksum
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 

@@ -19,9 +19,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn.attention import TemporalSpatialAttention
+from ._validate import check_inputs
 from .blocks import Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
 from .config import ModelConfig
 from .fusion import CMCPEConnector, make_fusion
+from .weights import save_pretrained
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -163,8 +165,6 @@ class JointUNet(nn.Module):
         return v, a, t, t.clone()
 
     def save_pretrained(self, directory, **kwargs) -> None:
-        from .weights import save_pretrained
-
         save_pretrained(self, directory, **kwargs)
 
     # ------------------------------------------------------------------ forward
@@ -190,8 +190,6 @@ class JointUNet(nn.Module):
 
     def forward(self, v_t: torch.Tensor, a_t: torch.Tensor, t_v, t_a, labels: torch.Tensor | None = None,
                 self_cond: tuple[torch.Tensor | None, torch.Tensor | None] | None = None):
-        from ._validate import check_inputs
-
         t_v, t_a, labels = check_inputs(self.config, v_t, a_t, t_v, t_a, labels, self_cond)
         emb_v, emb_a = self._embed(t_v, t_a, labels)
         ctx = self.connector(v_t, a_t, self_cond) if self.connector is not None else {}

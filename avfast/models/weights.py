@@ -1,9 +1,10 @@
 """Weights I/O: `config.json` + `model.safetensors` in a folder. Never pickle.
 
 Saving writes each file under a temporary name in the target folder, fsyncs it and renames it, so an
-interrupted save never leaves a half-written file under the real name. Loading checks every tensor
-(missing, unexpected, mis-shaped, wrong dtype kind) against the model built from the config *before*
-anything is copied into it: a model is either loaded whole or not at all.
+interrupted save never leaves a half-written file under the real name. `check_state_dict` checks every
+tensor (missing, unexpected, mis-shaped, wrong dtype kind) against a model *before* anything is copied
+into it. This module knows no network class: building the model from a folder is
+`avfast.models.pretrained.from_pretrained`, which sits above both.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 
 from .._io import atomic_write_bytes, load_state_file, state_dict_bytes  # noqa: F401 (re-exported)
 from .._state_dict import state_dict_problems
-from .config import ModelConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -48,25 +48,16 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
                          + ". Nothing was loaded.")
 
 
-def from_pretrained(directory, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                    weights: str = WEIGHTS_NAME):
-    """Builds the model from `directory/config.json` and loads `directory/<weights>` into it."""
-    from .unet import JointUNet
+def __getattr__(name: str):
+    # Weights I/O does not import the network: from_pretrained (config -> JointUNet -> weights) lives in
+    # avfast/models/pretrained.py, above both. The old import path works for one release.
+    if name == "from_pretrained":
+        import warnings
 
-    d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"from_pretrained: no folder at {d} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    cfg_path = d / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"from_pretrained: {d} has no {CONFIG_NAME}")
-    config = ModelConfig.from_json(cfg_path)
-    state = load_state_file(d / weights)
-    with torch.device("meta"):
-        probe = JointUNet(config)
-    check_state_dict(probe, state, str(d / weights))
-    model = JointUNet(config)
-    model.load_state_dict(state, strict=True)
-    model = model.to(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval()
+        from . import pretrained  # deprecated alias, one release (an allowed edge in tests/test_layering.py)
+
+        warnings.warn("avfast.models.weights.from_pretrained moved to avfast.models.from_pretrained "
+                      "(avfast.models.pretrained); the old name is removed in the next release", DeprecationWarning,
+                      stacklevel=2)
+        return pretrained.from_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
