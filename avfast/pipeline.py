@@ -43,6 +43,7 @@ from .data.vocoder import Vocoder
 from .diffusion.protocol import supports_grad
 from .diffusion.sampling import TASKS
 from .diffusion.sampling import sample as _sample
+from .export.runtimes import create_runtime
 from .models import codec
 
 __all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "make_vocoder"]
@@ -340,7 +341,7 @@ class Pipeline:
                 made = in_precision(_runtime.create(name, self.model), self.precision)
             else:
                 try:
-                    made = _runtime.create(name, self.model, batch_size=calls_batch, device=self.device,
+                    made = create_runtime(name, self.model, batch_size=calls_batch, device=self.device,
                                            precision=self.precision, progress=self.progress)
                 except _runtime.RuntimeUnavailable as e:
                     raise ValueError(f"runtime {name}: {e}") from None

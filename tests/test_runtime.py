@@ -114,11 +114,22 @@ def test_onnxruntime_outputs_are_fresh_tensors_each_call():
 @requires_onnx
 @pytest.mark.slow
 def test_create_reuses_the_cached_export():
+    from avfast.export import create_runtime
+
+    model, path = tiny_export()
+    rt = create_runtime("onnxruntime", model, frames=FRAMES, audio_length=AUDIO_LENGTH, cache_dir=path.parent)
+    assert rt.path == path  # same weights and options: no second export
+
+
+@requires_onnx
+@pytest.mark.slow
+def test_runtime_create_exporting_on_demand_is_deprecated_but_works():
     from avfast.runtime import create
 
     model, path = tiny_export()
-    rt = create("onnxruntime", model, frames=FRAMES, audio_length=AUDIO_LENGTH, cache_dir=path.parent)
-    assert rt.path == path  # same weights and options: no second export
+    with pytest.warns(DeprecationWarning, match="avfast.export.create_runtime"):
+        rt = create("onnxruntime", model, frames=FRAMES, audio_length=AUDIO_LENGTH, cache_dir=path.parent)
+    assert rt.path == path
 
 
 def _ddim(denoiser, **kw):

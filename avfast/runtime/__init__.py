@@ -12,6 +12,7 @@ a missing one raises RuntimeUnavailable naming the extra to install.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,12 +56,13 @@ def load(name: str, path: str | Path, device: str | torch.device | None = None, 
 def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path | None = None,
            batch_size: int = 1, frames: int | None = None, audio_length: int | None = None,
            precision: str = "fp32", dynamic_batch: bool = False, cache_dir: str | Path | None = None,
-           device: str | torch.device | None = None, progress: bool = True):
+           device: str | torch.device | None = None, progress: bool = True, export: Callable[..., Path] | None = None):
     """A denoiser for the sampler on runtime `name` (one of NAMES).
 
-    Torch runtimes wrap `model`. Exported runtimes load `path`, or export `model` first into `cache_dir`
-    (default ~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE), checked for parity and reused while the
-    weights and options are the same. An export has fixed shapes: `batch_size` is the batch of each
+    Torch runtimes wrap `model`. Exported runtimes load `path`, or export `model` first with `export`
+    (avfast.export.create_runtime passes avfast.export.pipeline.export_cached: into `cache_dir`, default
+    ~/.cache/avfast/export or $AVFAST_EXPORT_CACHE, checked for parity and reused while the weights and
+    options are the same; without `export` this warns, deprecated). An export has fixed shapes: `batch_size` is the batch of each
     denoiser call (2x the clips with classifier-free guidance), `frames`/`audio_length` default to the
     model's; `dynamic_batch=True` accepts any batch up to the profile's maximum instead. OpenVINO in "bf16"
     loads the fp32 export and computes with its CPU plugin's bf16 kernels (the graph stays fp32).
@@ -80,9 +82,15 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
     if path is None:
         if model is None:
             raise ValueError(f"runtime {name!r} needs `path` (an exported file) or `model` (to export)")
-        from ..export.pipeline import export_cached
+        if export is None:  # the exporter lives above runtime/ (avfast.export.create_runtime hands it in)
+            import warnings
 
-        path = export_cached(model, name, batch_size=batch_size, frames=frames, audio_length=audio_length,
+            from ..export.pipeline import export_cached as export  # deprecated fallback, one release (test_layering)
+
+            warnings.warn(f"avfast.runtime.create({name!r}, model) exporting on demand is deprecated: use "
+                          f"avfast.export.create_runtime({name!r}, model) (runtime.create loads exported files)",
+                          DeprecationWarning, stacklevel=2)
+        path = export(model, name, batch_size=batch_size, frames=frames, audio_length=audio_length,
                              precision="fp32" if openvino_bf16 else precision, dynamic_batch=dynamic_batch,
                              cache_dir=cache_dir, progress=progress)
     return load(name, path, device, precision="bf16" if openvino_bf16 else None)
