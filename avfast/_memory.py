@@ -1,7 +1,7 @@
 """How much memory a request needs, estimated before the work starts, so a size that cannot fit is
 refused in one line instead of running for minutes or being OOM-killed.
 
-The estimate runs the model once on the meta device (no data, no compute: O(1) in the sizes) and
+The estimate (avfast.models.memory.model_peak_bytes) runs the model once on the meta device (no data, no compute: O(1) in the sizes) and
 records the peak of the bytes its live tensors hold, forward only (inference, export) or forward and
 backward with Adam's state (training). It is a lower bound of the real peak (allocator slack, library
 workspaces and the data pipeline come on top), so refusing above it never refuses what would fit.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import weakref
-from contextlib import nullcontext
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -22,7 +21,9 @@ class TooLarge(ValueError):
     """The request's estimated memory is more than this machine has available."""
 
 
-class _PeakBytes(TorchDispatchMode):
+class PeakBytes(TorchDispatchMode):
+    """Inside the block, the peak of the bytes live meta tensors hold (`.peak`)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
@@ -44,31 +45,6 @@ class _PeakBytes(TorchDispatchMode):
                 self.peak = max(self.peak, self.live)
                 weakref.finalize(storage, self._free, n)
         return out
-
-
-def model_peak_bytes(config, batch: int = 1, *, training: bool = False, decomposed: bool = False) -> int:
-    """Estimated peak bytes of one forward (and backward, with `training`: plus weights, gradients and
-    Adam's two moments) of a joint U-Net with `config` at `batch`, in fp32. `decomposed`: the ops as
-    their PyTorch composites (what an export and its parity check run), whose attention materialises
-    the N x N scores."""
-    import avfast
-    from avfast.models import create
-
-    with torch.device("meta"):
-        model = create(config)
-    model.train(training)
-    c = model.config
-    v = torch.empty(batch, *c.video_shape, device="meta")
-    a = torch.empty(batch, *c.audio_shape, device="meta")
-    t = torch.empty(batch, device="meta")
-    counter = _PeakBytes()
-    with (avfast.decomposed() if decomposed else nullcontext()), torch.set_grad_enabled(training), counter:
-        outputs = model(v, a, t, t)
-        if training:
-            sum(o.sum() for o in outputs).backward()
-    del outputs
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return counter.peak + (4 * params if training else params)
 
 
 def available_bytes(device: str | torch.device = "cpu") -> int | None:

@@ -128,7 +128,8 @@ def _options(args, model, preset: str, source: str):
 def _check_memory(model, options) -> None:
     """Refuse, in one line, an export whose PyTorch reference run (the parity check's, with the ops as
     their composites) cannot fit in this machine's memory."""
-    from .._memory import check_fits, model_peak_bytes
+    from .._memory import check_fits
+    from ..models.memory import model_peak_bytes
 
     batch = options.dynamic_batch[1] if options.dynamic_batch else options.batch
     try:

@@ -18,7 +18,7 @@ from typing import List, Sequence, Union
 import numpy as np
 import torch
 
-from ..data._deps import require
+from .._deps import require
 from .onsets import frames_to_time, onset_detect, onset_strength
 
 ArrayLike = Union[np.ndarray, torch.Tensor]

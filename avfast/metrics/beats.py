@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 
-from ..data._deps import require
+from .._deps import require
 
 DEFAULT_TOLERANCES = (0.1, 0.5)
 

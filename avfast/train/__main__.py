@@ -18,13 +18,13 @@ from .folder import DataError
 from .loop import NonFiniteLoss, train
 
 
-def _field_help() -> dict[str, str]:
-    """The trailing comment of each field in TrainConfig's source, as its --help text."""
+def _field_help(cls: type = TrainConfig) -> dict[str, str]:
+    """The trailing comment of each field in the config class's source (TrainConfig's), as its --help text."""
     import inspect
     import re
 
     out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    for line in inspect.getsource(cls).splitlines():
         m = re.match(r"\s+(\w+): .*?=.*?#\s*(.*)$", line)
         if m:
             out[m.group(1)] = m.group(2)
@@ -75,25 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m avfast.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="JSON or YAML file of options (flags override it)")
-    helps = _field_help()
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
+    add_config_arguments(ap, TrainConfig)
+    ap.add_argument("--allow-option-changes", action="store_true",
+                    help="resume even where an option differs from the run's checkpoint (by default a resume "
+                         "with a changed option is refused: it would not repeat the uninterrupted run)")
+    return ap
+
+
+def add_config_arguments(ap: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the config dataclass `cls` (TrainConfig, avfast.distill's DistillConfig), default
+    None (unset: the file's or the class's value), its help the field's comment."""
+    helps = _field_help(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         h = f"{helps.get(f.name, '')} (default: {default!r})"
         if isinstance(default, bool):
             ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=h)
-        elif f.name == "model":
+        elif isinstance(default, dict):
             ap.add_argument(flag, dest=f.name, type=_json_object, default=None,
                             help=h + ' — a JSON object of ModelConfig fields, e.g. \'{"fusion": "cmcpe"}\'')
-        elif f.name == "negative_methods":
-            ap.add_argument(flag, dest=f.name, nargs="+", default=None, help=h)
+        elif isinstance(default, tuple):
+            kind = type(default[0]) if default and not isinstance(default[0], str) else None
+            ap.add_argument(flag, dest=f.name, nargs="+", type=kind, default=None, help=h)
         else:
             ap.add_argument(flag, dest=f.name, type=type(default), default=None, help=h)
-    ap.add_argument("--allow-option-changes", action="store_true",
-                    help="resume even where an option differs from the run's checkpoint (by default a resume "
-                         "with a changed option is refused: it would not repeat the uninterrupted run)")
-    return ap
 
 
 # Options a resumed run may change: they do not alter what the steps compute.
@@ -135,7 +142,8 @@ def _preflight(cfg: TrainConfig, allow_changes: bool) -> None:
                                  f"with {before!r}; resuming would not repeat the uninterrupted run (pass "
                                  f"--allow-option-changes to continue anyway, or --no-resume / another --out to "
                                  f"start afresh)")
-    from .._memory import check_fits, model_peak_bytes
+    from .._memory import check_fits
+    from ..models.memory import model_peak_bytes
 
     mcfg = cfg.model_config()
     check_fits(f"training the {cfg.preset} model ({mcfg.frames} frames, {mcfg.audio_length} mel steps) at batch "

@@ -1,0 +1,33 @@
+"""Memory a joint U-Net needs, estimated on the meta device before any work (see avfast/_memory.py)."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .._memory import PeakBytes
+from .. import backends
+from .config import ModelConfig, preset
+from .unet import JointUNet
+
+
+def model_peak_bytes(config: "str | ModelConfig", batch: int = 1, *, training: bool = False, decomposed: bool = False) -> int:
+    """Estimated peak bytes of one forward (and backward, with `training`: plus weights, gradients and
+    Adam's two moments) of a joint U-Net with `config` at `batch`, in fp32. `decomposed`: the ops as
+    their PyTorch composites (what an export and its parity check run), whose attention materialises
+    the N x N scores."""
+    with torch.device("meta"):
+        model = JointUNet(preset(config) if isinstance(config, str) else config)
+    model.train(training)
+    c = model.config
+    v = torch.empty(batch, *c.video_shape, device="meta")
+    a = torch.empty(batch, *c.audio_shape, device="meta")
+    t = torch.empty(batch, device="meta")
+    counter = PeakBytes()
+    with (backends.decomposed() if decomposed else nullcontext()), torch.set_grad_enabled(training), counter:
+        outputs = model(v, a, t, t)
+        if training:
+            sum(o.sum() for o in outputs).backward()
+    del outputs
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return counter.peak + (4 * params if training else params)
