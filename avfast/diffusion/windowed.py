@@ -26,10 +26,13 @@ API
   window_layout(frames, audio_length, window_frames, window_audio, overlap, fps, mel_rate) -> WindowLayout
       the windows (frame_start/stop, audio_start/stop each), their fusion weights and coverage counts.
   windowed(model, frames=None, *, seconds=None, audio_length=None, overlap=None, max_batch=8,
-           video_shape=None, audio_shape=None, fps=None, mel_rate=None) -> WindowedDenoiser
+           video_shape=None, audio_shape=None, fps=None, mel_rate=None, callback=None) -> WindowedDenoiser
       a Denoiser over the long tensors; `.config` is the model's config with frames / audio_length of
       the long clip (`sample` reads shapes from it), `.layout` the WindowLayout, `.calls` the number
-      of model calls so far. Give `frames` or `seconds`; audio_length defaults to the columns of
+      of model calls so far, `.evaluations` its own evaluations (one per sampler step),
+      `.peak_windows` / `.peak_batch` the most windows / the largest batch that went through the
+      model in one call (≤ max_batch / max_batch × the sampler's batch, whatever the duration).
+      `callback(evaluation, windows_done, windows)` runs after each model call (progress bars). Give `frames` or `seconds`; audio_length defaults to the columns of
       frames / fps seconds. video_shape / audio_shape (one window, no batch) and fps / mel_rate
       default to the model's config (needed only for a bare callable without one).
   sample_windowed(model, seconds=None, frames=None, overlap=None, max_batch=8, task="joint",
@@ -73,7 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -296,14 +299,21 @@ class WindowedDenoiser:
     """A Denoiser over the long clip: runs `model` on each window and fuses the v-predictions."""
 
     def __init__(self, model: Denoiser, layout: WindowLayout, max_batch: int | None = DEFAULT_MAX_BATCH,
-                 video_shape: Sequence[int] | None = None, audio_shape: Sequence[int] | None = None) -> None:
+                 video_shape: Sequence[int] | None = None, audio_shape: Sequence[int] | None = None,
+                 callback: Callable[[int, int, int], None] | None = None) -> None:
         if not callable(model):
             raise TypeError(f"`model` must be a callable denoiser, got {type(model).__name__}")
         if max_batch is not None:
             _positive_int("max_batch", max_batch, "an int >= 1 (windows per model call) or None (all at once)")
-        self.model, self.layout, self.max_batch = model, layout, max_batch
+        if callback is not None and not callable(callback):
+            raise TypeError(f"`callback` must be callable (evaluation, windows done, windows), got "
+                            f"{type(callback).__name__}")
+        self.model, self.layout, self.max_batch, self.callback = model, layout, max_batch, callback
         self.supports_grad = supports_grad(model)
-        self.calls = 0
+        self.calls = 0          # model calls so far
+        self.evaluations = 0    # evaluations of this denoiser (one per sampler step)
+        self.peak_windows = 0   # the most windows that went through the model in one call
+        self.peak_batch = 0     # the largest batch of one model call (windows x the sampler's batch)
         base = getattr(model, "config", None)
         vs = tuple(video_shape) if video_shape is not None else tuple(getattr(base, "video_shape", ()) or ())
         as_ = tuple(audio_shape) if audio_shape is not None else tuple(getattr(base, "audio_shape", ()) or ())
@@ -332,8 +342,10 @@ class WindowedDenoiser:
                 f"{L.window_audio} columns over {L.frames} frames / {L.audio_length} columns, overlap {L.overlap}, "
                 f"max_batch {self.max_batch})")
 
-    def _model(self, v, a, t_v, t_a, labels):
+    def _model(self, v, a, t_v, t_a, labels, windows: int = 1):
         self.calls += 1
+        self.peak_windows = max(self.peak_windows, windows)
+        self.peak_batch = max(self.peak_batch, int(v.shape[0]))
         return self.model(v, a, t_v, t_a) if labels is None else self.model(v, a, t_v, t_a, labels=labels)
 
     def _weights_on(self, device: torch.device, dtype: torch.dtype):
@@ -352,8 +364,13 @@ class WindowedDenoiser:
             raise ValueError(f"this windowed denoiser is laid out for {L.frames} frames and {L.audio_length} mel "
                              f"columns: expected v_t [B, C, {L.frames}, H, W] and a_t [B, mel, {L.audio_length}], "
                              f"got {list(v_t.shape)} and {list(a_t.shape)}")
+        self.evaluations += 1
+        total = len(L.windows)
         if L.single:
-            return self._model(v_t, a_t, t_v, t_a, labels)
+            out = self._model(v_t, a_t, t_v, t_a, labels)
+            if self.callback is not None:
+                self.callback(self.evaluations, 1, 1)
+            return out
         B = v_t.shape[0]
         group = len(L.windows) if self.max_batch is None else self.max_batch
         out_v = out_a = None
@@ -362,7 +379,8 @@ class WindowedDenoiser:
             n = len(ws)
             v_in = torch.cat([v_t[:, :, w.frame_start:w.frame_stop] for w in ws])
             a_in = torch.cat([a_t[:, :, w.audio_start:w.audio_stop] for w in ws])
-            pv, pa = self._model(v_in, a_in, t_v.repeat(n), t_a.repeat(n), None if labels is None else labels.repeat(n))
+            pv, pa = self._model(v_in, a_in, t_v.repeat(n), t_a.repeat(n), None if labels is None else labels.repeat(n),
+                                 windows=n)
             if out_v is None:
                 # accumulate in at least float32 (a half-precision model's windows are summed in fp32)
                 acc = torch.promote_types(pv.dtype, torch.float32)
@@ -372,6 +390,8 @@ class WindowedDenoiser:
             for i, w in enumerate(ws):
                 out_v[:, :, w.frame_start:w.frame_stop] += pv[i * B:(i + 1) * B] * wv[w.index]
                 out_a[:, :, w.audio_start:w.audio_stop] += pa[i * B:(i + 1) * B] * wa[w.index]
+            if self.callback is not None:
+                self.callback(self.evaluations, g0 + n, total)
         return out_v / sv, out_a / sa
 
 
@@ -389,7 +409,8 @@ def windowed(model: Denoiser, frames: int | None = None, *, seconds: float | Non
              audio_length: int | None = None, overlap: int | None = None,
              max_batch: int | None = DEFAULT_MAX_BATCH, video_shape: Sequence[int] | None = None,
              audio_shape: Sequence[int] | None = None, fps: float | None = None,
-             mel_rate: float | None = None) -> WindowedDenoiser:
+             mel_rate: float | None = None,
+             callback: Callable[[int, int, int], None] | None = None) -> WindowedDenoiser:
     """`model` as a Denoiser over a clip of `frames` video frames (or `seconds`); see the module docstring."""
     vs, as_ = _window_sizes(model, video_shape, audio_shape)
     config = getattr(model, "config", None)
@@ -411,7 +432,7 @@ def windowed(model: Denoiser, frames: int | None = None, *, seconds: float | Non
         if audio_length is None:
             audio_length = audio_columns_for_seconds(clock, frames / fps)
     layout = window_layout(frames, audio_length, vs[1], as_[1], overlap, fps, mel_rate)
-    return WindowedDenoiser(model, layout, max_batch, vs, as_)
+    return WindowedDenoiser(model, layout, max_batch, vs, as_, callback)
 
 
 def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int | None = None,
@@ -425,11 +446,12 @@ def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int |
     frames (axis -3 of a video [B, C, F, H, W] or [C, F, H, W]) or mel columns (last axis), the other
     modality's length following in seconds. `sample_kwargs` go to `sample` (steps, sampler, seed,
     gamma, guidance, cfg_scale, labels, noise, ...); `video_shape` / `audio_shape` there are one
-    window's, for a model without `.config`.
+    window's, for a model without `.config`; `callback` goes to `windowed`.
     """
     from .sampling import sample
 
     video_shape, audio_shape = sample_kwargs.pop("video_shape", None), sample_kwargs.pop("audio_shape", None)
+    callback = sample_kwargs.pop("callback", None)
     if seconds is None and frames is None and task in ("v2a", "a2v") and isinstance(condition, torch.Tensor):
         config = getattr(model, "config", None)
         fps_ = fps if fps is not None else float(getattr(config, "fps", DEFAULT_FPS))
@@ -446,7 +468,7 @@ def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int |
             audio_length = int(condition.shape[-1]) if audio_length is None else audio_length
             frames = max(1, _round_half_up(audio_length / rate * fps_))
     den = windowed(model, frames, seconds=seconds, audio_length=audio_length, overlap=overlap, max_batch=max_batch,
-                   video_shape=video_shape, audio_shape=audio_shape, fps=fps, mel_rate=mel_rate)
+                   video_shape=video_shape, audio_shape=audio_shape, fps=fps, mel_rate=mel_rate, callback=callback)
     return sample(den, task=task, condition=condition, **sample_kwargs)
 
 
