@@ -11,7 +11,7 @@ from avfast.models import FUSIONS, PRESETS, ModelConfig, create, from_pretrained
 # A model small enough that every test runs in well under a second on 2 cores.
 SMALL = dict(base_channels=16, audio_base_channels=0, channel_mult=(1, 2), frames=5, height=8, width=8,
              audio_length=24, head_dim=16, norm_groups=8, attention_levels=(0, 1), cmcpe_dim=16)
-EXACT_PARAMETERS = {"tiny": 4_267_840, "paper-128": 115_610_452, "paper-512": 113_237_332}
+EXACT_PARAMETERS = {"tiny": 4_267_840, "tiny-latent": 4_217_108, "paper-128": 115_610_452, "paper-512": 113_237_332}
 
 
 def small(**kw) -> avfast.models.JointUNet:
