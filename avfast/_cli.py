@@ -13,8 +13,11 @@ optional packages before they start working (`avfast._deps.check_installed`).
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from ._deps import MissingDependency
@@ -47,6 +50,56 @@ def guarded(prog: str, work: Callable[[], int | None], errors: tuple[type[BaseEx
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK if rc is None else int(rc)
+
+
+def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """An output folder that exists or can be made: refuses a file and a place nothing can be written
+    (checked with a real probe in the nearest existing folder: os.access says yes to root even where
+    nothing can be made, as in /proc or on read-only mounts). Makes nothing."""
+    import tempfile
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{flag}: {str(out)!r} is a file; give a folder")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise CliError(f"{flag}: {str(out)!r} cannot be made: {str(parent)!r} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".avfast-write-probe-", dir=parent))
+    except OSError as e:
+        raise CliError(f"{flag}: {str(out)!r} cannot be written ({parent}: {e.strerror or e})") from None
+    return out
+
+
+def check_device(name: str, flag: str = "--device"):
+    """`name` as a torch.device this machine has: a malformed name, a device type this torch was not
+    built for and a CUDA index it does not have are one line each."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CliError(f"{flag}: {name!r} is not a device name; use cpu or cuda (cuda:N for one GPU)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CliError(f"{flag} {name}: torch sees no CUDA device here (torch {torch.__version__}, CUDA build: "
+                           f"{torch.version.cuda or 'no'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CliError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise CliError(f"{flag} {name}: avfast runs on cpu or cuda, not {device.type}")
+    return device
+
+
+def check_finite(value: float, flag: str, *, minimum: float | None = None, positive: bool = False) -> float:
+    """A float option that is a finite number (and >= minimum, or > 0 with positive)."""
+    if not math.isfinite(value):
+        raise CliError(f"{flag} must be a finite number, got {value}")
+    if positive and value <= 0:
+        raise CliError(f"{flag} must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise CliError(f"{flag} must be >= {minimum:g}, got {value}")
+    return value
 
 
 def program(main: Callable[[], int]) -> NoReturn:
