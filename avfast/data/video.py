@@ -34,8 +34,10 @@ class Clip:
 
 def _check_file(path, what: str) -> str:
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what}: {path!r} is a folder, not a{'n' if what[0] in 'aeiou' else ''} {what} file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: {what} file not found: {path!r}")
+        raise FileNotFoundError(f"{what} file not found: {path!r}")
     return path
 
 
@@ -74,10 +76,10 @@ def read_video(path, fps: float = FPS, size: Optional[int] = 128, sample_rate: i
     try:
         container = av.open(path)
     except Exception as exc:  # PyAV raises several error types for corrupt/unknown files
-        raise ValueError(f"path: cannot read {path!r} as a video file ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"video: cannot read {path!r} as a video file ({type(exc).__name__}: {exc})") from exc
     with container:
         if not container.streams.video:
-            raise ValueError(f"path: {path!r} has no video stream")
+            raise ValueError(f"video: {path!r} has no video stream")
         vstream = container.streams.video[0]
         rate = vstream.average_rate or vstream.guessed_rate
         source_fps = float(rate) if rate else None
@@ -90,7 +92,7 @@ def read_video(path, fps: float = FPS, size: Optional[int] = 128, sample_rate: i
             frames.append(frame.to_ndarray(format="rgb24"))
             times.append(t)
     if not frames:
-        raise ValueError(f"path: {path!r} contains no decodable video frames")
+        raise ValueError(f"video: {path!r} contains no decodable video frames")
     times = np.asarray(times) - times[0]
     duration = times[-1] + 1.0 / (source_fps or fps)
     n_out = int(np.floor(duration * fps + 1e-6))
@@ -142,7 +144,23 @@ def write_video(path, video: torch.Tensor, fps: float = FPS, audio: Optional[tor
         raise ValueError(f"video: H.264 yuv420p needs even height and width, got {h}x{w}")
     if audio is not None and audio.dim() != 1:
         raise ValueError(f"audio: expected mono [N], got {tuple(audio.shape)}")
-    with av.open(os.fspath(path), mode="w") as container:
+    # Written under a temporary name beside `path` and renamed when complete: a failure (the audio
+    # encoder, a full disk, Ctrl-C) leaves no video-only or truncated mp4 behind, nor the temporary file.
+    path = os.fspath(path)
+    head, tail = os.path.split(path)
+    stem, suffix = os.path.splitext(tail)
+    tmp = os.path.join(head, f".{stem}.{os.getpid()}.partial{suffix or '.mp4'}")
+    try:
+        _encode_video(av, tmp, frames, fps, audio, sample_rate, crf, w, h)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _encode_video(av, path: str, frames: np.ndarray, fps: float, audio: Optional[torch.Tensor], sample_rate: int,
+                  crf: int, w: int, h: int) -> None:
+    with av.open(path, mode="w") as container:
         vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
         # The same frames give the same bytes: x264's lookahead (macroblock tree, frame-type decisions) gave
@@ -180,7 +198,7 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, resample: bool = False) -> 
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise ValueError(f"path: cannot read {path!r} as an audio file ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"audio: cannot read {path!r} as an audio file ({type(exc).__name__}: {exc})") from exc
     y = data.mean(axis=1)
     if rate != sample_rate:
         if not resample:
