@@ -112,9 +112,16 @@ def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str 
     from ._deps import check_installed
     from .pipeline import Pipeline
 
+    from ._cli import check_out_folder
+
     check_installed(NEEDS, PROG)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out: {str(out)!r} is a file; give a folder")
+    check_out_folder(out)  # a file, or a place nothing can be written: one line before any work
+    if steps < 1:
+        raise CliError(f"--steps must be >= 1, got {steps}")
+    if seed < 0:
+        raise CliError(f"--seed must be >= 0, got {seed}")
+    if checkpoint is not None and not Path(checkpoint).is_dir():
+        raise CliError(f"--checkpoint: {checkpoint!r} is not a folder (expected config.json + model.safetensors)")
     pipe = Pipeline.from_pretrained(checkpoint or "default", progress=progress)
     fps, sr = pipe.config.fps, pipe.config.sample_rate
     out.mkdir(parents=True, exist_ok=True)

@@ -154,12 +154,24 @@ def _load_autoencoder(source: Any, device: torch.device):
     return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
 
 
+def _check_runtime(runtime: str, device: str | torch.device, precision: str) -> None:
+    """A runtime that cannot run here is one line before any work (avfast.runtime.available)."""
+    from .runtime.available import check_available
+
+    try:
+        check_available(runtime, device, precision)
+    except _runtime.RuntimeUnavailable as e:
+        raise ValueError(str(e)) from None
+
+
 class _Counted:
-    """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at."""
+    """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at (and its `name`, so a
+    refusal names the runtime, not this wrapper)."""
 
     def __init__(self, denoiser: Any, config: Any) -> None:
         self.denoiser, self.config, self.calls = denoiser, config, 0
         self.supports_grad = supports_grad(denoiser)
+        self.name = getattr(denoiser, "name", None) or type(denoiser).__name__
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -196,6 +208,7 @@ class Pipeline:
         self.model, self.config, self.runtime, self.progress = model.eval(), config, runtime, progress
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        _check_runtime(runtime, self.device, self.precision)
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
             raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
@@ -218,6 +231,7 @@ class Pipeline:
         if runtime not in RUNTIMES:  # before loading anything
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
         check_precision(precision)
+        _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
         if str(path) == "default":
             folder = models.DEFAULT_DIR
             if not (folder / "model.safetensors").is_file():

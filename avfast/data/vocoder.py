@@ -92,21 +92,41 @@ def _legacy_key(key: str) -> str:
     return key
 
 
+class WeightsMismatch(KeyError, ValueError):
+    """A weights file that is not the module's state dict (a KeyError for old callers, a ValueError for
+    programs: one line naming the file)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def load_melgan(path: str, n_mels: int = 80, map_location: str = "cpu") -> MelGANGenerator:
-    """Build a MelGANGenerator and load weights from a local .safetensors file (strict)."""
+    """Build a MelGANGenerator and load weights from a local .safetensors file (strict). Anything else
+    (a pickle, a torch.save file, a truncated file, another model's weights) is a ValueError naming the
+    file; nothing is ever unpickled."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"vocoder weights: {path!r} is a folder, not a .safetensors file")
     if not str(path).endswith(".safetensors"):
-        raise ValueError(f"path: expected a local .safetensors file (pickle checkpoints are refused "
+        raise ValueError(f"vocoder weights: expected a local .safetensors file (pickle checkpoints are refused "
                          f"because loading them can run code), got {path!r}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: MelGAN weights file not found: {path!r}")
+        raise FileNotFoundError(f"vocoder weights: file not found: {path!r}")
     from safetensors.torch import load_file
 
-    raw = load_file(path, device=map_location)
+    try:
+        raw = load_file(path, device=map_location)
+    except Exception as e:  # SafetensorError (truncated, not safetensors), OSError: one line naming the file
+        raise ValueError(f"vocoder weights: {path!r} is not a readable .safetensors file "
+                         f"({' '.join(str(e).split()) or type(e).__name__})") from None
     state = {_legacy_key(k): v for k, v in raw.items()}
     model = MelGANGenerator(n_mels=n_mels)
-    problems = state_dict_problems(model.state_dict(), state)
+    expected = model.state_dict()
+    if state and not set(state) & set(expected):
+        raise WeightsMismatch(f"vocoder weights: {path!r} is not a MelGAN generator's weights: none of its "
+                              f"{len(state)} tensors is one (it has e.g. {sorted(state)[0]})")
+    problems = state_dict_problems(expected, state)
     if problems:
-        raise KeyError(f"{path!r} is not a MelGAN generator ({n_mels} mels) state dict; " + "; ".join(problems))
+        raise WeightsMismatch(f"{path!r} is not a MelGAN generator ({n_mels} mels) state dict; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -285,8 +285,9 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
             raise ValueError("`guidance` > 0 needs condition_mode='replace' (a clean condition has nothing to "
                              "reconstruct)")
         if not supports_grad(model):
-            raise ValueError(f"`guidance` > 0 needs gradients through the denoiser, and this "
-                             f"{type(model).__name__} has supports_grad = False; use guidance=0 (replacement)")
+            name = getattr(model, "name", None) or type(model).__name__
+            raise ValueError(f"`guidance` > 0 needs gradients through the denoiser, and this {name} denoiser has "
+                             f"none (supports_grad = False); use guidance=0 (replacement)")
     cfg = _cfg_pair(cfg_scale)
     if cfg != (1.0, 1.0) and labels is None:
         raise ValueError(f"`cfg_scale` = {cfg} needs `labels` (classifier-free guidance compares the labelled "

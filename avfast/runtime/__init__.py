@@ -41,6 +41,8 @@ def load(name: str, path: str | Path, device: str | torch.device | None = None, 
     if name == "onnxruntime-cuda":
         from .ort import OnnxRuntimeDenoiser
 
+        if device is not None and torch.device(device).type != "cuda":  # never ONNX Runtime's CPU provider in silence
+            raise ValueError(f"runtime 'onnxruntime-cuda' runs on CUDA, not {device}; use 'onnxruntime' for the CPU")
         return OnnxRuntimeDenoiser(path, device=device or "cuda")
     if name == "tensorrt":
         from .trt import TensorRTDenoiser
