@@ -14,8 +14,18 @@ and sample rate, with `save(path)` (mp4 with sound) and `av_align()`.
 
 Inputs and outputs are data, not model space: video [3, F, H, W] or [B, 3, F, H, W] in [-1, 1] at the
 model's frame size, audio [N] or [B, N] in [-1, 1] at its sample rate (longer inputs are cut to the
-model's length). `encode_video`, `encode_audio`, `decode_video` and `decode_audio` are the codecs on
-their own, for callers that hold model-space tensors.
+model's length, or to `seconds=`; seconds="all" keeps the whole input).
+
+Long clips: `seconds=` beyond the model's window (or seconds="all" for v2a / a2v: the condition's own
+length) samples overlapping windows denoised together at every step (`avfast.diffusion.windowed`), with
+every sampler option; `overlap=` frames between neighbouring windows, `window_batch=` windows per model
+call (peak memory is that of `window_batch` windows, whatever the duration). See docs/long-clips.md.
+
+    clip = pipe("joint", seconds=10, steps=25, seed=0)                  # 10 s of video with sound
+    clip = pipe("v2a", video="long.mp4", seconds="all", overlap=6)      # sound for the whole video
+
+`encode_video`, `encode_audio`, `decode_video` and `decode_audio` are the codecs on their own, for
+callers that hold model-space tensors.
 
 Determinism: clip i of a call draws its sampler noise from `seed + i` (`avfast.diffusion.sample`) and
 its Griffin-Lim starting phase from a generator seeded `seed + i`, so the same seed and settings give
@@ -26,6 +36,7 @@ codecs, runtimes and batching around it, not sampling logic.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -43,6 +54,8 @@ from .data.vocoder import Vocoder
 from .diffusion.protocol import supports_grad
 from .diffusion.sampling import TASKS
 from .diffusion.sampling import sample as _sample
+from .diffusion.windowed import DEFAULT_MAX_BATCH as DEFAULT_WINDOW_BATCH
+from .diffusion.windowed import audio_columns_for_seconds, frames_for_seconds, windowed
 from .export.runtimes import create_runtime
 from .models import codec
 
@@ -74,6 +87,8 @@ class Clip:
     calls: int = 0
     seconds: float = 0.0
     audio_source: str = ""
+    windows: int = 0       # windows per step of a long clip (0: the model's own length, no windowing)
+    peak_batch: int = 0    # the largest batch of one model call (windows x clips x 2 with CFG)
 
     def __post_init__(self) -> None:
         if self.pixels.dim() != 5 or self.waveform.dim() != 2 or self.pixels.shape[0] != self.waveform.shape[0]:
@@ -154,28 +169,52 @@ def _load_autoencoder(source: Any, device: torch.device):
     return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
 
 
-def _check_runtime(runtime: str, device: str | torch.device, precision: str) -> None:
-    """A runtime that cannot run here is one line before any work (avfast.runtime.available)."""
-    from .runtime.available import check_available
-
-    try:
-        check_available(runtime, device, precision)
-    except _runtime.RuntimeUnavailable as e:
-        raise ValueError(str(e)) from None
-
-
 class _Counted:
     """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at (and its `name`, so a
     refusal names the runtime, not this wrapper)."""
 
     def __init__(self, denoiser: Any, config: Any) -> None:
-        self.denoiser, self.config, self.calls = denoiser, config, 0
+        self.denoiser, self.config, self.calls, self.peak_batch = denoiser, config, 0, 0
         self.supports_grad = supports_grad(denoiser)
         self.name = getattr(denoiser, "name", None) or type(denoiser).__name__
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
+        self.peak_batch = max(self.peak_batch, int(args[0].shape[0]))
         return self.denoiser(*args, **kwargs)
+
+
+def _check_seconds(seconds: Any, task: str) -> None:
+    if seconds is None:
+        return
+    if isinstance(seconds, str):
+        if seconds != "all":
+            raise ValueError(f"`seconds` must be a number of seconds > 0 or 'all' (v2a / a2v: the whole "
+                             f"condition), got {seconds!r}")
+        if task == "joint":
+            raise ValueError("seconds='all' takes the clip's length from the condition; task 'joint' has none: "
+                             "give a number of seconds")
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or seconds <= 0:
+        raise ValueError(f"`seconds` must be a finite number of seconds > 0 (the clip's duration), got {seconds!r}")
+
+
+class _WindowProgress:
+    """One bar over sampler steps for long clips, the windows of the current step in its postfix."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=False)
+
+    def __call__(self, evaluation: int, done: int, windows: int) -> None:
+        self.bar.set_postfix_str(f"windows {done}/{windows}", refresh=False)
+        if done == windows:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _batched(x: torch.Tensor, dims: int) -> torch.Tensor:
@@ -208,7 +247,6 @@ class Pipeline:
         self.model, self.config, self.runtime, self.progress = model.eval(), config, runtime, progress
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        _check_runtime(runtime, self.device, self.precision)
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
             raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
@@ -231,7 +269,6 @@ class Pipeline:
         if runtime not in RUNTIMES:  # before loading anything
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
         check_precision(precision)
-        _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
         if str(path) == "default":
             folder = models.DEFAULT_DIR
             if not (folder / "model.safetensors").is_file():
@@ -262,20 +299,32 @@ class Pipeline:
         return self.config.audio_length * self.mel.hop_length
 
     # ----------------------------------------------------------------------------- codecs
+    def _frame_chunks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """A long clip in pieces of the model's frames for the frame autoencoder (its memory stays a
+        window's, whatever the duration); pixel models take it whole."""
+        if self.autoencoder is None or x.shape[2] <= self.config.frames:
+            return [x]
+        return list(x.split(self.config.frames, dim=2))
+
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, F, H, W] in [-1, 1] -> model space."""
-        return codec.video_to_model(pixels.to(self.device), self.config, self.autoencoder)
+        """[B, 3, F, H, W] in [-1, 1] -> model space (any F; a latent model's frames go through the
+        autoencoder a window at a time)."""
+        parts = [codec.video_to_model(p.to(self.device), self.config, self.autoencoder)
+                 for p in self._frame_chunks(pixels)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     @torch.no_grad()
     def decode_video(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> pixels [B, 3, F, H, W] in [-1, 1], CPU fp32."""
-        return codec.video_from_model(x, self.config, self.autoencoder).float().cpu()
+        parts = [codec.video_from_model(p, self.config, self.autoencoder).float().cpu() for p in self._frame_chunks(x)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     @torch.no_grad()
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        """[B, N] in [-1, 1] -> model-space mel [B, mel_bins, audio_length]."""
-        return codec.audio_to_model(waveform.to(self.device).float(), self.config)[..., : self.config.audio_length]
+    def encode_audio(self, waveform: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+        """[B, N] in [-1, 1] -> model-space mel [B, mel_bins, columns] (default: the model's audio_length)."""
+        columns = self.config.audio_length if columns is None else columns
+        return codec.audio_to_model(waveform.to(self.device).float(), self.config)[..., :columns]
 
     @torch.no_grad()
     def decode_audio(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -287,9 +336,13 @@ class Pipeline:
         return torch.cat(waves).float().clamp(-1, 1).cpu()
 
     # ----------------------------------------------------------------------------- inputs
-    def read_video(self, source: PathLike | torch.Tensor) -> torch.Tensor:
-        """A file or tensor -> pixels [B, 3, frames, size, size] in [-1, 1] (cut to the model's frames)."""
+    def read_video(self, source: PathLike | torch.Tensor, seconds: float | str | None = None) -> torch.Tensor:
+        """A file or tensor -> pixels [B, 3, frames, size, size] in [-1, 1], cut to the model's frames, or
+        to `seconds` of video (frames_for_seconds), or whole for seconds="all"."""
         cfg, size = self.config, self.frame_size
+        _check_seconds(seconds, "v2a")
+        frames = (cfg.frames if seconds is None else None if seconds == "all" else
+                  frames_for_seconds(cfg, seconds))
         if isinstance(source, torch.Tensor):
             pixels = _batched(source, 5)
             if pixels.dim() != 5 or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (size, size):
@@ -302,19 +355,28 @@ class Pipeline:
             path = os.fspath(source)
             if os.path.isdir(path):
                 raise IsADirectoryError(f"video: {path!r} is a folder, not a video file")
-            clip = read_video(path, fps=cfg.fps, size=size, sample_rate=cfg.sample_rate, max_frames=cfg.frames)
+            clip = read_video(path, fps=cfg.fps, size=size, sample_rate=cfg.sample_rate, max_frames=frames)
             pixels, what = clip.video[None], repr(path)
-        if pixels.shape[2] < cfg.frames:
-            raise ValueError(f"video: {what} has {pixels.shape[2]} frames at {cfg.fps:g} fps; the model needs "
-                             f"{cfg.frames}")
-        pixels = pixels[:, :, : cfg.frames].float()
+        if frames is None:
+            frames = pixels.shape[2]
+            if frames < 1:
+                raise ValueError(f"video: {what} has no frames")
+        if pixels.shape[2] < frames:
+            needs = "the model needs" if seconds is None else f"seconds={seconds!r} needs"
+            raise ValueError(f"video: {what} has {pixels.shape[2]} frames at {cfg.fps:g} fps; {needs} {frames}")
+        pixels = pixels[:, :, :frames].float()
         if not bool(torch.isfinite(pixels).all()):
             raise ValueError(f"video: {what} has NaN or infinite values")
         return pixels
 
-    def read_audio(self, source: PathLike | torch.Tensor) -> torch.Tensor:
-        """A file (wav/flac/ogg, or a video with sound) or tensor -> waveform [B, num_samples] in [-1, 1]."""
-        n, sr = self.num_samples, self.config.sample_rate
+    def read_audio(self, source: PathLike | torch.Tensor, seconds: float | str | None = None) -> torch.Tensor:
+        """A file (wav/flac/ogg, or a video with sound) or tensor -> waveform [B, num_samples] in [-1, 1]; with
+        `seconds`, the samples of that many seconds' mel columns (audio_columns_for_seconds x hop), or of the
+        whole input's for seconds="all"."""
+        sr, hop = self.config.sample_rate, self.mel.hop_length
+        _check_seconds(seconds, "a2v")
+        n = (self.num_samples if seconds is None else None if seconds == "all" else
+             audio_columns_for_seconds(self.config, seconds) * hop)
         if isinstance(source, torch.Tensor):
             wave = _batched(source, 2)
             if wave.dim() != 2 or not wave.is_floating_point():
@@ -335,8 +397,13 @@ class Pipeline:
                 if wave is None:
                     raise ValueError(f"audio: {path!r} has no audio stream")
             wave = wave[None]
+        if n is None:
+            n = wave.shape[1] // hop * hop
+            if n < hop:
+                raise ValueError(f"audio: {what} has {wave.shape[1]} samples, less than one mel column ({hop})")
         if wave.shape[1] < n:
-            raise ValueError(f"audio: {what} has {wave.shape[1] / sr:.2f} s of sound; the model needs {n / sr:.2f} s")
+            needs = "the model needs" if seconds is None else f"seconds={seconds!r} needs"
+            raise ValueError(f"audio: {what} has {wave.shape[1] / sr:.2f} s of sound; {needs} {n / sr:.2f} s")
         wave = wave[:, :n].float()
         if not bool(torch.isfinite(wave).all()):
             raise ValueError(f"audio: {what} has NaN or infinite samples")
@@ -368,7 +435,8 @@ class Pipeline:
                  seed: int = 0, batch: int | None = None, gamma: float = 1.0, guidance: float = 0.0,
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
                  spacing: str = "trailing", condition_mode: str = "replace", max_batch: int | None = None,
-                 progress: bool | None = None) -> Clip:
+                 progress: bool | None = None, seconds: float | str | None = None, overlap: int | None = None,
+                 window_batch: int | None = None) -> Clip:
         """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
 
         task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
@@ -377,6 +445,14 @@ class Pipeline:
             `avfast.diffusion.sample` (cfg = its cfg_scale: one scale, or (video, audio)).
         seed: clip i uses seed + i. max_batch: at most this many clips per sampler call (memory), with
             the same result as one call.
+        seconds: the clip's duration; None: the model's own length (a longer condition is cut to it). Longer
+            than the model's window (or shorter), or "all" for v2a / a2v (the condition's whole length), the
+            clip is sampled as overlapping windows denoised together (avfast.diffusion.windowed): one sampler
+            state for the whole clip, so every option above works unchanged. A duration of exactly one window
+            gives the plain call's clip bit for bit.
+        overlap: video frames shared by neighbouring windows, 0 <= overlap < the model's frames (default a
+            third of them); window_batch: windows per model call (default 8; 1 on exported runtimes, whose
+            batch is fixed). Both need `seconds`.
         """
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
@@ -397,51 +473,98 @@ class Pipeline:
         if guidance and self.runtime in _runtime.EXPORTED_RUNTIMES:
             raise ValueError(f"`guidance` > 0 (reconstruction guidance) needs gradients through the denoiser, and "
                              f"runtime {self.runtime!r} has none; use guidance=0 (replacement) or a PyTorch runtime")
+        _check_seconds(seconds, task)
+        frames_per_window = self.config.frames
+        if overlap is not None or window_batch is not None:
+            if seconds is None:
+                raise ValueError("`overlap` and `window_batch` shape the windows of a long clip; give `seconds=` too "
+                                 "(a duration, or 'all' for the condition's length)")
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
+                                    or not 0 <= overlap < frames_per_window):
+            raise ValueError(f"`overlap` must be an int number of video frames in [0, {frames_per_window - 1}] (less "
+                             f"than the window's {frames_per_window} frames), got {overlap!r}")
+        if window_batch is not None and (isinstance(window_batch, bool) or not isinstance(window_batch, int)
+                                         or window_batch < 1):
+            raise ValueError(f"`window_batch` must be an int >= 1 (windows per model call), got {window_batch!r}")
+        exported = self.runtime != "torch" and self.runtime not in _runtime.TORCH_RUNTIMES
+        if exported and window_batch not in (None, 1):
+            raise ValueError(f"runtime {self.runtime!r} has a fixed input batch: it runs one window per call "
+                             f"(window_batch=1), got window_batch={window_batch}")
+        window_batch = 1 if exported else window_batch or DEFAULT_WINDOW_BATCH
         progress = self.progress if progress is None else progress
 
         data = condition = None
         if task == "v2a":
-            data = self.read_video(video)
+            data = self.read_video(video, seconds)
         elif task == "a2v":
-            data = self.read_audio(audio)
+            data = self.read_audio(audio, seconds)
+        long = seconds is not None
+        if long:   # the clip's frames and mel columns, from its duration
+            duration = (seconds if seconds != "all" else data.shape[2] / self.config.fps if task == "v2a"
+                        else data.shape[1] / self.config.sample_rate)
+            frames = frames_for_seconds(self.config, duration)
+            columns = audio_columns_for_seconds(self.config, duration)
+            if task == "v2a":
+                frames = data.shape[2]
+            if exported and (frames < frames_per_window or columns < self.config.audio_length):
+                raise ValueError(f"runtime {self.runtime!r} has a fixed input shape of {frames_per_window} frames; a "
+                                 f"clip of {duration:g} s is shorter than a window: use runtime 'torch' or "
+                                 f"seconds >= {frames_per_window / self.config.fps:g}")
         n_given = 1 if data is None else data.shape[0]
         if batch is not None and n_given not in (1, batch):
             raise ValueError(f"`batch` ({batch}) disagrees with the {n_given} clips given as the condition")
         B = batch or n_given
         if data is not None:
             data = data.expand(B, *data.shape[1:])
-            condition = self.encode_video(data) if task == "v2a" else self.encode_audio(data)
+            condition = (self.encode_video(data) if task == "v2a" else
+                         self.encode_audio(data, columns if long else None))
 
         chunk = max_batch or B
         use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
-        videos, audios, calls, seconds = [], [], 0, 0.0
-        for start in range(0, B, chunk):
-            stop = min(start + chunk, B)
-            denoiser = _Counted(self.denoiser((2 if use_cfg else 1) * (stop - start)), self.config)
-            part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            began = time.perf_counter()
-            v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
-                           steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start, eta=eta,
-                           spacing=spacing, guidance=guidance, condition_mode=condition_mode, gamma=gamma,
-                           cfg_scale=cfg, labels=part_labels, video_shape=self.config.video_shape,
-                           audio_shape=self.config.audio_shape, progress=progress, device=self.device,
-                           dtype=self.dtype)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds += time.perf_counter() - began
-            calls += denoiser.calls
-            videos.append(v)
-            audios.append(a)
+        videos, audios, calls, elapsed, windows, peak = [], [], 0, 0.0, 0, 0
+        bar = (_WindowProgress(steps * -(-B // chunk), f"{sampler} {task} {duration:g} s", progress)
+               if long else None)
+        try:
+            for start in range(0, B, chunk):
+                stop = min(start + chunk, B)
+                counted = _Counted(self.denoiser((2 if use_cfg else 1) * (stop - start) * (window_batch if long
+                                                                                           else 1)), self.config)
+                denoiser = counted
+                if long:   # one sampler state for the whole clip; the model sees windows of it
+                    denoiser = windowed(counted, frames, audio_length=columns, overlap=overlap,
+                                        max_batch=window_batch, video_shape=self.config.video_shape,
+                                        audio_shape=self.config.audio_shape, fps=float(self.config.fps),
+                                        mel_rate=self.config.sample_rate / self.mel.hop_length, callback=bar)
+                    windows = len(denoiser.layout.windows)
+                part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                began = time.perf_counter()
+                v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
+                               steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start, eta=eta,
+                               spacing=spacing, guidance=guidance, condition_mode=condition_mode, gamma=gamma,
+                               cfg_scale=cfg, labels=part_labels, video_shape=denoiser.config.video_shape,
+                               audio_shape=denoiser.config.audio_shape, progress=progress and not long,
+                               device=self.device, dtype=self.dtype)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                elapsed += time.perf_counter() - began
+                calls += denoiser.evaluations if long else counted.calls
+                peak = max(peak, counted.peak_batch)
+                videos.append(v)
+                audios.append(a)
+        finally:
+            if bar is not None:
+                bar.close()
 
         with torch.no_grad():
             pixels = data.float().cpu() if task == "v2a" else self.decode_video(torch.cat(videos))
             waves = data.float().cpu().clamp(-1, 1) if task == "a2v" else self.decode_audio(torch.cat(audios), seed)
         source = "input" if task == "a2v" else self.vocoder.method
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
-                    task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=seconds, audio_source=source)
+                    task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=elapsed, audio_source=source,
+                    windows=windows, peak_batch=peak)
 
     def __repr__(self) -> str:
         video = "pixels" if self.autoencoder is None else type(self.autoencoder).__name__

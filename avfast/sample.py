@@ -2,6 +2,8 @@
 
     python -m avfast.sample --task v2a --input clip.mp4 --steps 50 --sampler dpmpp2m --out OUT/
     python -m avfast.sample --checkpoint DIR --task joint --batch 4 --runtime openvino --precision bf16
+    python -m avfast.sample --task joint --seconds 10 --overlap 6 --out OUT/        # a long clip (one mp4)
+    python -m avfast.sample --task v2a --input long.mp4 --seconds all --out OUT/     # sound for all of it
 
 It parses the arguments, builds `avfast.Pipeline.from_pretrained(--checkpoint or the package's default)`,
 calls it once and writes one mp4 with sound per clip, then prints ms per function evaluation.
@@ -13,6 +15,7 @@ callable as `avfast.sample(...)`; it is not any more (a module named like a func
 from __future__ import annotations
 
 import argparse
+import math
 import warnings
 from pathlib import Path
 
@@ -58,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="class label (models trained with labels)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="clips in one batch (seeds seed .. seed+batch-1)")
+    p.add_argument("--seconds", metavar="S",
+                   help="the clip's duration in seconds, beyond the model's window if wanted (overlapping windows "
+                        "denoised together; docs/long-clips.md), or 'all' for v2a/a2v: the whole --input; "
+                        "default: the model's own length (a longer --input is cut to it)")
+    p.add_argument("--overlap", type=int, metavar="K",
+                   help="with --seconds: video frames shared by neighbouring windows, 0 <= K < the model's frames "
+                        "(default a third of them)")
+    p.add_argument("--window-batch", type=int, metavar="N",
+                   help="with --seconds: windows per model call (default 8; peak memory does not grow with the "
+                        "duration)")
     p.add_argument("--out", metavar="DIR", default="samples")
     p.add_argument("--vocoder", metavar="WEIGHTS", help="MelGAN .safetensors; default: Griffin-Lim (lower quality)")
     p.add_argument("--autoencoder", metavar="DIR", help="frame autoencoder of a latent-space model (avfast's frame "
@@ -71,12 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str | None, task: str) -> float | str | None:
+    """--seconds: a finite number > 0, or 'all' (v2a / a2v)."""
+    if text is None:
+        return None
+    if text == "all":
+        if task == "joint":
+            raise CliError("--seconds all takes the length of --input; --task joint has none: give a number")
+        return "all"
+    try:
+        value = float(text)
+    except ValueError:
+        raise CliError(f"--seconds must be a number of seconds > 0 or 'all', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise CliError(f"--seconds must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
 def _check(args: argparse.Namespace) -> None:
     """Everything that can be refused before a model is loaded."""
     if args.runtime not in RUNTIMES:
         raise CliError(f"--runtime: {args.runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
+    args.seconds = _seconds(args.seconds, args.task)
+    if args.seconds is None and (args.overlap is not None or args.window_batch is not None):
+        raise CliError("--overlap and --window-batch shape the windows of a long clip; give --seconds too")
+    if args.overlap is not None and args.overlap < 0:
+        raise CliError(f"--overlap must be >= 0 video frames (and less than the model's window), got {args.overlap}")
+    if args.window_batch is not None and args.window_batch < 1:
+        raise CliError(f"--window-batch must be >= 1, got {args.window_batch}")
     if args.task == "joint" and args.input is not None:
         raise CliError("--input is a condition for --task v2a or a2v; --task joint takes none")
     if args.task != "joint" and args.input is None:
@@ -109,7 +146,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
     clips = pipe(args.task, **condition, steps=args.steps, sampler=args.sampler, seed=args.seed, batch=args.batch,
                  eta=args.eta, spacing=args.spacing, guidance=args.guidance, condition_mode=args.condition_mode,
-                 gamma=args.gamma, cfg=cfg, labels=args.label)
+                 gamma=args.gamma, cfg=cfg, labels=args.label, seconds=args.seconds, overlap=args.overlap,
+                 window_batch=args.window_batch)
     written = []
     for clip in clips:
         written.append(clip.save(out / f"{args.task}_seed{clip.seeds[0]}.mp4"))
@@ -118,6 +156,9 @@ def run(args: argparse.Namespace) -> list[Path]:
                     f"MelGAN vocoder ({args.vocoder})" if not pipe.vocoder.is_fallback else
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")
     print(f"audio: {audio_source}")
+    if clips.windows:
+        print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
+              f"largest model call {clips.peak_batch} inputs")
     print(f"{args.task}, {args.sampler}, {args.steps} steps, runtime {args.runtime} on {pipe.device}: "
           f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
           f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "
