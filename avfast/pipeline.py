@@ -169,6 +169,16 @@ def _load_autoencoder(source: Any, device: torch.device):
     return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
 
 
+def _check_runtime(runtime: str, device: str | torch.device, precision: str) -> None:
+    """A runtime that cannot run here is one line before any work (avfast.runtime.available)."""
+    from .runtime.available import check_available
+
+    try:
+        check_available(runtime, device, precision)
+    except _runtime.RuntimeUnavailable as e:
+        raise ValueError(str(e)) from None
+
+
 class _Counted:
     """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at (and its `name`, so a
     refusal names the runtime, not this wrapper)."""
@@ -247,6 +257,7 @@ class Pipeline:
         self.model, self.config, self.runtime, self.progress = model.eval(), config, runtime, progress
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        _check_runtime(runtime, self.device, self.precision)
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
             raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
@@ -269,6 +280,7 @@ class Pipeline:
         if runtime not in RUNTIMES:  # before loading anything
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
         check_precision(precision)
+        _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
         if str(path) == "default":
             folder = models.DEFAULT_DIR
             if not (folder / "model.safetensors").is_file():
