@@ -129,6 +129,24 @@ def bootstrap_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
     return Interval(float(a.mean() / b.mean()), float(low), float(high), int(a.size))
 
 
+def bootstrap_independent_ratio_ci(numerator: Sequence[float], denominator: Sequence[float],
+                                   confidence: float = 0.95, resamples: int = 10_000,
+                                   seed: int = 0) -> Interval | None:
+    """mean(numerator) / mean(denominator) of two independent sets of clips (e.g. long clips against
+    one-window clips), with a percentile-bootstrap CI that resamples each set on its own. None when the
+    denominator's mean is 0; resamples whose denominator mean is 0 are left out. `n` is the numerator's."""
+    a, b = _as_scores("numerator", numerator), _as_scores("denominator", denominator)
+    if b.mean() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    num = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    den = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
+    ratios = num[den != 0] / den[den != 0]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return Interval(float(a.mean() / b.mean()), float(low), float(high), int(a.size))
+
+
 def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resamples: int = 200,
                            seed: int = 0, bias_corrected: bool = False) -> Interval:
     """A statistic of n clips (`statistic(indices)` -> float, called on arange(n) for the estimate) with a

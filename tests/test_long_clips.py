@@ -1,0 +1,228 @@
+"""Long clips through `avfast.Pipeline` and `python -m avfast.sample --seconds` (issue 24) on a tiny random
+model with 0.6-s windows (6 frames, 37 mel columns): every task, a window equal to the clip is the plain
+call bit for bit, whole input files, the model-call batch does not grow with the duration, a distilled
+student, a latent model, one mp4 with sound from the command line, and one-line refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avfast import models
+from avfast.pipeline import Pipeline
+from avfast.sample import main
+from test_diffusion_analytic import one_thread  # noqa: F401
+
+FRAMES, COLUMNS, MEL, SIZE = 6, 37, 16, 16      # one window: 0.6 s
+MICRO = dict(frames=FRAMES, audio_length=COLUMNS, mel_bins=MEL, height=SIZE, width=SIZE, base_channels=16,
+             audio_base_channels=16, head_dim=16, norm_groups=8, cmcpe_dim=16, num_classes=3)
+
+
+def _net(**overrides):
+    from avfast.export import randomize_zero_layers_
+
+    torch.manual_seed(0)
+    return randomize_zero_layers_(models.create("tiny", **{**MICRO, **overrides}), seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline(_net(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long_model")
+    _net().save_pretrained(d)
+    return d
+
+
+def _sound(seconds: float, freq: float = 330.0) -> torch.Tensor:
+    n = round(seconds * 16000)
+    return 0.3 * torch.sin(torch.arange(n) / 16000 * 2 * torch.pi * freq) * (torch.arange(n) % 4000 < 800)
+
+
+def _video(frames: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    return (torch.rand(3, frames, SIZE, SIZE, generator=g) * 2 - 1) * 0.8
+
+
+# ------------------------------------------------------------------ every task, long
+def test_joint_long_clip(pipe):
+    clip = pipe("joint", seconds=2.5, overlap=2, steps=2, seed=4, batch=2)
+    assert clip.pixels.shape == (2, 3, 25, SIZE, SIZE) and clip.waveform.shape == (2, 156 * 256)
+    assert clip.duration == pytest.approx(2.5) and clip.windows == 6 and clip.calls == 2 and clip.seeds == (4, 5)
+    assert bool(torch.isfinite(clip.pixels).all() and torch.isfinite(clip.waveform).all())
+    assert float(clip.pixels.abs().max()) <= 1 and float(clip.waveform.abs().max()) <= 1
+    again = pipe("joint", seconds=2.5, overlap=2, steps=2, seed=5)           # clip i from seed + i, long too
+    torch.testing.assert_close(again.pixels[0], clip.pixels[1], atol=1e-5, rtol=0)
+
+
+def test_v2a_long_video_sets_the_duration(pipe):
+    video = _video(23)                                                       # 2.3 s
+    clip = pipe("v2a", video=video, seconds="all", steps=2, sampler="ddim", guidance=0.5)
+    assert torch.equal(clip.pixels[0], video) and clip.waveform.shape == (1, 143 * 256) and clip.windows == 6
+    cut = pipe("v2a", video=video, seconds=1.5, steps=2)                    # the first 1.5 s of it
+    assert torch.equal(cut.pixels[0], video[:, :15]) and cut.waveform.shape == (1, 93 * 256)
+    plain = pipe("v2a", video=video, steps=2)                               # no seconds: the model's length
+    assert plain.pixels.shape[2] == FRAMES and plain.windows == 0
+
+
+def test_a2v_long_sound_sets_the_duration(pipe):
+    sound = _sound(2.0)
+    clip = pipe("a2v", audio=sound, seconds="all", steps=2, labels=1, cfg=2.0, gamma=1.5)
+    assert clip.pixels.shape == (1, 3, 20, SIZE, SIZE) and torch.equal(clip.waveform[0], sound[:125 * 256])
+    assert clip.windows == 5 and clip.peak_batch == 2 * 5                   # CFG doubles the batch
+
+
+@pytest.mark.parametrize("task", ["joint", "v2a", "a2v"])
+def test_one_window_is_the_plain_pipeline_bit_for_bit(pipe, task):
+    given = {"joint": {}, "v2a": {"video": _video(FRAMES)}, "a2v": {"audio": _sound(0.6)}}[task]
+    kw = dict(steps=3, seed=2, batch=2, **given)
+    plain = pipe(task, **kw)
+    long = pipe(task, seconds=0.6, **kw)
+    assert long.windows == 1 and plain.windows == 0
+    assert torch.equal(plain.pixels, long.pixels) and torch.equal(plain.waveform, long.waveform)
+    if task != "joint":
+        assert torch.equal(pipe(task, seconds="all", **kw).pixels, plain.pixels)
+
+
+def test_a_clip_shorter_than_a_window(pipe):
+    clip = pipe("joint", seconds=0.4, steps=2)
+    assert clip.pixels.shape[2] == 4 and clip.waveform.shape == (1, 25 * 256) and clip.windows == 1
+
+
+# ------------------------------------------------------------------ memory: windows in flight
+def test_model_call_batch_does_not_grow_with_duration(pipe):
+    peaks, windows = [], []
+    for seconds in (1.2, 3.0, 7.2):
+        clip = pipe("joint", seconds=seconds, steps=1, window_batch=2, batch=2)
+        peaks.append(clip.peak_batch)
+        windows.append(clip.windows)
+    assert peaks == [2 * 2] * 3                                             # 2 windows x 2 clips, whatever the length
+    assert windows[0] < windows[1] < windows[2]
+    assert pipe("joint", seconds=7.2, steps=1, window_batch=3).peak_batch == 3
+
+
+def test_windowed_bookkeeping_counts_windows_in_flight():
+    from avfast.diffusion.windowed import windowed
+
+    model = _net()
+    seen = []
+    for seconds in (1.8, 7.2, 30.0):
+        den = windowed(model, seconds=seconds, max_batch=4, callback=lambda e, d, n: seen.append((e, d, n)))
+        n = len(den.layout.windows)
+        v = torch.zeros(1, *den.video_shape)
+        a = torch.zeros(1, *den.audio_shape)
+        t = torch.full((1,), 500.0)
+        with torch.no_grad():
+            den(v, a, t, t)
+        assert den.peak_windows == min(4, n) and den.peak_batch == min(4, n) and den.calls == -(-n // 4)
+        assert den.evaluations == 1 and seen[-1] == (1, n, n)
+
+
+# ------------------------------------------------------------------ samplers, students, latents, files
+def test_distilled_student_uses_its_own_steps(pipe):
+    import dataclasses
+
+    if "distilled_steps" not in {f.name for f in dataclasses.fields(models.ModelConfig)}:
+        pytest.skip("this tree's ModelConfig has no distilled_steps")
+    student = _net(distilled_steps=2, distilled_sampler="ddim")
+    p = Pipeline(student, progress=False)
+    clip = p("joint", seconds=1.5)
+    assert clip.steps == 2 and clip.calls == 2 and clip.windows > 1 and clip.pixels.shape[2] == 15
+
+
+def test_latent_model_long_clip():
+    from avfast.data.autoencoder import TinyAutoencoder
+
+    net = _net(video_channels=4, height=4, width=4, video_space="latent", patch_size=1)
+    ae = TinyAutoencoder(channels=8)
+    p = Pipeline(net, autoencoder=ae, progress=False)
+    clip = p("joint", seconds=1.4, steps=1)
+    assert clip.pixels.shape == (1, 3, 14, 32, 32) and clip.windows > 1
+    video = torch.rand(1, 3, 14, 32, 32) * 2 - 1                            # encoded a window at a time
+    torch.testing.assert_close(p.encode_video(video), ae.encode(video), atol=1e-5, rtol=1e-5)
+    assert torch.equal(p("v2a", video=video, seconds="all", steps=1).pixels, video)
+
+
+def test_whole_input_files(pipe, tmp_path):
+    pytest.importorskip("av", reason="writing mp4 needs PyAV")
+    from avfast.data.video import save_audio, write_video
+
+    video, sound = _video(21), _sound(2.1)
+    write_video(tmp_path / "long.mp4", video, fps=10, audio=sound, sample_rate=16000)
+    save_audio(tmp_path / "long.wav", sound)
+    v2a = pipe("v2a", video=tmp_path / "long.mp4", seconds="all", steps=1)
+    assert v2a.pixels.shape[2] == 21 and v2a.windows > 1
+    assert pipe("v2a", video=tmp_path / "long.mp4", steps=1).pixels.shape[2] == FRAMES   # cut without seconds
+    for source in (tmp_path / "long.wav", tmp_path / "long.mp4"):
+        a2v = pipe("a2v", audio=source, seconds="all", steps=1)
+        assert a2v.pixels.shape[2] == 21 and a2v.waveform.shape[1] == 131 * 256
+    with pytest.raises(ValueError, match=r"has 21 frames at 10 fps; seconds=3 needs 30"):
+        pipe("v2a", video=tmp_path / "long.mp4", seconds=3, steps=1)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(seconds=0), r"`seconds` must be a finite number of seconds > 0"),
+    (dict(seconds=-2.0), r"`seconds` must be a finite number of seconds > 0"),
+    (dict(seconds=float("nan")), r"`seconds` must be a finite number of seconds > 0"),
+    (dict(seconds=True), r"`seconds` must be a finite number"),
+    (dict(seconds="long"), r"`seconds` must be a number of seconds > 0 or 'all'"),
+    (dict(seconds="all"), r"task 'joint' has none"),
+    (dict(seconds=0.01), r"at least half a video frame"),
+    (dict(seconds=2.0, overlap=FRAMES), r"`overlap` must be an int number of video frames in \[0, 5\]"),
+    (dict(seconds=2.0, overlap=-1), r"`overlap` must be an int"),
+    (dict(seconds=2.0, overlap=1.5), r"`overlap` must be an int"),
+    (dict(overlap=2), r"give `seconds=` too"),
+    (dict(seconds=2.0, window_batch=0), r"`window_batch` must be an int >= 1"),
+])
+def test_bad_duration_and_overlap_are_refused_in_one_line(pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match) as e:
+        pipe("joint", steps=1, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_a_condition_shorter_than_seconds_is_refused(pipe):
+    with pytest.raises(ValueError, match=r"the video tensor has 8 frames at 10 fps; seconds=2 needs 20"):
+        pipe("v2a", video=_video(8), seconds=2, steps=1)
+    with pytest.raises(ValueError, match=r"the audio tensor has 1.00 s of sound; seconds=2 needs"):
+        pipe("a2v", audio=_sound(1.0), seconds=2, steps=1)
+
+
+# ------------------------------------------------------------------ the command line
+def test_cli_writes_one_long_mp4_with_sound(folder, tmp_path, capsys):
+    pytest.importorskip("av", reason="writing mp4 needs PyAV")
+    from avfast.data.video import read_video
+
+    rc = main(["--checkpoint", str(folder), "--seconds", "2.4", "--overlap", "2", "--steps", "2", "--out",
+               str(tmp_path), "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert [p.name for p in tmp_path.iterdir()] == ["joint_seed0.mp4"]
+    assert "2.4 s: 6 overlapping windows of 6 frames per step" in out
+    clip = read_video(tmp_path / "joint_seed0.mp4", fps=10, size=None)
+    assert clip.video.shape == (3, 24, SIZE, SIZE)
+    assert clip.audio is not None and clip.audio.shape[0] > 0.9 * 2.4 * 16000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seconds", "0"], "--seconds must be a finite number of seconds > 0, got '0'"),
+    (["--seconds", "-3"], "--seconds must be a finite number of seconds > 0"),
+    (["--seconds", "inf"], "--seconds must be a finite number of seconds > 0"),
+    (["--seconds", "ten"], "--seconds must be a number of seconds > 0 or 'all', got 'ten'"),
+    (["--seconds", "all"], "--seconds all takes the length of --input; --task joint has none"),
+    (["--overlap", "2"], "--overlap and --window-batch shape the windows of a long clip; give --seconds too"),
+    (["--seconds", "2", "--overlap", "-1"], "--overlap must be >= 0"),
+    (["--seconds", "2", "--overlap", str(FRAMES)], "`overlap` must be an int number of video frames in [0, 5]"),
+    (["--seconds", "2", "--window-batch", "0"], "--window-batch must be >= 1"),
+])
+def test_cli_bad_duration_and_overlap_exit_2_with_one_line(argv, message, folder, tmp_path, capsys):
+    pytest.importorskip("av", reason="the CLI checks for PyAV first")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(folder), *argv, "--steps", "1", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not any(out.glob("*.mp4")) if out.exists() else True
+
