@@ -7,6 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Numba (librosa's JIT, used by the beat tracker) caches in a per-user folder, not in site-packages, where a
+# corrupted shared cache made librosa crash with SIGSEGV (avfast/_numba.py); set before anything imports
+# librosa, unless the user set NUMBA_CACHE_DIR.
+from ._numba import use_user_cache as _use_user_cache
+
+_use_user_cache()
+
 from .backends import BACKENDS, BackendUnavailableError, backend, decomposed
 from .backends import available as available_backends
 from . import ops  # registers the torch.library custom ops (torch.ops.avfast.*)

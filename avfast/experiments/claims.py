@@ -131,6 +131,40 @@ def _check_outputs(json_path: Path, plot_path: Path) -> None:
             raise ValueError(f"{flag}: {path} cannot be written ({parent} is a file, not a folder)")
 
 
+def _check_evaluate(args) -> None:
+    """What `evaluate` would refuse or silently drop after minutes of work, refused before any (issue 21):
+    the sampler and its numbers, and a model named for the γ or replacement rows that is not trained yet
+    (its rows would be missing from the results with exit 0)."""
+    import math
+
+    from ..diffusion.solvers import SAMPLERS
+    from .evaluate import EvalSettings, model_dirs
+
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler: {args.sampler!r} is not a sampler; expected one of {', '.join(SAMPLERS)}")
+    if not 1 <= args.steps <= 1000:
+        raise ValueError(f"--steps must be in 1..1000, got {args.steps}")
+    if any(not math.isfinite(g) or g <= 0 for g in args.gammas):
+        raise ValueError(f"--gammas must be finite numbers > 0, got {' '.join(map(str, args.gammas))}")
+    for name in ("seed", "threads"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    base = Path(args.base)
+    if not (base / "config.json").is_file():
+        raise ValueError(f"--base: {args.base!r} is not a model folder (config.json + weights)")
+    runs = Path(args.runs)
+    if runs.exists() and not runs.is_dir():
+        raise ValueError(f"--runs: {args.runs!r} is a file; give the folder of the fine-tunes")
+    trained = model_dirs(EvalSettings(base=args.base, runs=args.runs, clips=max(args.clips, 2),
+                                      data_seed=args.data_seed or 2))
+    for flag, names in (("--joint-model", [args.joint_model]), ("--replace-models", args.replace_models)):
+        untrained = [n for n in names if n not in trained]
+        if untrained:
+            raise ValueError(f"{flag}: {', '.join(map(repr, untrained))} not trained yet (no {args.runs}/<name>/final/"
+                             f"config.json); train it first (`python -m avfast.experiments.claims train --runs "
+                             f"{' '.join(untrained)}`) or name a trained model ({', '.join(trained)})")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -157,6 +191,7 @@ def main(argv=None) -> int:
                 if unknown:
                     raise ValueError(f"{flag}: unknown model(s) {', '.join(map(repr, unknown))}; expected names from "
                                      f"{', '.join(known)}")
+            _check_evaluate(args)
 
             settings = EvalSettings(args.base, args.runs, args.clips, args.data_seed, args.steps, args.sampler,
                                     args.seed, args.batch, tuple(args.replace_models), args.joint_model,

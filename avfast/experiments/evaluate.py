@@ -219,7 +219,8 @@ def run_evaluation(settings: EvalSettings, out: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """Whole or not at all, and no temporary file left on failure (avfast._io.atomic_write_bytes)."""
+    from .._io import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())

@@ -24,6 +24,9 @@ class BeatResult:
 
 def beat_times(audio: Union[np.ndarray, torch.Tensor], sample_rate: int) -> List[float]:
     """Beat times (s) from librosa.beat.beat_track on a mono waveform [N]."""
+    from .._numba import use_user_cache
+
+    use_user_cache()  # before librosa's numba functions are compiled: not site-packages' shared cache (avfast/_numba.py)
     librosa = require("librosa", "beat tracking")
     y = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)
     if y.ndim != 1:

@@ -133,7 +133,13 @@ class FolderAVDataset:
         if self._cache_file(key).is_file():
             return None
         if self._skip_file(key).is_file():
-            return json.loads(self._skip_file(key).read_text())["reason"]
+            # The cache is keyed by content: the same bytes may have been met under another name (another
+            # folder); the remembered reason names this file, not that one.
+            entry = json.loads(self._skip_file(key).read_text())
+            reason, seen_as = entry["reason"], entry.get("file")
+            if seen_as and seen_as != str(path):
+                reason = reason.replace(repr(seen_as), repr(str(path))).replace(seen_as, str(path))
+            return reason
         try:
             tensors = self._front_end(path)
         except (ValueError, OSError, RuntimeError) as e:  # unreadable / too short: skip, remember why
