@@ -226,3 +226,31 @@ def test_cli_bad_duration_and_overlap_exit_2_with_one_line(argv, message, folder
     assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not any(out.glob("*.mp4")) if out.exists() else True
 
+
+
+# ------------------------------------------------------------------ the measurement's helpers
+def test_seam_measures_and_independent_ratio():
+    import numpy as np
+
+    from avfast.diffusion.windowed import window_layout
+    from avfast.experiments.long_clips import frame_change, join_positions, seam_scores
+    from avfast.experiments.stats import bootstrap_independent_ratio_ci
+
+    layout = window_layout(72, 450, 18, 112, 6)                  # 7.2 s of the default's windows
+    video, audio = join_positions(layout)
+    starts = [w.frame_start for w in layout.windows[1:]]
+    stops = [w.frame_stop for w in layout.windows[:-1]]
+    assert video == sorted({s - 1 for s in starts} | {s - 1 for s in stops}) and len(audio) == len(video)
+    series = np.ones((2, 71))
+    series[:, video] = 3.0                                       # a step at every join: a seam
+    series[:, ::5] += 0.5
+    z = seam_scores(series, video, 2)
+    assert min(z["z"]) > 3 and z["joins"] == len(video)
+    smooth = seam_scores(np.tile(np.sin(np.arange(71.0)), (2, 1)), video, 2)
+    assert max(abs(v) for v in smooth["z"]) < 1.5
+    pixels = torch.zeros(1, 3, 4, 2, 2)
+    pixels[:, :, 2:] = 1.0
+    assert frame_change(pixels).tolist() == [[0.0, 1.0, 0.0]]
+    ci = bootstrap_independent_ratio_ci([2.0, 2.2, 1.8], [1.0, 1.1, 0.9, 1.0])
+    assert ci.mean == pytest.approx(2.0) and ci.low < 2.0 < ci.high
+    assert bootstrap_independent_ratio_ci([1.0], [0.0, 0.0]) is None
