@@ -51,6 +51,7 @@ from . import runtime as _runtime
 from ._precision import check_precision, in_precision
 from .data.mel import MelConfig
 from .data.vocoder import Vocoder
+from .diffusion.distilled import DistilledStepsWarning, resolve
 from .diffusion.protocol import supports_grad
 from .diffusion.sampling import TASKS
 from .diffusion.sampling import sample as _sample
@@ -87,6 +88,8 @@ class Clip:
     calls: int = 0
     seconds: float = 0.0
     audio_source: str = ""
+    steps: int = 0
+    sampler: str = ""
     windows: int = 0       # windows per step of a long clip (0: the model's own length, no windowing)
     peak_batch: int = 0    # the largest batch of one model call (windows x clips x 2 with CFG)
 
@@ -443,8 +446,9 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------- the call
     def __call__(self, task: str = "joint", video: PathLike | torch.Tensor | None = None,
-                 audio: PathLike | torch.Tensor | None = None, *, steps: int = 25, sampler: str = "dpmpp2m",
-                 seed: int = 0, batch: int | None = None, gamma: float = 1.0, guidance: float = 0.0,
+                 audio: PathLike | torch.Tensor | None = None, *, steps: int | None = None,
+                 sampler: str | None = None, seed: int = 0, batch: int | None = None, gamma: float | None = None,
+                 guidance: float = 0.0,
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
                  spacing: str = "trailing", condition_mode: str = "replace", max_batch: int | None = None,
                  progress: bool | None = None, seconds: float | str | None = None, overlap: int | None = None,
@@ -454,7 +458,9 @@ class Pipeline:
         task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
             A batched condition [B, ...] gives B clips; an unbatched one is repeated `batch` times.
         steps, sampler, eta, spacing, gamma, guidance, condition_mode, cfg, labels: as
-            `avfast.diffusion.sample` (cfg = its cfg_scale: one scale, or (video, audio)).
+            `avfast.diffusion.sample` (cfg = its cfg_scale: one scale, or (video, audio)). steps / sampler /
+            gamma None: a distilled student's own (config.distilled_steps, distilled_sampler,
+            distilled_gamma; see avfast.diffusion.distilled), else 25 steps of "dpmpp2m" at γ = 1.
         seed: clip i uses seed + i. max_batch: at most this many clips per sampler call (memory), with
             the same result as one call.
         seconds: the clip's duration; None: the model's own length (a longer condition is cut to it). Longer
@@ -504,6 +510,10 @@ class Pipeline:
                              f"(window_batch=1), got window_batch={window_batch}")
         window_batch = 1 if exported else window_batch or DEFAULT_WINDOW_BATCH
         progress = self.progress if progress is None else progress
+        # A distilled student's own steps/sampler/γ when not given (refusals and warnings here, once).
+        settings = resolve(self.config, steps, sampler, spacing, gamma, eta, default_steps=25,
+                           default_sampler="dpmpp2m")
+        steps, sampler, spacing, gamma = settings
 
         data = condition = None
         if task == "v2a":
@@ -553,12 +563,14 @@ class Pipeline:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 began = time.perf_counter()
-                v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
-                               steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start, eta=eta,
-                               spacing=spacing, guidance=guidance, condition_mode=condition_mode, gamma=gamma,
-                               cfg_scale=cfg, labels=part_labels, video_shape=denoiser.config.video_shape,
-                               audio_shape=denoiser.config.audio_shape, progress=progress and not long,
-                               device=self.device, dtype=self.dtype)
+                with warnings.catch_warnings():  # resolve() above already warned
+                    warnings.simplefilter("ignore", DistilledStepsWarning)
+                    v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
+                                   steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start,
+                                   eta=eta, spacing=spacing, guidance=guidance, condition_mode=condition_mode,
+                                   gamma=gamma, cfg_scale=cfg, labels=part_labels,
+                                   video_shape=denoiser.config.video_shape, audio_shape=denoiser.config.audio_shape,
+                                   progress=progress and not long, device=self.device, dtype=self.dtype)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 elapsed += time.perf_counter() - began
@@ -576,7 +588,7 @@ class Pipeline:
         source = "input" if task == "a2v" else self.vocoder.method
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
                     task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=elapsed, audio_source=source,
-                    windows=windows, peak_batch=peak)
+                    steps=settings.steps, sampler=settings.sampler, windows=windows, peak_batch=peak)
 
     def __repr__(self) -> str:
         video = "pixels" if self.autoencoder is None else type(self.autoencoder).__name__

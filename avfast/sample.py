@@ -49,13 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the package's trained default model")
     p.add_argument("--task", choices=TASKS, default="joint")
     p.add_argument("--input", metavar="FILE", help="the condition for v2a (mp4) or a2v (mp4 with sound, or wav/flac/ogg)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps; default: a distilled model's own step count (config distilled_steps), "
+                        "else 200. A distilled model refuses fewer steps or a count its own does not divide")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="default: a distilled model's own sampler, else ddim")
     p.add_argument("--spacing", choices=SPACINGS, default="trailing")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
     p.add_argument("--guidance", type=float, default=0.0, help="reconstruction guidance λ for v2a/a2v (0 = replacement)")
     p.add_argument("--condition-mode", choices=CONDITION_MODES, default="replace")
-    p.add_argument("--gamma", type=float, default=1.0, help="timestep adjustment γ (1 = none)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="timestep adjustment γ (1 = none); default: a distilled model's own, else 1")
     p.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0], metavar="S",
                    help="classifier-free guidance scale: one for both modalities, or video then audio")
     p.add_argument("--label", type=int, help="class label (models trained with labels)")
@@ -144,7 +148,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)  # before sampling: an unwritable --out fails fast
     cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
     condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
-    clips = pipe(args.task, **condition, steps=args.steps, sampler=args.sampler, seed=args.seed, batch=args.batch,
+    steps, sampler = args.steps, args.sampler
+    if not pipe.config.distilled:  # this program's defaults for a model that is not a distilled student
+        steps, sampler = 200 if steps is None else steps, sampler or "ddim"
+    clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed, batch=args.batch,
                  eta=args.eta, spacing=args.spacing, guidance=args.guidance, condition_mode=args.condition_mode,
                  gamma=args.gamma, cfg=cfg, labels=args.label, seconds=args.seconds, overlap=args.overlap,
                  window_batch=args.window_batch)
@@ -159,7 +166,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if clips.windows:
         print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
               f"largest model call {clips.peak_batch} inputs")
-    print(f"{args.task}, {args.sampler}, {args.steps} steps, runtime {args.runtime} on {pipe.device}: "
+    print(f"{args.task}, {clips.sampler}, {clips.steps} steps, runtime {args.runtime} on {pipe.device}: "
           f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
           f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "
           f"excluded)")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .distilled import resolve
 from .protocol import Denoiser, supports_grad
 from .schedule import CosineSchedule
 from .solvers import SAMPLERS, StepCoefficients, step_coefficients
@@ -229,9 +230,10 @@ def _run(predict: _Predictor, x: list[torch.Tensor], coefs: list[list[StepCoeffi
 
 
 # --------------------------------------------------------------------------------- public API
-def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None = None, steps: int = 200,
-           sampler: str = "ddim", seed: int = 0, batch_size: int = 1, eta: float = 0.0, spacing: str = "trailing",
-           guidance: float = 0.0, condition_mode: str = "replace", gamma: float = 1.0,
+def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None = None, steps: int | None = None,
+           sampler: str | None = None, seed: int = 0, batch_size: int = 1, eta: float = 0.0,
+           spacing: str | None = None, guidance: float = 0.0, condition_mode: str = "replace",
+           gamma: float | None = None,
            cfg_scale: float | Sequence[float] = (1.0, 1.0), labels: torch.Tensor | int | None = None,
            video_shape: Sequence[int] | None = None, audio_shape: Sequence[int] | None = None,
            noise: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
@@ -245,11 +247,15 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
     task: "joint", "v2a" (condition = video [B, *video_shape] or unbatched) or "a2v" (condition = audio).
         For v2a/a2v the condition is returned as the given modality.
     steps / sampler / spacing / eta: 1 ≤ steps ≤ T; "ddim" (η ≥ 0) or "dpmpp2m" (η must be 0);
-        grids as diffusers' leading / trailing / linspace spacing.
+        grids as diffusers' leading / trailing / linspace spacing. None (the defaults): a distilled
+        student's (`model.config.distilled_steps`, its sampler, trailing), else 200, "ddim", "trailing";
+        a student's other step counts are checked (avfast.diffusion.distilled: a multiple of its count
+        warns, anything else is refused).
     guidance: reconstruction-guidance weight λ ≥ 0 for v2a/a2v (0 = replacement). Needs autograd
         through the denoiser (`supports_grad` not False) and condition_mode="replace".
     condition_mode: "replace" (forward-noise the condition) or "clean" (pass it at t = 0).
-    gamma: Sony's timestep adjustment γ > 0 (1 = none); video follows m(t), audio n(t).
+    gamma: Sony's timestep adjustment γ > 0 (1 = none); video follows m(t), audio n(t). None: a distilled
+        student's `distilled_gamma`, else 1.
     cfg_scale, labels: classifier-free guidance per modality (video, audio); pred = u + s (c - u),
         u with labels = -1 (the null label). Scale 1 (both) is the plain conditional prediction.
     noise: (v_T, a_T) fixes the starting noise (batch taken from it); else drawn from `seed`
@@ -263,6 +269,7 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
                         f"{type(model).__name__}")
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+    steps, sampler, spacing, gamma = resolve(getattr(model, "config", None), steps, sampler, spacing, gamma, eta)
     if sampler not in SAMPLERS:
         raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}")
     if spacing not in SPACINGS:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Bumped when the meaning of a field changes; a config from a newer version is refused on load.
-CONFIG_VERSION = 1
+# The newest config format this avfast reads; a config from a newer version is refused on load. Bumped
+# when the meaning of a field changes or a field is added. A config records the OLDEST version that holds
+# it, so configs without the newer fields stay readable by older avfast:
+#   1  the architecture and data layout
+#   2  + distilled_steps, distilled_sampler, distilled_gamma (a progressively distilled student)
+CONFIG_VERSION = 2
+DISTILLED_SAMPLERS = ("ddim",)
+DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
 FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
 VIDEO_SPACES = ("pixels", "latent")
 ATTENTION_KINDS = ("spatial_temporal", "joint")
@@ -52,12 +59,27 @@ class ModelConfig:
     num_train_steps: int = 1000
     prediction: str = "v"
     gradient_checkpointing: bool = False
-    version: int = CONFIG_VERSION
+    # a student of `python -m avfast.distill` (0 / "": not distilled): the step count, sampler and
+    # timestep adjustment it was distilled for (its grid is the trailing one); samplers use them when
+    # no `steps` is given (avfast.diffusion.distilled)
+    distilled_steps: int = 0
+    distilled_sampler: str = ""
+    distilled_gamma: float = 1.0
+    version: int = 1                   # the oldest config format that holds this config (see CONFIG_VERSION)
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attention_levels = tuple(int(x) for x in self.attention_levels)
+        if isinstance(self.distilled_gamma, int) and not isinstance(self.distilled_gamma, bool):
+            self.distilled_gamma = float(self.distilled_gamma)
+        if self.distilled_steps and isinstance(self.version, int) and self.version < 2:
+            self.version = 2  # the distilled_* fields are version 2's
         _check_config(self)
+
+    @property
+    def distilled(self) -> bool:
+        """Whether this is a distilled student (see `distilled_steps`)."""
+        return self.distilled_steps > 0
 
     # ------------------------------------------------------------------ derived
     @property
@@ -81,6 +103,9 @@ class ModelConfig:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if not self.distilled:  # a version-1 config: without the version-2 fields, so older avfast reads it
+            for k in DISTILLED_FIELDS:
+                del d[k]
         return d
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -139,6 +164,13 @@ def _check_config(c: ModelConfig) -> None:
          c.attention_kind)
     need(c.prediction == "v", "prediction must be 'v' (CMMD predicts v)", c.prediction)
     need(c.num_classes >= 0, "num_classes must be >= 0", c.num_classes)
+    need(isinstance(c.distilled_steps, int) and not isinstance(c.distilled_steps, bool) and c.distilled_steps >= 0,
+         "distilled_steps must be an integer >= 0 (0: not distilled)", c.distilled_steps)
+    need(c.distilled_sampler in (DISTILLED_SAMPLERS if c.distilled_steps else ("",)),
+         f"distilled_sampler must be one of {DISTILLED_SAMPLERS} for a distilled model (distilled_steps > 0) and "
+         f"'' otherwise", c.distilled_sampler)
+    need(isinstance(c.distilled_gamma, float) and math.isfinite(c.distilled_gamma) and c.distilled_gamma > 0,
+         "distilled_gamma must be a finite number > 0", c.distilled_gamma)
     need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
     need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
          (c.mel_scale, c.fps, c.sample_rate))

@@ -4,6 +4,11 @@ One step: draw clips, timesteps (shared, or independent per modality: seed 002 E
 eta > 0 also the negatives (`make_negatives`) with their own noise, all groups in one batched denoiser
 call (`evaluate_groups`) and the fused loss (`contrastive_loss`); Adam; EMA.
 
+What a step computes is an `Objective` (the batch it draws, the loss on it, and hooks for the learning
+rate, the EMA's start and work between steps); `DiffusionObjective` is the training objective above,
+and `avfast.distill` supplies progressive distillation's. Everything else (optimizer, precision, EMA,
+DDP, atomic checkpoints and exact resume, progress, the JSONL log and loss plot) is this one loop's.
+
 Reproducibility: everything random in step s comes from a generator seeded by (seed, s), and the whole
 global batch is drawn on every rank, each rank keeping its slice. So a resumed run takes exactly the
 steps an uninterrupted one would, and N processes under DDP compute what one process computes on the
@@ -121,6 +126,72 @@ def compute_loss(model, cfg: TrainConfig, b: StepBatch) -> tuple[torch.Tensor, d
         return loss, {}
 
 
+class Objective:
+    """What one training step computes; the loop does the rest (see the module docstring).
+
+    draw(step) -> batch: the GLOBAL batch of step `step`, identical on every rank (all randomness from
+        `step_generator(cfg.seed, step)`), with `.shard(rank, world)` and `.to(device)`.
+    loss(model, batch) -> (loss, parts): the scalar to minimise on this rank's shard and named extra
+        scalars to log.
+    The hooks default to plain training: `learning_rate` is `learning_rate(cfg, step)`, the EMA starts
+    at step 0, nothing happens between steps, and checkpoints come every `save_every` steps.
+    """
+
+    desc = "train"  # the progress bar's label
+
+    def bind(self, cfg: TrainConfig, model: JointUNet, data, schedule: CosineSchedule, device: torch.device,
+             run: Path, rank: int, world: int) -> None:
+        """Called once before the first step (after a resume's checkpoint is loaded)."""
+        self.cfg, self.data, self.schedule, self.device, self.run = cfg, data, schedule, device, run
+        self.rank, self.world = rank, world
+
+    def learning_rate(self, cfg: TrainConfig, step: int) -> float:
+        return learning_rate(cfg, step)
+
+    def ema_start(self, step: int) -> int:
+        """The step at which the EMA that step `step` updates began (its warm-up counts from there)."""
+        return 0
+
+    def begin_step(self, step: int, model: JointUNet, ema: dict[str, torch.Tensor],
+                   opt: torch.optim.Optimizer) -> None:
+        """Before step `step`, on every rank (e.g. a new distillation stage resets the weights)."""
+
+    def end_step(self, done: int, model: JointUNet, ema: dict[str, torch.Tensor]) -> None:
+        """After `done` steps, before that step's checkpoint, on every rank."""
+
+    def save_at(self, done: int) -> bool:
+        """Whether to checkpoint after `done` steps besides every `save_every` and the last step."""
+        return False
+
+    def state(self) -> dict:
+        """Extra JSON-able entries for each checkpoint's state.json."""
+        return {}
+
+    def writes_final(self, done: int) -> bool:
+        """Whether a run that ends after `done` steps writes <run>/final/ (a run stopped early may not)."""
+        return True
+
+    def draw(self, step: int):
+        raise NotImplementedError
+
+    def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class DiffusionObjective(Objective):
+    """nCMMD / CMMD training: `draw_batch` and `compute_loss`."""
+
+    def bind(self, cfg, model, data, schedule, device, run, rank, world) -> None:
+        super().bind(cfg, model, data, schedule, device, run, rank, world)
+        self.mcfg = model.config
+
+    def draw(self, step: int) -> StepBatch:
+        return draw_batch(self.cfg, self.mcfg, self.data, self.schedule, step)
+
+    def loss(self, model, batch: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return compute_loss(model, self.cfg, batch)
+
+
 def resolve_device(cfg: TrainConfig) -> torch.device:
     """auto: this process's GPU (cuda:LOCAL_RANK under torchrun) when CUDA is available, else the CPU."""
     if cfg.device == "auto":
@@ -175,7 +246,8 @@ def make_dataset(cfg: TrainConfig, mcfg: ModelConfig, autoencoder=None, rank: in
 def _write_data_report(run: Path, data) -> None:
     """<run>/data.json: which data the run read, and every skipped clip with its reason."""
     if not hasattr(data, "skipped"):
-        report = {"data": "synthetic", "clips": len(data)}
+        kind = "synthetic" if isinstance(data, SyntheticAVDataset) else type(data).__name__
+        report = {"data": kind, "clips": len(data)}
     else:
         report = {"data": str(data.root), "clips": len(data), "fingerprint": data.fingerprint(),
                   "skipped": [{"file": str(p), "reason": r} for p, r in data.skipped]}
@@ -198,8 +270,15 @@ def _global_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     return values
 
 
-def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
-    """Runs (or resumes) a training run; returns the model with its EMA weights loaded."""
+def train(cfg: TrainConfig, model: JointUNet | None = None, objective: Objective | None = None,
+          data=None) -> JointUNet:
+    """Runs (or resumes) a training run; returns the model with its EMA weights loaded.
+
+    objective: what each step computes (default: `DiffusionObjective()`, the diffusion training loss).
+    data: clips in model space (`len(data)`, `data.batch(indices)` -> (video, audio)) instead of the
+        set `cfg.data` names (e.g. a distillation on its teacher's own samples).
+    """
+    objective = objective or DiffusionObjective()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg)
@@ -215,7 +294,8 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
     model.to(device)
     mcfg = model.config
     schedule = CosineSchedule(mcfg.num_train_steps)
-    data = make_dataset(cfg, mcfg, _load_autoencoder(cfg, device), rank, world)
+    if data is None:
+        data = make_dataset(cfg, mcfg, _load_autoencoder(cfg, device), rank, world)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     # fp16 needs loss scaling against underflowing gradients; bf16 and fp32 do not.
@@ -234,6 +314,7 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
             if state.get("data_fingerprint", _fingerprint(data)) != _fingerprint(data):
                 print(f"warning: the data differs from the data {ck.name} was trained on; the resumed run "
                       f"will not repeat the uninterrupted one", file=sys.stderr)
+    objective.bind(cfg, model, data, schedule, device, run, rank, world)
     if rank == 0:
         cut_log(run, start)
         _write_data_report(run, data)
@@ -248,17 +329,18 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=objective.desc, unit="step",
                disable=not cfg.progress or rank != 0, dynamic_ncols=True)
     t_last, logged = time.perf_counter(), start
     for step in bar:
         done = step + 1  # steps completed once this one is; what logs and checkpoints count
-        lr = learning_rate(cfg, step)
+        objective.begin_step(step, model, ema, opt)
+        lr = objective.learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         _seed_step(cfg, step, rank)
-        batch = draw_batch(cfg, mcfg, data, schedule, step).shard(rank, world).to(device)
-        loss, parts = compute_loss(ddp, cfg, batch)
+        batch = objective.draw(step).shard(rank, world).to(device)
+        loss, parts = objective.loss(ddp, batch)
         stats = _global_mean(torch.stack([loss.detach().float()] + [v.detach().float().mean() for v in
                                                                     parts.values()]), world).tolist()
         value = stats[0]
@@ -279,7 +361,8 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
         scaler.step(opt)
         scaler.update()
         with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            age = step - objective.ema_start(step)
+            decay = min(cfg.ema_decay, (1 + age) / (10 + age))
             current = model.state_dict()
             torch._foreach_lerp_([ema[k] for k in float_keys], [current[k] for k in float_keys], 1 - decay)
             for k in other_keys:
@@ -292,15 +375,16 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
             t_last, logged = now, done
             append_row(run, row)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.1e}")
-        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps):
-            state = {"train_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
-                     "data_fingerprint": _fingerprint(data)}
+        objective.end_step(done, model, ema)
+        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps or objective.save_at(done)):
+            state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(),
+                     "data_fingerprint": _fingerprint(data)} | objective.state()
             if scaler.is_enabled():
                 state["grad_scaler"] = scaler.state_dict()
             save_checkpoint(run, done, model, ema, opt, state, cfg.keep)
             plot_loss(run)
-    if rank == 0 and start < cfg.steps:
-        final = model.__class__(mcfg)
+    if rank == 0 and start < cfg.steps and objective.writes_final(cfg.steps):
+        final = model.__class__(model.config)  # the objective may have changed it (a distilled student's)
         final.load_state_dict(ema)
         final.save_pretrained(run / "final")
     if world > 1:
@@ -312,7 +396,9 @@ def train(cfg: TrainConfig, model: JointUNet | None = None) -> JointUNet:
 
 
 def _fingerprint(data) -> str:
-    return data.fingerprint() if hasattr(data, "fingerprint") else f"synthetic:{len(data)}"
+    if hasattr(data, "fingerprint"):
+        return data.fingerprint()
+    return f"{'synthetic' if isinstance(data, SyntheticAVDataset) else type(data).__name__}:{len(data)}"
 
 
 def _latest_name(run: Path) -> str:
