@@ -1,7 +1,6 @@
 // avfast._C_cpu: OpenMP CPU kernels. Takes data pointers, sizes, strides and a dtype code;
 // the Python op layer (avfast/ops) validates every tensor before calling in.
 #include "bindings_common.h"
-#include "cpu/cpu_kernels.h"
 
 #ifdef _OPENMP
 #include <omp.h>

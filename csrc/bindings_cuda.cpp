@@ -1,7 +1,6 @@
 // avfast._C_cuda: CUDA kernels. Pointers, sizes, strides, dtype code, workspace and the
 // cudaStream_t of the caller's current stream (torch.cuda.current_stream().cuda_stream).
 #include "bindings_common.h"
-#include "cuda/cuda_kernels.h"
 
 namespace py = pybind11;
 using namespace avfast;  // NOLINT

@@ -1,9 +1,9 @@
 """The CPU attention's portable path (what non-x86 and pre-AVX-512 CPUs run) against the fp64 oracle.
 
 CI machines have AVX-512, so without forcing it the portable micro-kernels would never run here:
-AVFAST_ATTN_CPU_KERNEL=portable (read at every call) selects them. A second test compiles
-csrc/cpu/attention.cpp with AVFAST_NO_AVX512, the configuration of a non-x86 build: it must build
-without <immintrin.h>.
+AVFAST_ATTN_CPU_KERNEL=portable (read at every call) selects them. A second test compiles every
+CPU attention file (csrc/cpu/attention*.cpp: the driver and each kernel family) with AVFAST_NO_AVX512,
+the configuration of a non-x86 build: each must build without <immintrin.h>.
 """
 from __future__ import annotations
 
@@ -75,11 +75,21 @@ def test_forcing_the_portable_path_changes_the_kernel(monkeypatch):
     assert not torch.equal(default[0], portable[0]) or not torch.equal(default[2], portable[2])
 
 
+# The driver and every kernel file (attention_{fwd,bwd}_{tiles,lanes,cols}.cpp), not the pybind11 binder.
+ATTENTION_CPU_SOURCES = sorted(p for p in (ROOT / "csrc" / "cpu").glob("attention*.cpp") if p.stem != "attention_bind")
+
+
+def test_every_attention_source_is_checked():
+    names = {p.name for p in ATTENTION_CPU_SOURCES}
+    assert {"attention.cpp", "attention_fwd_tiles.cpp", "attention_bwd_cols.cpp"} <= names, names
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler (g++) to compile the file")
-def test_builds_without_avx512_code():
+@pytest.mark.parametrize("source", ATTENTION_CPU_SOURCES, ids=lambda p: p.name)
+def test_builds_without_avx512_code(source):
     """A non-x86 build (simulated by AVFAST_NO_AVX512) compiles and never includes <immintrin.h>."""
     cmd = ["g++", "-std=c++17", "-fopenmp", f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'csrc' / 'include'}", "-DAVFAST_NO_AVX512",
-           str(ROOT / "csrc" / "cpu" / "attention.cpp")]
+           str(source)]
     proc = subprocess.run([*cmd, "-fsyntax-only", "-Wall", "-Wextra", "-Werror"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     pre = subprocess.run([*cmd, "-E"], capture_output=True, text=True)

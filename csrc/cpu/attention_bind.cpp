@@ -1,6 +1,6 @@
 // pybind11 bindings of the CPU attention kernels (called from bindings_cpu.cpp).
-#include "attention_bind_common.h"
-#include "attention_kernels.h"
+#include "attention_bind.h"
+#include "attention_cpu.h"
 
 namespace py = pybind11;
 

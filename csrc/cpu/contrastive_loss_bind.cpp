@@ -1,6 +1,6 @@
 // pybind11 bindings of the CPU contrastive-loss kernels (called from bindings_cpu.cpp).
 #include "bindings_common.h"
-#include "contrastive_loss_shape.h"
+#include "contrastive_loss_bind.h"
 #include "cpu/contrastive_loss_cpu.h"
 
 namespace py = pybind11;

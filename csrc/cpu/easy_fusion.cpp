@@ -6,7 +6,7 @@
 // grad_vf + (sum of the grad_af entries that picked this frame) / (H W).
 #include "avfast/easy_fusion.h"
 #include "avfast/common.h"
-#include "cpu_kernels.h"
+#include "easy_fusion_cpu.h"
 
 #include <algorithm>
 #include <cstring>

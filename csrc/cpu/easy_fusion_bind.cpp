@@ -1,6 +1,6 @@
 // pybind11 bindings of the CPU easy-fusion kernels (called from bindings_cpu.cpp).
-#include "bindings_common.h"
-#include "cpu/cpu_kernels.h"
+#include "easy_fusion_bind.h"
+#include "cpu/easy_fusion_cpu.h"
 
 namespace py = pybind11;
 

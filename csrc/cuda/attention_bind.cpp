@@ -1,5 +1,5 @@
 // pybind11 bindings of the CUDA attention launchers (called from bindings_cuda.cpp).
-#include "attention_bind_common.h"
+#include "attention_bind.h"
 #include "cuda/attention_cuda.h"
 
 namespace py = pybind11;

@@ -1,6 +1,6 @@
 // pybind11 bindings of the CUDA contrastive-loss launchers (called from bindings_cuda.cpp).
 #include "bindings_common.h"
-#include "contrastive_loss_shape.h"
+#include "contrastive_loss_bind.h"
 #include "cuda/contrastive_loss_cuda.h"
 
 namespace py = pybind11;

@@ -20,7 +20,7 @@
 #include "avfast/common.h"
 #include "device_common.cuh"
 #include "avfast/easy_fusion.h"
-#include "cuda_kernels.h"
+#include "easy_fusion_cuda.h"
 
 namespace avfast {
 namespace {

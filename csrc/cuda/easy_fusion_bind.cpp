@@ -1,6 +1,6 @@
 // pybind11 bindings of the CUDA easy-fusion launchers (called from bindings_cuda.cpp).
-#include "bindings_common.h"
-#include "cuda/cuda_kernels.h"
+#include "easy_fusion_bind.h"
+#include "cuda/easy_fusion_cuda.h"
 
 namespace py = pybind11;
 

@@ -1,4 +1,4 @@
-// CUDA kernel launchers: plain C++ signatures (stream as void*) so the pybind11 layer (or a TensorRT
+// CUDA launchers of easy fusion: plain C++ signatures (stream as void*) so the pybind11 layer (or a TensorRT
 // plugin, should one be written) can call them without CUDA headers or libtorch.
 #pragma once
 #include "avfast/easy_fusion.h"

@@ -1,4 +1,4 @@
-// CPU kernel entry points (plain C++; the pybind11 layer converts Python ints to pointers).
+// CPU entry points of easy fusion (plain C++; the pybind11 layer converts Python ints to pointers).
 #pragma once
 #include "avfast/easy_fusion.h"
 

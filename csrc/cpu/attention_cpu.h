@@ -1,4 +1,5 @@
-// CPU attention entry points (kept out of cpu_kernels.h so the op's files stay self-contained).
+// CPU entry points of temporal-spatial attention (defined in attention.cpp; the kernels behind them are
+// split by family and direction, see its header).
 #pragma once
 #include "avfast/attention.h"
 
