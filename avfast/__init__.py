@@ -23,7 +23,8 @@ __all__ = ["__version__", "BACKENDS", "BackendUnavailableError", "available_back
 
 # Imported on first use (`avfast.nn.EasyFusion`, `avfast.train.make_negatives`, ...), so that
 # `import avfast` stays light and optional media packages are never imported eagerly.
-_LAZY_SUBMODULES = ("nn", "train", "data", "metrics", "sample", "diffusion", "pipeline", "models", "runtime")
+_LAZY_SUBMODULES = ("nn", "train", "data", "metrics", "sample", "diffusion", "pipeline", "models", "runtime",
+                    "distill")
 # `avfast.Pipeline` (avfast/pipeline.py): a model folder in, clips with sound out.
 _LAZY_NAMES = {"Pipeline": "pipeline", "Clip": "pipeline"}
 
