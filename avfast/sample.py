@@ -131,6 +131,123 @@ def _check(args: argparse.Namespace) -> None:
     from ._deps import check_installed
 
     check_installed(["av"], f"{PROG} (writing mp4 files)")
+    _check_inputs(args)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """The device, runtime, numbers, files and folders of a request, before any model is loaded (issue 21:
+    each is one line, not a traceback or a refusal after minutes of work). Leaves the model's config in
+    `args.model_config` and a MelGAN vocoder, when given, loaded in `args.vocoder_module`."""
+    from ._cli import check_device, check_finite, check_out_folder
+    from .runtime.available import check_available
+    from .runtime import RuntimeUnavailable
+
+    args.device = str(check_device(args.device))
+    try:
+        check_available(args.runtime, args.device, args.precision)
+    except RuntimeUnavailable as e:
+        raise CliError(f"--runtime {args.runtime}: {e}") from None
+    # --steps, --gamma, --guidance, --eta: the sampler's own checks (avfast.diffusion), before any sampling
+    if len(args.cfg_scale) > 2:
+        raise CliError(f"--cfg-scale takes one scale, or two (video, audio), got {len(args.cfg_scale)}")
+    for scale in args.cfg_scale:
+        check_finite(scale, "--cfg-scale")
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
+    check_out_folder(args.out)
+    if args.input is not None:
+        _check_input(args)
+    if args.autoencoder is not None and not Path(args.autoencoder).is_dir():
+        raise CliError(f"--autoencoder: {args.autoencoder!r} is {'a file' if Path(args.autoencoder).exists() else 'not there'}; "
+                       f"give the autoencoder's folder")
+    from . import models
+    from .models.config import ModelConfig
+
+    folder = Path(args.checkpoint) if args.checkpoint is not None else models.DEFAULT_DIR
+    if not (folder / "config.json").is_file():
+        if args.checkpoint is None:
+            raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR")
+        raise CliError(f"--checkpoint: {args.checkpoint!r} has no config.json (expected config.json + model.safetensors)")
+    try:
+        args.model_config = ModelConfig.from_json(folder / "config.json")
+    except UnicodeDecodeError:
+        raise CliError(f"--checkpoint: {folder / 'config.json'} is not a text file (not UTF-8 JSON)") from None
+    except (ValueError, TypeError, OSError) as e:
+        raise CliError(f"--checkpoint: {folder / 'config.json'}: {e}") from None
+    if args.label is not None:
+        classes = args.model_config.num_classes
+        if classes == 0:
+            raise CliError("--label: this model was trained without class labels")
+        if not -1 <= args.label < classes:
+            raise CliError(f"--label must be in 0..{classes - 1} (or -1, the null label), got {args.label}")
+    args.vocoder_module = None
+    if args.vocoder is not None:
+        from .data.mel import MelConfig
+        from .pipeline import make_vocoder
+
+        mel = MelConfig(sample_rate=args.model_config.sample_rate, n_mels=args.model_config.mel_bins)
+        try:
+            args.vocoder_module = make_vocoder(args.vocoder, mel)
+        except (ValueError, KeyError, OSError) as e:
+            raise CliError(f"--vocoder: {str(e).removeprefix('vocoder weights: ')}") from None
+
+
+def _check_input(args: argparse.Namespace) -> None:
+    """--input is a readable file; a sound (a2v) is finite."""
+    path = Path(args.input)
+    if path.is_dir():
+        raise CliError(f"--input: {args.input!r} is a folder; give a {'video' if args.task == 'v2a' else 'sound or video'} file")
+    if not path.is_file():
+        raise CliError(f"--input: no file at {args.input!r}")
+    if args.task == "a2v":
+        from .pipeline import AUDIO_SUFFIXES
+
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            from .data.video import load_audio
+
+            try:
+                wave = load_audio(path, resample=True)
+            except ValueError as e:
+                raise CliError(f"--input: {e}") from None
+            if not bool(torch.isfinite(wave).all()):
+                raise CliError(f"--input: {args.input!r} has NaN or infinite samples; give a sound with finite samples")
+
+
+def clips_per_call(config, batch: int, device: str, frame_size: int | None = None, cfg: bool = False) -> int:
+    """How many of `batch` clips one pipeline call may make within this machine's memory (estimated on the
+    meta device: avfast.models.memory): all of them when they fit, else fewer (the clips are then made
+    and written in pieces, so memory stays bounded: clip i is the same whatever the pieces). Refuses in
+    one line, naming the size, when a single clip does not fit. Half the available memory is the budget:
+    the estimate is a lower bound (allocator slack, codecs and files come on top)."""
+    from ._memory import GiB, available_bytes
+    from .models.memory import model_peak_bytes
+
+    have = available_bytes(device)
+    if have is None:
+        return batch
+    calls = 2 if cfg else 1
+    size = frame_size or config.height
+    out_bytes = 2 * 4 * (3 * config.frames * size * size + config.audio_length * 160 * 2)  # pixels, sound, copies
+    state_bytes = 6 * 4 * (_numel(config.video_shape) + _numel(config.audio_shape))  # sampler state per clip
+    one = model_peak_bytes(config, calls) + out_bytes + state_bytes
+    if one > have:
+        def size_of(n: int) -> str:
+            return f"{n / GiB:.1f} GiB" if n >= GiB // 10 else f"{n / (1 << 20):.0f} MiB"
+
+        raise CliError(f"one clip of {config.frames} frames at {size}x{size} needs about {size_of(one)} of memory "
+                       f"(estimated), more than the {size_of(have)} available on {torch.device(device).type}; use a "
+                       f"model with fewer frames")
+    if batch == 1 or 2 * one * batch <= have:  # clearly fits (the network's peak grows less than linearly)
+        return batch
+    per = model_peak_bytes(config, 2 * calls) - model_peak_bytes(config, calls) + out_bytes + state_bytes
+    return max(1, min(batch, int((have // 2 - (one - per)) // max(per, 1))))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -141,24 +258,31 @@ def run(args: argparse.Namespace) -> list[Path]:
     try:
         pipe = Pipeline.from_pretrained(args.checkpoint or "default", device=args.device, runtime=args.runtime,
                                         precision=args.precision, autoencoder=args.autoencoder,
-                                        vocoder=args.vocoder, progress=not args.no_progress)
+                                        vocoder=args.vocoder_module, progress=not args.no_progress)
     except models.DefaultModelUnavailable:
         raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR") from None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)  # before sampling: an unwritable --out fails fast
+    out = Path(args.out)  # checked writable before any work (_check_inputs), made when the first clip is ready
     cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
     condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
     steps, sampler = args.steps, args.sampler
     if not pipe.config.distilled:  # this program's defaults for a model that is not a distilled student
         steps, sampler = 200 if steps is None else steps, sampler or "ddim"
-    clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed, batch=args.batch,
-                 eta=args.eta, spacing=args.spacing, guidance=args.guidance, condition_mode=args.condition_mode,
-                 gamma=args.gamma, cfg=cfg, labels=args.label, seconds=args.seconds, overlap=args.overlap,
-                 window_batch=args.window_batch)
-    written = []
-    for clip in clips:
-        written.append(clip.save(out / f"{args.task}_seed{clip.seeds[0]}.mp4"))
-        print(f"wrote {written[-1]}")
+    use_cfg = args.label is not None and tuple(args.cfg_scale) not in ((1.0,), (1.0, 1.0))
+    chunk = clips_per_call(pipe.config, args.batch, args.device, pipe.frame_size, use_cfg)
+    if chunk < args.batch:
+        print(f"{args.batch} clips do not fit in memory at once: making and writing them {chunk} at a time")
+    written, calls, seconds = [], 0, 0.0
+    for start in range(0, args.batch, chunk):  # clip i from seed + i, whatever the pieces
+        clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed + start,
+                     batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing, guidance=args.guidance,
+                     condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg, labels=args.label,
+                     seconds=args.seconds, overlap=args.overlap, window_batch=args.window_batch)
+        calls, seconds = calls + clips.calls, seconds + clips.seconds
+        out.mkdir(parents=True, exist_ok=True)
+        for clip in clips:
+            written.append(clip.save(out / f"{args.task}_seed{clip.seeds[0]}.mp4"))
+            print(f"wrote {written[-1]}")
+    clips.calls, clips.seconds = calls, seconds
     audio_source = ("the input sound" if args.task == "a2v" else
                     f"MelGAN vocoder ({args.vocoder})" if not pipe.vocoder.is_fallback else
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")

@@ -76,8 +76,34 @@ def _setup(name: str, tmp: Path) -> None:
         (tmp / "plotdir").mkdir()
     elif name == "run":
         _checkpoint_run(tmp / "run")
+    elif name == "nan_wav":
+        _nan_wav(tmp / "nan.wav")
+    elif name == "folder":
+        (tmp / "a_folder").mkdir()
+    elif name == "binary_config":
+        (tmp / "ckpt").mkdir()
+        (tmp / "ckpt" / "config.json").write_bytes(bytes(range(256)) * 4)
+    elif name == "vocoders":
+        _vocoder_files(tmp)
 
 
+def _vocoder_files(tmp: Path) -> None:
+    """What a user might pass as --vocoder instead of MelGAN weights: none of it may be unpickled."""
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp / "melgan.pkl").write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+    torch.save({"model.1.bias": torch.zeros(3)}, tmp / "melgan.pt")
+    save_file({"model.1.bias": torch.zeros(512), "x": torch.zeros(4)}, str(tmp / "whole.safetensors"))
+    (tmp / "truncated.safetensors").write_bytes((tmp / "whole.safetensors").read_bytes()[:40])
+    (tmp / "pickle.safetensors").write_bytes(pickle.dumps({"weight": [1.0]}))
+    save_file({"down.0.attn.weight": torch.zeros(4, 4)}, str(tmp / "unet.safetensors"))
+
+
+SAMPLE = "avfast.sample"
+DEMO = "avfast.demo"
 EXPORT = "avfast.export"
 TRAIN = "avfast.train"
 METRICS = "avfast.metrics"
@@ -113,20 +139,117 @@ CASES = [
      "is not a text file"),
     ("claims-report-plot-folder", [CLAIMS, "report", "--json", "r.json", "--plot", "plotdir"], "plot_folder", 2,
      "--plot: plotdir is a folder"),
+    # claims evaluate: everything it would refuse (or silently drop) after the clips are made, before any work
+    ("claims-sampler-unknown", [CLAIMS, "evaluate", "--sampler", "euler", "--json", "c.json", "--plot", "c.png"],
+     None, 2, "--sampler: 'euler' is not a sampler"),
+    ("claims-joint-model-untrained", [CLAIMS, "evaluate", "--runs", "runs", "--json", "c.json", "--plot", "c.png"],
+     None, 2, "--joint-model: 'ncmmd-indep' not trained yet"),
+    ("claims-replace-models-untrained", [CLAIMS, "evaluate", "--runs", "runs", "--joint-model", "base",
+                                         "--replace-models", "ncmmd", "--json", "c.json", "--plot", "c.png"],
+     None, 2, "--replace-models: 'ncmmd' not trained yet"),
+    ("claims-steps-zero", [CLAIMS, "evaluate", "--steps", "0", "--json", "c.json", "--plot", "c.png"], None, 2,
+     "--steps must be in 1..1000"),
+    ("claims-gammas-nan", [CLAIMS, "evaluate", "--gammas", "1", "nan", "--json", "c.json", "--plot", "c.png"], None, 2,
+     "--gammas must be finite numbers > 0"),
+    ("claims-base-not-a-model", [CLAIMS, "evaluate", "--base", "a_folder", "--json", "c.json", "--plot", "c.png"],
+     "folder", 2, "--base: 'a_folder' is not a model folder"),
+    # sample: runtimes and devices this machine lacks, before a model is loaded or exported
+    ("sample-onnxruntime-cuda-without-cuda", [SAMPLE, "--runtime", "onnxruntime-cuda", "--out", "out"], None, 2,
+     "runtimes that run on cpu here: torch"),
+    ("sample-tensorrt-missing", [SAMPLE, "--runtime", "tensorrt", "--out", "out"], None, 2,
+     "runtime 'tensorrt' cannot run here"),
+    ("sample-runtime-unknown", [SAMPLE, "--runtime", "onnx", "--out", "out"], None, 2, "--runtime: 'onnx' is not available"),
+    ("sample-device-foo", [SAMPLE, "--device", "foo", "--out", "out"], None, 2, "--device: 'foo' is not a device name"),
+    ("sample-device-cuda-without-cuda", [SAMPLE, "--device", "cuda", "--out", "out"], None, 2, "no CUDA device"),
+    ("sample-device-mps", [SAMPLE, "--device", "mps", "--out", "out"], None, 2, "avfast runs on cpu or cuda"),
+    # sample: --out, --input, --checkpoint, --autoencoder
+    ("sample-out-is-a-file", [SAMPLE, "--out", "a_file"], "file", 2, "--out: 'a_file' is a file"),
+    ("sample-out-under-a-file", [SAMPLE, "--out", "a_file/clips"], "file", 2, "'a_file' is a file"),
+    ("sample-out-unwritable", [SAMPLE, "--out", "/proc/avfast-samples"], None, 2, "cannot be written"),
+    ("sample-input-folder", [SAMPLE, "--task", "v2a", "--input", "a_folder", "--out", "out"], "folder", 2,
+     "--input: 'a_folder' is a folder"),
+    ("sample-input-missing", [SAMPLE, "--task", "v2a", "--input", "nope.mp4", "--out", "out"], None, 2,
+     "--input: no file at 'nope.mp4'"),
+    ("sample-a2v-nan-wav", [SAMPLE, "--task", "a2v", "--input", "nan.wav", "--out", "out"], "nan_wav", 2,
+     "--input: 'nan.wav' has NaN or infinite samples"),
+    ("sample-v2a-not-a-video", [SAMPLE, "--task", "v2a", "--input", "a_file", "--steps", "1", "--out", "out"],
+     "file", 2, "cannot read 'a_file' as a video file"),
+    ("sample-checkpoint-file", [SAMPLE, "--checkpoint", "a_file", "--out", "out"], "file", 2, "is not a folder"),
+    ("sample-checkpoint-empty-folder", [SAMPLE, "--checkpoint", "a_folder", "--out", "out"], "folder", 2,
+     "has no config.json"),
+    ("sample-checkpoint-binary-config", [SAMPLE, "--checkpoint", "ckpt", "--out", "out"], "binary_config", 2,
+     "config.json is not a text file"),
+    ("sample-autoencoder-file", [SAMPLE, "--autoencoder", "a_file", "--out", "out"], "file", 2,
+     "--autoencoder: 'a_file' is a file"),
+    # sample --vocoder: a pickle, a torch.save file, truncated or other weights: one line, nothing unpickled
+    ("sample-vocoder-pickle", [SAMPLE, "--vocoder", "melgan.pkl", "--out", "out"], "vocoders", 2,
+     "pickle checkpoints are refused"),
+    ("sample-vocoder-torch-save", [SAMPLE, "--vocoder", "melgan.pt", "--out", "out"], "vocoders", 2,
+     "pickle checkpoints are refused"),
+    ("sample-vocoder-truncated", [SAMPLE, "--vocoder", "truncated.safetensors", "--out", "out"], "vocoders", 2,
+     "is not a readable .safetensors file"),
+    ("sample-vocoder-pickle-renamed", [SAMPLE, "--vocoder", "pickle.safetensors", "--out", "out"], "vocoders", 2,
+     "is not a readable .safetensors file"),
+    ("sample-vocoder-other-model", [SAMPLE, "--vocoder", "unet.safetensors", "--out", "out"], "vocoders", 2,
+     "is not a MelGAN generator's weights"),
+    ("sample-vocoder-wrong-tensors", [SAMPLE, "--vocoder", "whole.safetensors", "--out", "out"], "vocoders", 2,
+     "is not a MelGAN generator"),
+    ("sample-vocoder-folder", [SAMPLE, "--vocoder", "a_folder", "--out", "out"], "folder", 2, "is a folder"),
+    # sample: numbers
+    ("sample-batch-zero", [SAMPLE, "--batch", "0", "--out", "out"], None, 2, "--batch must be >= 1"),
+    ("sample-steps-zero", [SAMPLE, "--steps", "0", "--out", "out"], None, 2, "`steps` must be an int in [1, 1000]"),
+    ("sample-steps-huge", [SAMPLE, "--steps", "100000", "--out", "out"], None, 2, "`steps` must be an int in [1, 1000]"),
+    ("sample-eta-nan", [SAMPLE, "--eta", "nan", "--out", "out"], None, 2, "`eta` must be a finite number"),
+    ("sample-gamma-inf", [SAMPLE, "--gamma", "inf", "--out", "out"], None, 2, "`gamma` (timestep adjustment) must be"),
+    ("sample-cfg-scale-nan", [SAMPLE, "--cfg-scale", "nan", "--out", "out"], None, 2,
+     "--cfg-scale must be a finite number"),
+    ("sample-cfg-scale-three", [SAMPLE, "--cfg-scale", "1", "2", "3", "--out", "out"], None, 2,
+     "--cfg-scale takes one scale, or two"),
+    ("sample-seed-negative", [SAMPLE, "--seed", "-1", "--out", "out"], None, 2, "--seed must be >= 0"),
+    ("sample-steps-not-a-number", [SAMPLE, "--steps", "ten", "--out", "out"], None, 2, "invalid int value: 'ten'"),
+    ("sample-label-without-labels", [SAMPLE, "--label", "3", "--out", "out"], None, 2,
+     "this model was trained without class labels"),
+    ("sample-one-clip-too-large", [SAMPLE, "--steps", "1", "--out", "out"], "memory:0.01", 2,
+     "of memory (estimated), more than the"),
+    # demo
+    ("demo-out-is-a-file", [DEMO, "--out", "a_file"], "file", 2, "--out: 'a_file' is a file"),
+    ("demo-out-unwritable", [DEMO, "--out", "/proc/avfast-demo"], None, 2, "cannot be written"),
+    ("demo-steps-zero", [DEMO, "--steps", "0", "--out", "out"], None, 2, "--steps must be >= 1"),
+    ("demo-seed-negative", [DEMO, "--seed", "-2", "--out", "out"], None, 2, "--seed must be >= 0"),
+    ("demo-checkpoint-file", [DEMO, "--checkpoint", "a_file", "--out", "out"], "file", 2, "is not a folder"),
+    ("demo-sampler-unknown", [DEMO, "--sampler", "euler", "--out", "out"], None, 2, "invalid choice: 'euler'"),
+    # train.autoencoder, experiments.quality: --out before any work
+    ("codec-out-is-a-file", ["avfast.train.autoencoder", "--out", "a_file"], "file", 2, "--out: 'a_file' is a file"),
+    ("codec-out-unwritable", ["avfast.train.autoencoder", "--out", "/proc/avfast-codec"], None, 2,
+     "cannot be written"),
+    ("quality-out-is-a-file", ["avfast.experiments.quality", "--out", "a_file"], "file", 2,
+     "--out: 'a_file' is a file"),
 ]
+
+
+def _skip_reason(argv: list[str]) -> str | None:
+    import importlib.util
+
+    import torch
+
+    if any("cuda" in a for a in argv) and torch.cuda.is_available():
+        return "this machine has CUDA"
+    if "tensorrt" in argv and importlib.util.find_spec("tensorrt") is not None:
+        return "TensorRT is installed here"
+    return None
 
 
 @pytest.mark.parametrize("argv,setup,status,phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gets_one_line(tmp_path, argv, setup, status, phrase):
-    if "cuda" in argv:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
-    if setup:
+    reason = _skip_reason(argv)
+    if reason:
+        pytest.skip(reason)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if setup and setup.startswith("memory:"):  # this machine's memory as seen by avfast._memory
+        env["AVFAST_MEMORY_LIMIT_GIB"] = setup.split(":", 1)[1]
+    elif setup:
         _setup(setup, tmp_path)
     before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env=env)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -174,3 +297,86 @@ def test_claims_report_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         save_figure(fig, tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_numba_caches_in_a_per_user_folder(tmp_path):
+    """librosa's numba functions (the beat tracker) are cached under ~/.cache/avfast/numba, not in
+    site-packages (a corrupted shared cache there crashed librosa with SIGSEGV); a user's own
+    NUMBA_CACHE_DIR is kept. Checked in fresh processes, with numba imported before avfast too."""
+    pytest.importorskip("numba")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    probe = ("import os, numba.core.config as c; import avfast.metrics.beats as b; "
+             "from avfast._numba import use_user_cache; use_user_cache(); "
+             "print(os.environ['NUMBA_CACHE_DIR']); print(c.CACHE_DIR)")
+    for code in (probe, "import avfast; " + probe, "import numba; " + probe):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [str(tmp_path / "cache" / "avfast" / "numba")] * 2, (code, out.stdout)
+    out = subprocess.run([sys.executable, "-c", "import avfast; " + probe], env={**env, "NUMBA_CACHE_DIR": str(tmp_path / "mine")},
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [str(tmp_path / "mine")] * 2, out.stdout
+
+
+def test_sample_makes_a_batch_beyond_memory_in_pieces(monkeypatch):
+    """`sample --batch 100000` no longer allocates 100000 clips at once: clips_per_call (the meta-device
+    estimate against half the available memory) gives the pieces it makes and writes one after another;
+    one clip that cannot fit is refused naming the size."""
+    from avfast._cli import CliError
+    from avfast.models import preset
+    from avfast.sample import clips_per_call
+
+    cfg = preset("tiny")
+    monkeypatch.setenv("AVFAST_MEMORY_LIMIT_GIB", "2")
+    pieces = clips_per_call(cfg, 100_000, "cpu")
+    assert 1 <= pieces < 100_000
+    assert clips_per_call(cfg, 2, "cpu") == 2
+    monkeypatch.setenv("AVFAST_MEMORY_LIMIT_GIB", "0.001")
+    with pytest.raises(CliError, match="one clip of 18 frames .* of memory"):
+        clips_per_call(cfg, 1, "cpu")
+
+
+def test_a_failed_video_write_leaves_nothing(tmp_path, monkeypatch):
+    """write_video writes a temporary file and renames it when complete: a failure mid-write (the audio
+    encoder, a full disk) leaves neither a video-only mp4 nor the temporary file."""
+    import torch
+
+    from avfast.data import video
+
+    def fail_after_writing(av, path, *args):
+        Path(path).write_bytes(b"video only")
+        raise RuntimeError("audio encoder failed")
+
+    monkeypatch.setattr(video, "_encode_video", fail_after_writing)
+    with pytest.raises(RuntimeError):
+        video.write_video(tmp_path / "clip.mp4", torch.zeros(3, 2, 16, 16), audio=torch.zeros(1600))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runtime_checks_name_what_runs_here():
+    """A CUDA runtime on the CPU is refused before any export, naming the runtimes that do run here;
+    loading an onnxruntime-cuda file on the CPU never falls back to ONNX Runtime's CPU provider."""
+    from avfast.runtime import RuntimeUnavailable, load
+    from avfast.runtime.available import available, check_available
+
+    assert "torch" in available("cpu") and "onnxruntime-cuda" not in available("cpu")
+    with pytest.raises(RuntimeUnavailable, match="runtimes that run on cpu here: torch"):
+        check_available("onnxruntime-cuda", "cpu")
+    with pytest.raises(ValueError, match="runs on CUDA, not cpu"):
+        load("onnxruntime-cuda", "model.onnx", device="cpu")
+
+
+def test_a_cached_skip_reason_names_this_file(tmp_path):
+    """The clip cache is keyed by content: the same unreadable bytes met under another name in another
+    folder are reported under that name, not the first one's."""
+    pytest.importorskip("av")
+    from avfast.models import preset
+    from avfast.train.folder import DataError, FolderAVDataset
+
+    for folder, name in (("one", "broken.mp4"), ("two", "other.mp4")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(b"\0not a video" * 100)
+        with pytest.raises(DataError) as e:
+            FolderAVDataset(preset("tiny"), tmp_path / folder, tmp_path / "cache", progress=False)
+        assert str(tmp_path / folder / name) in str(e.value) or name in str(e.value), str(e.value)
+        assert ("broken.mp4" in str(e.value)) == (name == "broken.mp4"), str(e.value)

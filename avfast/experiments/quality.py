@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .._cli import CliError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -411,6 +413,9 @@ def main(argv=None) -> int:
             results = json.loads((out / JSON_NAME).read_text())
             table = write_outputs(results, out)
         else:
+            from .._cli import check_out_folder
+
+            check_out_folder(out)  # a file or an unwritable place: one line before any work
             settings = QualitySettings(args.model, args.clips, args.data_seed, args.steps, args.sampler, args.seed,
                                        args.batch, args.condition_mode, args.threads, not args.no_progress)
             if args.readme and readme_table(Path(args.readme).read_text()) is None:
@@ -424,7 +429,7 @@ def main(argv=None) -> int:
         print(f"results: {out / JSON_NAME}; table: {out / TABLE_NAME}"
               + ("" if args.report_only else f"; figure: {out / FIGURE_NAME}"))
         return 0
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, CliError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
 

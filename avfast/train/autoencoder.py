@@ -203,10 +203,13 @@ def main(argv=None) -> int:
         else:
             ap.add_argument(flag, dest=f.name, type=type(f.default), default=f.default, help=f"(default {f.default!r})")
     args = ap.parse_args(argv)
+    from .._cli import CliError, check_out_folder
+
     try:
         cfg = CodecTrainConfig(**vars(args))
+        check_out_folder(cfg.out)  # a file or an unwritable place: one line before any work
         train_codec(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CliError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
