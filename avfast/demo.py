@@ -107,7 +107,7 @@ def _figure(clips: list[DemoClip], reference: DemoClip, path: Path, fps: float, 
     save_figure(fig, path)
 
 
-def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str = "dpmpp2m", seed: int = 0,
+def run(out: Path, checkpoint: str | None = None, steps: int | None = None, sampler: str | None = None, seed: int = 0,
         condition_mode: str = "clean", progress: bool = True) -> list[DemoClip]:
     from ._deps import check_installed
     from .pipeline import Pipeline
@@ -116,7 +116,7 @@ def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str 
 
     check_installed(NEEDS, PROG)
     check_out_folder(out)  # a file, or a place nothing can be written: one line before any work
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise CliError(f"--steps must be >= 1, got {steps}")
     if seed < 0:
         raise CliError(f"--seed must be >= 0, got {seed}")
@@ -144,7 +144,7 @@ def run(out: Path, checkpoint: str | None = None, steps: int = 25, sampler: str 
     _figure(clips, reference, figure, fps, sr)
 
     print(f"\nmodel: {'default' if checkpoint is None else checkpoint} ({pipe.model.num_parameters / 1e6:.2f} M "
-          f"parameters), {sampler} {steps} steps, audio decoded by Griffin-Lim (no MelGAN weights ship)")
+          f"parameters), {made.sampler} {made.steps} steps, audio decoded by Griffin-Lim (no MelGAN weights ship)")
     print(f"{'task':<7} {'file':<28} {'AV-Align':>8} {'s/clip':>7} {'ms/FE':>7}")
     for c in clips:
         print(f"{c.task:<7} {str(c.path):<28} {c.score:>8.3f} {c.seconds:>7.2f} {1000 * c.seconds / c.calls:>7.1f}")
@@ -157,8 +157,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     ap.add_argument("--checkpoint", help="a model folder instead of the embedded default")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--sampler", default="dpmpp2m", choices=("ddim", "dpmpp2m"))
+    ap.add_argument("--steps", type=int, default=None,
+                    help="sampler steps (default: the model's own: a distilled model's step count, else 25)")
+    ap.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"),
+                    help="default: the model's own (a distilled model's sampler, else dpmpp2m)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--condition-mode", default="clean", choices=("clean", "replace"),
                     help="how v2a/a2v give the model its condition (the default model was trained for 'clean')")

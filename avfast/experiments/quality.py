@@ -34,7 +34,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +53,20 @@ class QualitySettings:
     model: str = "default"
     clips: int = 100
     data_seed: int = 2
-    steps: int = 25
-    sampler: str = "dpmpp2m"
+    steps: int | None = None     # None: the model's own (a distilled student's step count, else 25)
+    sampler: str | None = None   # None: the model's own (a distilled student's sampler, else dpmpp2m)
     seed: int = 0
     batch: int = 8
     condition_mode: str = "clean"
     threads: int = 0            # torch threads (0: leave torch's default)
     progress: bool = True
+    runtime: str = "torch"      # the denoiser's runtime (avfast.Pipeline's: torch or avfast.runtime.NAMES)
+    precision: str = "fp32"     # its precision (fp32/bf16/fp16, int8 on openvino/onnxruntime)
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
+            if name == "steps" and self.steps is None:
+                continue
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.clips < 2:
@@ -70,12 +74,22 @@ class QualitySettings:
                              f"got {self.clips}")
         if self.data_seed == 0:
             raise ValueError("--data-seed 0 made the training clips; use a held-out seed (e.g. 2)")
-        if self.sampler not in ("ddim", "dpmpp2m"):
+        if self.sampler not in (None, "ddim", "dpmpp2m"):
             raise ValueError(f"--sampler must be 'ddim' or 'dpmpp2m', got {self.sampler!r}")
         if self.condition_mode not in ("clean", "replace"):
             raise ValueError(f"--condition-mode must be 'clean' or 'replace', got {self.condition_mode!r}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        from ..pipeline import RUNTIMES
+        from ..runtime import check_runtime_precision
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.runtime != "torch":
+            check_runtime_precision(self.runtime, self.precision)
+        elif self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--runtime torch runs --precision fp32, bf16 or fp16, got {self.precision!r} "
+                             f"(int8: --runtime openvino or onnxruntime)")
 
 
 # --- the model, the held-out clips and generation ---------------------------------------------------
@@ -92,12 +106,14 @@ def model_folder(model: str) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _pipeline(folder: str):
-    """The `avfast.Pipeline` of a model folder (its EMA weights when it has them), loaded once per process."""
+def _pipeline(folder: str, runtime: str = "torch", precision: str = "fp32"):
+    """The `avfast.Pipeline` of a model folder (its EMA weights when it has them) on a runtime and precision,
+    loaded once per process."""
     from ..pipeline import Pipeline
     from .finetune import base_weights_file
 
-    return Pipeline.from_pretrained(folder, weights=base_weights_file(Path(folder)), progress=False)
+    return Pipeline.from_pretrained(folder, weights=base_weights_file(Path(folder)), runtime=runtime,
+                                    precision=precision, progress=False)
 
 
 @dataclass
@@ -138,7 +154,8 @@ def held_out(folder: Path, start: int, stop: int, data_seed: int) -> HeldOutBatc
 
 
 def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, steps: int, sampler: str,
-             seed: int, condition_mode: str = "clean") -> tuple[torch.Tensor, torch.Tensor]:
+             seed: int, condition_mode: str = "clean", runtime: str = "torch",
+             precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels [B, 3, F, H, W] in [-1, 1], waveform [B, N]) for one task on a batch of held-out clips.
 
     v2a returns the clips' own pixels with generated sound, a2v generated pixels with the clips' own sound,
@@ -147,7 +164,7 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
     """
     if task not in TASKS:
         raise ValueError(f"generate: task must be one of {', '.join(TASKS)}, got {task!r}")
-    pipe = _pipeline(str(model_folder))
+    pipe = _pipeline(str(model_folder), runtime, precision)
     given = {"v2a": {"video": held_out_batch.pixels}, "a2v": {"audio": held_out_batch.waves},
              "joint": {"batch": len(held_out_batch)}}[task]
     clip = pipe(task, steps=steps, sampler=sampler, seed=seed, progress=False,
@@ -199,6 +216,12 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
     model, autoencoder, cfg = pipe.model, pipe.autoencoder, pipe.config
     fps, sr, n = cfg.fps, cfg.sample_rate, settings.clips
     log = print if settings.progress else (lambda *a, **k: None)
+    if settings.steps is None or settings.sampler is None:  # the model's own (a distilled student's), recorded
+        from ..diffusion.distilled import resolve
+
+        own = resolve(cfg, settings.steps, settings.sampler, None, None, default_steps=25,
+                      default_sampler="dpmpp2m", warn=False)
+        settings = replace(settings, steps=own.steps, sampler=own.sampler)
     real = held_out(folder, 0, n, settings.data_seed)
     other = held_out(folder, n, 2 * n, settings.data_seed)  # disjoint: the real-vs-real floor
     real_feats = frame_features(real.pixels).numpy()
@@ -222,7 +245,7 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
             stop = min(start + settings.batch, n)
             t0 = time.perf_counter()
             p, w = generate(folder, task, real.slice(start, stop), settings.steps, settings.sampler,
-                            settings.seed + start, settings.condition_mode)
+                            settings.seed + start, settings.condition_mode, settings.runtime, settings.precision)
             seconds += time.perf_counter() - t0
             pixels.append(p)
             waves.append(w)
@@ -302,6 +325,9 @@ def markdown(results: dict) -> str:
                   f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed "
                   f"{s['data_seed']}; 95 % bootstrap CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
                   f"sound and a reference (v2a only)."]
+    runtime, precision = s.get("runtime", "torch"), s.get("precision", "fp32")
+    if (runtime, precision) != ("torch", "fp32"):
+        lines.append(f"Denoiser: runtime {runtime}, {precision}.")
     return "\n".join(lines) + "\n"
 
 
@@ -392,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-seed", type=int, default=s.data_seed, help="held-out clips' seed (default: %(default)s)")
     ap.add_argument("--condition-mode", default=s.condition_mode, choices=("clean", "replace"))
     ap.add_argument("--threads", type=int, default=s.threads, help="torch threads (0: torch's default)")
+    ap.add_argument("--runtime", default=s.runtime, help="denoiser runtime: torch (default) or one of "
+                                                         "avfast.runtime.NAMES, e.g. openvino")
+    ap.add_argument("--precision", default=s.precision, help="denoiser precision: fp32 (default), bf16, fp16, "
+                                                             "or int8 (runtime openvino/onnxruntime)")
     ap.add_argument("--readme", default=None, help="also put the table between this file's "
                                                    "<!-- quality:begin --> / <!-- quality:end --> markers")
     ap.add_argument("--report-only", action="store_true",
@@ -417,7 +447,8 @@ def main(argv=None) -> int:
 
             check_out_folder(out)  # a file or an unwritable place: one line before any work
             settings = QualitySettings(args.model, args.clips, args.data_seed, args.steps, args.sampler, args.seed,
-                                       args.batch, args.condition_mode, args.threads, not args.no_progress)
+                                       args.batch, args.condition_mode, args.threads, not args.no_progress,
+                                       args.runtime, args.precision)
             if args.readme and readme_table(Path(args.readme).read_text()) is None:
                 update_readme("", "")  # fail before the run, not after it
             table = markdown(run_quality(settings, out))
