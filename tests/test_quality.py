@@ -295,3 +295,28 @@ def test_readme_quality_table_is_the_committed_results():
     assert block is not None, "README.md has no <!-- quality:begin --> block for the committed quality results"
     assert block == table, ("README quality table is stale: run python -m avfast.experiments.quality "
                             "--report-only --readme README.md")
+
+
+def test_compare_rows_of_the_same_clips(micro_model, tmp_path, capsys):
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
+    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install 'avfast[media]')")
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
+    from avfast.experiments import compare
+    from avfast.experiments.quality import main
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    base = ["--model", str(micro_model), "--steps", "1", "--batch", "2", "--no-progress"]
+    assert main(base + ["--clips", "2", "--out", str(a)]) == 0
+    assert main(base + ["--clips", "2", "--out", str(b), "--steps", "2"]) == 0
+    assert main(base + ["--clips", "3", "--out", str(c)]) == 0
+    text = compare.table([("one", compare.load(a)), ("two", compare.load(b))])
+    lines = [line for line in text.splitlines() if line.startswith("| one") or line.startswith("| two")]
+    assert len(lines) == 2 and "| dpmpp2m 1 |" in lines[0] and "| dpmpp2m 2 |" in lines[1], lines
+    assert lines[0].endswith("| 1.0x |")
+    with pytest.raises(ValueError, match="different held-out clips"):
+        compare.table([("one", compare.load(a)), ("three", compare.load(c))])
+    doc = tmp_path / "doc.md"
+    doc.write_text("x\n<!-- compare:distill:begin -->\nold\n<!-- compare:distill:end -->\n")
+    assert compare.main([f"one={a}", f"two={b}", "--readme", str(doc)]) == 0
+    assert compare.block_text(doc, "distill") == text
+    assert compare.main(["nolabel"]) == 2 and "LABEL=FOLDER" in capsys.readouterr().err
