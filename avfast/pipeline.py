@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from . import runtime as _runtime
-from ._precision import check_precision, in_precision
+from ._precision import FLOAT_PRECISIONS, check_precision, in_precision
 from .data.mel import MelConfig
 from .data.vocoder import Vocoder
 from .diffusion.distilled import DistilledStepsWarning, resolve
@@ -245,14 +245,16 @@ class Pipeline:
     runtime: "torch" (the model itself) or a name of `avfast.runtime.NAMES`; exported runtimes are
         exported (and cached) on first use for each denoiser batch.
     precision: "fp32", "bf16" or "fp16": autocast for the PyTorch runtimes, the export's precision for
-        exported ones.
+        exported ones; "int8" (runtime "openvino" or "onnxruntime"): the quantised export. A precision the
+        runtime does not run is refused here, naming what it runs (avfast.runtime.RUNTIME_PRECISIONS).
     """
 
     def __init__(self, model: torch.nn.Module, *, autoencoder: Any = None, vocoder: Any = None,
                  runtime: str = "torch", precision: str = "fp32", progress: bool = True) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
-        self.precision = check_precision(precision)
+        self.precision = (check_precision(precision, FLOAT_PRECISIONS, "runtime 'torch' (PyTorch autocast)")
+                          if runtime == "torch" else _runtime.check_runtime_precision(runtime, precision))
         config = getattr(model, "config", None)
         if config is None:
             raise TypeError(f"Pipeline: the model needs a `.config` (avfast.models.ModelConfig), got "
@@ -284,8 +286,8 @@ class Pipeline:
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
         check_precision(precision)
         _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
-        if str(path) == "default":
-            folder = models.DEFAULT_DIR
+        if str(path) in ("default", "default:teacher"):
+            folder = models.resolve_model_name(path)
             if not (folder / "model.safetensors").is_file():
                 raise models.DefaultModelUnavailable(
                     f"this avfast installation has no trained default model (expected {folder}/model.safetensors); "
@@ -434,7 +436,7 @@ class Pipeline:
             if name == "torch":
                 made = in_precision(self.model, self.precision)
             elif name in _runtime.TORCH_RUNTIMES:
-                made = in_precision(_runtime.create(name, self.model), self.precision)
+                made = _runtime.create(name, self.model, precision=self.precision)
             else:
                 try:
                     made = create_runtime(name, self.model, batch_size=calls_batch, device=self.device,

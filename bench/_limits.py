@@ -9,6 +9,10 @@ how close a kernel is to what the hardware allows here, not only how it compares
   as a 1x1 convolution: on AMD CPUs torch's fp32 `mm` goes to MKL, which does not use AVX-512 there
   (216 GFLOP/s on the project's 2-core EPYC), while convolutions go to oneDNN (348 GFLOP/s), and
   the model's convolutions run at the faster rate.
+- int8 GEMM peak (CPU): the best rate, in GOP/s (2 per multiply-add), of an n x n x n int8 product as
+  `torch._int_mm` and as OpenVINO's int8 FullyConnected (u8 activations x i8 weights: the oneDNN
+  brgemm kernels the int8 export runs on, checked to be int8 in the compiled model) where openvino is
+  installed. Reported as matmul_gflops["int8"], the limit int8 rows are held to.
 - copy bandwidth: the best rate of `dst.copy_(src)` counting read + write bytes, at a cache-sized
   and a DRAM-sized buffer, over torch's threads or one thread (whichever is faster: a loaded
   scheduler can park the threads on one core); a case is held to the probe whose traffic is nearest
@@ -157,6 +161,52 @@ def matmul_gflops(dtype: torch.dtype, device: str, n: int, min_time: float = 0.3
     return 2 * n ** 3 / best / 1e9
 
 
+def _openvino_int8_seconds(n: int, min_time: float) -> float | None:
+    """Best seconds of OpenVINO's u8 x i8 FullyConnected (FakeQuantize'd input, i8 weights dequantised by a
+    Convert + Multiply: the pattern its low-precision transformations run in int8); None without openvino
+    or when the compiled layer is not int8."""
+    try:
+        import numpy as np
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    x = ops.parameter([n, n], ov.Type.f32, name="x")
+
+    def c(v: float):
+        return ops.constant(np.float32(v))
+
+    g = np.random.default_rng(0)
+    w = ops.constant(g.integers(-127, 128, (n, n)).astype(np.int8))
+    y = ops.matmul(ops.fake_quantize(x, c(-4), c(4), c(-4), c(4), 256),
+                   ops.multiply(ops.convert(w, ov.Type.f32), c(0.01)), False, True)
+    compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    kinds = {(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+             for op in compiled.get_runtime_model().get_ordered_ops()}
+    if not any(k == "FullyConnected" and p.upper() in ("I8", "U8") for k, p in kinds):
+        return None
+    request = compiled.create_infer_request()
+    xin = g.standard_normal((n, n), dtype=np.float32)
+    return best_seconds(lambda: request.infer({0: xin}), lambda: None, min_time)
+
+
+def int8_gops(n: int, min_time: float = 0.3) -> float | None:
+    """Best int8 GEMM rate on the CPU (GOP/s): torch._int_mm and OpenVINO's int8 FullyConnected."""
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    times = []
+    try:
+        times.append(best_seconds(lambda: torch._int_mm(a, b), lambda: None, min_time))
+    except RuntimeError:  # a torch build without the CPU int8 GEMM
+        pass
+    ov_seconds = _openvino_int8_seconds(n, min_time)
+    if ov_seconds is not None:
+        times.append(ov_seconds)
+    return 2 * n ** 3 / min(times) / 1e9 if times else None
+
+
 def copy_gbps(nbytes: int, device: str, min_time: float = 0.2) -> float:
     """Best read + write rate of `dst.copy_(src)` for an `nbytes` source, over the pool's threads and,
     on CPU, over one thread too (see below)."""
@@ -186,6 +236,10 @@ def probe(device: str = "cpu", scale: float = 1.0) -> Limits:
         raise ValueError(f"probe: `device` must be 'cpu' or 'cuda', got {device!r}")
     n = max(64, int(MATMUL_SIZE[device] * scale) // 32 * 32)
     flops = {dtype_name(dt): matmul_gflops(dt, device, n, 0.3 * scale) for dt in MATMUL_DTYPES[device]}
+    if device == "cpu":
+        rate = int8_gops(n, 0.3 * scale)
+        if rate is not None:
+            flops["int8"] = rate
     sizes = {cls: max(1 << 16, int(b * scale)) for cls, b in COPY_BYTES[device].items()}
     bandwidth = {cls: copy_gbps(b, device, 0.2 * scale) for cls, b in sizes.items()}
     machine = machine_description(device)

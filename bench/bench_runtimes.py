@@ -4,7 +4,8 @@
 Rows per case "ms/FE <model> B<b>": eager-reference fp32 (every avfast op on its PyTorch reference:
 the baseline each speedup is measured against), eager-fused fp32 and bf16 autocast, torch.compile fp32,
 ONNX Runtime fp32/fp16 (CPU), OpenVINO fp32 and bf16 (the fp32 graph on the CPU plugin's bf16
-kernels; where installed), and on a GPU ONNX Runtime's CUDA
+kernels; where installed), int8 on ONNX Runtime and OpenVINO (NNCF post-training quantisation with
+calibration data from the sampler's trajectory, avfast.export.int8; needs nncf), and on a GPU ONNX Runtime's CUDA
 provider and TensorRT fp32/fp16. The exported runtimes load a dynamic-batch export of each model and
 precision, made once and cached (~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE); exports and
 compilation happen before timing. Weights are stand-ins (timing does not depend on their values).
@@ -13,7 +14,6 @@ compilation happen before timing. Weights are stand-ins (timing does not depend 
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 
@@ -38,6 +38,8 @@ ROWS = {
     "onnxruntime fp16": ("onnxruntime", "fp16", "ort-fp16"),
     "openvino fp32": ("openvino", "fp32", "openvino"),
     "openvino bf16": ("openvino", "bf16", "openvino-bf16"),
+    "onnxruntime int8": ("onnxruntime", "int8", "ort-int8"),
+    "openvino int8": ("openvino", "int8", "openvino-int8"),
     "onnxruntime-cuda fp32": ("onnxruntime-cuda", "fp32", "ort-cuda"),
     "tensorrt fp32": ("tensorrt", "fp32", "trt"),
     "tensorrt fp16": ("tensorrt", "fp16", "trt-fp16"),
@@ -53,10 +55,8 @@ def _model(preset: str) -> models.JointUNet:
 @functools.lru_cache(maxsize=8)
 def _runtime(preset: str, name: str, precision: str, batch: int):
     model = _model(preset)
-    if name in ("eager-reference", "eager-fused"):
-        return create(name, model)
-    if name == "compile":  # dynamic=False: one compilation per batch size
-        return create(name, model)
+    if name in ("eager-reference", "eager-fused", "compile"):  # compile: dynamic=False, one compilation per batch
+        return create(name, model, precision=precision)      # bf16/fp16: autocast inside the runtime
     profile_max = max(BATCHES)
     return create(name, model, batch_size=profile_max, precision=precision, dynamic_batch=True,
                   device=DEVICE if name in GPU_ONLY else None, progress=False)
@@ -74,7 +74,7 @@ def _flops(preset: str, batch: int) -> int | None:
         return count_flops(lambda: model(*inputs))
 
 
-def _skip_reason(name: str, preset: str) -> str | None:
+def _skip_reason(name: str, preset: str, precision: str = "fp32") -> str | None:
     if name == "compile" and preset != "tiny" and DEVICE == "cpu":
         return ("torch.compile of paper-128 takes over 10 minutes on a small CPU (tiny: ~4 min on 2 cores); "
                 "its row is measured on GPUs")
@@ -84,6 +84,8 @@ def _skip_reason(name: str, preset: str) -> str | None:
                "tensorrt": "tensorrt"}.get(name)
     if package and importlib.util.find_spec(package) is None:
         return f"{package} is not installed (pip install 'avfast[{'ort' if 'onnx' in package else package}]')"
+    if precision == "int8" and importlib.util.find_spec("nncf") is None:
+        return "int8 quantisation needs nncf (pip install 'avfast[int8]')"
     return None
 
 
@@ -99,7 +101,7 @@ def _params():
 @pytest.mark.parametrize("preset,batch,label", list(_params()))
 def test_ms_per_fe(benchmark, preset, batch, label):
     name, precision, impl = ROWS[label]
-    reason = _skip_reason(name, preset)
+    reason = _skip_reason(name, preset, precision)
     if reason:
         pytest.skip(reason)
     try:
@@ -110,11 +112,8 @@ def test_ms_per_fe(benchmark, preset, batch, label):
     v, a, t_v, t_a = model.example_inputs(batch_size=batch)
     device = getattr(runtime, "device", torch.device(DEVICE))
     inputs = tuple(x.to(device) for x in (v, a, t_v, t_a))
-    autocast = (torch.autocast(DEVICE, dtype=torch.bfloat16) if name.startswith("eager") and precision == "bf16"
-                else contextlib.nullcontext())
-
     def fe():
-        with torch.no_grad(), autocast:
+        with torch.no_grad():
             return runtime(*inputs)
 
     benchmark.group = f"ms/FE {preset} B{batch}"

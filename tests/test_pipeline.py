@@ -181,7 +181,7 @@ def test_default_model_unavailable_is_named(monkeypatch, tmp_path):
     (lambda p: p("a2v", audio="missing.wav"), FileNotFoundError, "missing.wav"),
     (lambda p: Pipeline.from_pretrained("/nonexistent/dir"), FileNotFoundError, "is not a folder"),
     (lambda p: Pipeline.from_pretrained("default", runtime="onnx"), ValueError, "runtime 'onnx' is not available"),
-    (lambda p: Pipeline.from_pretrained("default", precision="int8"), ValueError, "precision must be one of fp32"),
+    (lambda p: Pipeline.from_pretrained("default", precision="int8"), ValueError, "cannot run precision 'int8'"),
 ])
 def test_bad_requests_are_named(pipe, call, error, message):
     with pytest.raises(error, match=re.escape(message)):

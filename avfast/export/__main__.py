@@ -1,9 +1,11 @@
 """python -m avfast.export [--preset tiny|paper-128|paper-512] [--checkpoint DIR] [--trt]
-[--precision fp32|fp16|bf16] [--batch N] [--frames F] [--audio-length T] [--dynamic-batch] [--opset N]
+[--precision fp32|fp16|bf16|int8] [--batch N] [--frames F] [--audio-length T] [--dynamic-batch] [--opset N]
 [--out DIR] [--bench-steps N] [--runtimes A,B]
 
 With no arguments: the package's trained default model (`tiny`, embedded in the package) into export/out/
-under the current directory, checked, compared and timed.
+under the current directory, checked, compared and timed. --precision int8: the fp32 graph quantised by
+NNCF on calibration data recorded along the sampler's trajectory (avfast.export.int8; pip install
+'avfast[int8]'), checked to compute in int8, compared on ONNX Runtime and OpenVINO.
 Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
 2 bad input. Errors are one sentence on stderr.
 """
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the checkpoint's)")
     p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")
     p.add_argument("--trt", action="store_true", help="also build and time a TensorRT engine (needs a GPU)")
-    p.add_argument("--precision", choices=PRECISIONS, help="graph precision (default: the preset's profile)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graph precision (default: the preset's profile; int8: "
+                   "post-training quantisation with NNCF)")
     p.add_argument("--batch", type=int, help="static batch of the graph (default: the profile's)")
     p.add_argument("--frames", type=int, help="video frames (default: the profile's)")
     p.add_argument("--audio-length", type=int, help="mel frames (default: frames x the profile's mel/video ratio)")
@@ -146,6 +149,12 @@ def _report(result) -> None:
         print(f"wrote {path}")
     print(f"graph: {m['nodes']} nodes, opset {m['opset']}, {len(m['operators'])} operator types, all in TensorRT's "
           f"supported list; inputs " + ", ".join(f"{i['name']}{i['shape']}" for i in m["inputs"]))
+    q = m.get("quantization")
+    if q:
+        c, g = q["calibration"], q["graph"]
+        print(f"int8: {g['int8_layers']} of {g['compute_layers']} Conv/MatMul/Gemm layers take int8 inputs; kept in "
+              f"float: {', '.join(q['kept_float']) or 'none'}; calibration: {c['samples']} denoiser inputs at "
+              f"sampler steps {c['recorded_steps']} of {c['settings']['steps']}, tasks {', '.join(c['tasks'])}")
     for runtime, p in m["parity"].items():
         if "skipped" in p:
             print(f"parity {runtime}: not run ({p['skipped']})")

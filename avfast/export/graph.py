@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._precision import autocast_dtype
+from .._precision import PRECISIONS as _PRECISION_TABLE
+from .._precision import QUANTIZED_PRECISIONS, autocast_dtype
 from ..backends import decomposed
 from ..runtime._optional import require
 from .parity import parity_inputs
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = tuple(_PRECISION_TABLE)  # the package's table (avfast/_precision.py); int8 = the fp32 graph quantised
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 BF16_MIN_OPSET = 22        # Conv, Gemm and the normalisations accept bf16 from opset 22 on
@@ -96,12 +97,16 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
     """Writes the model's ONNX graph to `path` (weights inside, or in `<path>.data` above 1 GiB).
 
     Static shapes [batch, ...] unless `dynamic_batch` = (min, max) makes the batch a graph dimension.
+    `precision` is a float one (int8 is `run_export`'s quantisation of this fp32 graph: avfast.export.int8).
     The caller chooses where `path` lies; `python -m avfast.export` exports into a staging folder and
     renames the checked result into place.
     """
     require("onnx", "exporting to ONNX")
     require("onnxscript", "exporting to ONNX")
     opset = check_options(precision, opset, batch, dynamic_batch)
+    if precision in QUANTIZED_PRECISIONS:
+        raise ValueError(f"export_onnx writes float graphs; {precision} is the fp32 graph quantised by "
+                         f"avfast.export.int8 (python -m avfast.export --precision {precision})")
     cfg = model.config
     frames = cfg.frames if frames is None else int(frames)
     audio_length = cfg.audio_length if audio_length is None else int(audio_length)

@@ -23,13 +23,14 @@ from ..runtime import RuntimeUnavailable, load
 from ..runtime.manifest import FORMAT, VERSION, read_manifest
 from ..runtime.torch_runtimes import EagerDenoiser
 from . import data
+from .._precision import QUANTIZED_PRECISIONS
 from .checks import check_graph
 from .graph import check_options, export_onnx
 from .parity import BOUNDS, ParityError, measure_parity, parity_inputs
 from .timing import machine_name, ms_per_fe
 
 # ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv): a bf16 graph is checked, not run, on CPU.
-CPU_PRECISIONS = ("fp32", "fp16")
+CPU_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ExportOptions:
     weights_source: str = "unknown"
     progress: bool = True
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    calibration: Any = None  # int8: avfast.export.int8.CalibrationSettings (None: its defaults)
 
 
 @dataclass
@@ -131,14 +133,15 @@ def _staging(out: Path, name: str) -> Path:
 def _bench_runtimes(options: ExportOptions, engine: bool) -> list[str]:
     if options.runtimes is not None:
         return list(options.runtimes)
-    names = ["eager-reference", "eager-fused"]
+    int8 = options.precision in QUANTIZED_PRECISIONS
+    names = [] if int8 else ["eager-reference", "eager-fused"]
     if options.precision in CPU_PRECISIONS:
         names.append("onnxruntime")
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not int8:
         names.append("onnxruntime-cuda")
     if engine:
         names.append("tensorrt")
-    if options.precision in CPU_PRECISIONS:
+    if options.precision in ("fp32", "int8"):
         try:
             import openvino  # noqa: F401  (only to see whether it is installed)
 
@@ -154,6 +157,10 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
     checked ONNX was written."""
     opset = check_options(options.precision, options.opset, options.batch,
                           options.dynamic_batch[::2] if options.dynamic_batch else None)
+    int8 = options.precision in QUANTIZED_PRECISIONS
+    if int8 and options.trt:
+        raise ValueError("--trt with --precision int8: int8 is calibrated and checked for the CPU runtimes "
+                         "(onnxruntime, openvino); build TensorRT engines from fp32/fp16/bf16 exports")
     cfg = model.config
     frames = cfg.frames if options.frames is None else options.frames
     audio_length = cfg.audio_length if options.audio_length is None else options.audio_length
@@ -162,14 +169,20 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
                                                                                    static_batch, frames)
     out = Path(options.out)
     staging = _staging(out, name)
-    steps = tqdm(total=5 + int(options.trt), desc=f"export {name}", disable=not options.progress, leave=False)
+    steps = tqdm(total=5 + int(options.trt) + 2 * int8, desc=f"export {name}", disable=not options.progress,
+                 leave=False)
     try:
         steps.set_postfix_str("torch.onnx.export")
         onnx_path = staging / f"{name}.onnx"
-        info = export_onnx(model, onnx_path, batch=options.batch, frames=frames, audio_length=audio_length,
-                           precision=options.precision, opset=opset,
+        float_path = staging / f"{name}.fp32.onnx" if int8 else onnx_path
+        info = export_onnx(model, float_path, batch=options.batch, frames=frames, audio_length=audio_length,
+                           precision="fp32" if int8 else options.precision, opset=opset,
                            dynamic_batch=options.dynamic_batch[::2] if options.dynamic_batch else None)
         steps.update()
+        quantization = None
+        if int8:
+            quantization = _quantize(model, float_path, onnx_path, frames, audio_length, static_batch, options, steps)
+            info.external_data = quantization.pop("external_data")
         steps.set_postfix_str("checks")
         operators = check_graph(onnx_path)
         steps.update()
@@ -181,11 +194,12 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
         inputs = parity_inputs(reference_model, B, frames, audio_length)
         parity: dict[str, Any] = {}
         if options.precision in CPU_PRECISIONS:
-            p = measure_parity(load("onnxruntime", onnx_path), reference, inputs, options.precision,
-                               "onnxruntime", "torch eager fp32 (fused ops)")
-            parity["onnxruntime"] = p.as_dict()
-            if not p.passed:
-                raise ParityError(f"parity failed, nothing was written: {p}")
+            for runtime_name in ("onnxruntime",) + (("openvino",) if int8 and _have("openvino") else ()):
+                p = measure_parity(load(runtime_name, onnx_path), reference, inputs, options.precision,
+                                   runtime_name, "torch eager fp32 (fused ops)")
+                parity[runtime_name] = p.as_dict()
+                if not p.passed:
+                    raise ParityError(f"parity failed, nothing was written: {p}")
         else:
             parity["onnxruntime"] = {"skipped": "ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv); "
                                                 "bf16 parity is measured on TensorRT (--trt on a GPU)"}
@@ -230,6 +244,8 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
                           "statistic": "median after 2 warm-up calls", "runtimes": timings},
             "tensorrt": trt_info if trt_info else ({"error": trt_error} if trt_error else None),
         }
+        if quantization is not None:
+            manifest["quantization"] = quantization
         _write_readable(staging / f"{name}.json", (json.dumps(manifest, indent=1) + "\n").encode())
         steps.update()
         files = _move_into_place(staging, out, name, info.external_data, engine_path)
@@ -237,6 +253,32 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
     finally:
         steps.close()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _quantize(model, float_path: Path, onnx_path: Path, frames: int, audio_length: int, batch: int | None,
+              options: ExportOptions, steps) -> dict:
+    """int8: calibration data along the sampler's trajectory, NNCF's QDQ graph at `onnx_path`, checked to
+    be int8; the fp32 graph is removed. Returns the manifest's "quantization" entry."""
+    from .int8 import CalibrationSettings, check_int8_graph, collect_calibration, quantize_onnx
+
+    steps.set_postfix_str("int8 calibration data")
+    calibration = collect_calibration(model, frames, audio_length, options.calibration or CalibrationSettings())
+    steps.update()
+    steps.set_postfix_str("int8 quantisation (nncf)")
+    info = quantize_onnx(float_path, onnx_path, calibration, batch)
+    for path in (float_path, float_path.with_name(float_path.name + ".data")):
+        path.unlink(missing_ok=True)
+    stats = check_int8_graph(onnx_path)
+    steps.update()
+    return {**info, "calibration": calibration.describe(),
+            "graph": {"quantized_ops": stats["quantized_ops"], "int8_layers": stats["int8_layers"],
+                      "compute_layers": stats["compute_layers"], "float_layers": stats["float_layers"]}}
 
 
 def _build_trt(onnx_path: Path, options: ExportOptions) -> tuple[Path, dict]:
@@ -318,9 +360,15 @@ def export_cached(model: torch.nn.Module, runtime: str, *, batch_size: int = 1, 
         lo, opt, hi = _preset_profile(cfg).get("dynamic_batch", [1, 2, 16])
         hi = max(hi, batch_size)
         profile = (lo, min(max(opt, lo), hi), hi)
-    key = json.dumps({"weights": weights_checksum(model.state_dict()), "config": cfg.to_dict(), "batch": batch_size,
-                      "frames": frames, "audio": audio_length, "precision": precision, "profile": profile,
-                      "trt": trt}, sort_keys=True)
+    fields = {"weights": weights_checksum(model.state_dict()), "config": cfg.to_dict(), "batch": batch_size,
+              "frames": frames, "audio": audio_length, "precision": precision, "profile": profile, "trt": trt}
+    if precision in QUANTIZED_PRECISIONS:  # a changed calibration or float-layer choice is a new export
+        from dataclasses import asdict
+
+        from .int8 import KEEP_FLOAT, CalibrationSettings
+
+        fields["int8"] = {"calibration": asdict(CalibrationSettings()), "keep_float": list(KEEP_FLOAT)}
+    key = json.dumps(fields, sort_keys=True)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = f"{precision}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     target = folder / f"{name}.{'engine' if trt else 'onnx'}"

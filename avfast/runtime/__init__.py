@@ -9,6 +9,11 @@ TensorRT and OpenVINO, so `avfast.diffusion.sample(runtime, ...)` (and `avfast.P
 Each has `name` and `supports_grad` (False for exported graphs: reconstruction guidance needs autograd
 and refuses them). onnxruntime, tensorrt and openvino are imported only when their runtime is created;
 a missing one raises RuntimeUnavailable naming the extra to install.
+
+`precision=` is honoured by every runtime or refused before any work, naming what the runtime runs
+(`RUNTIME_PRECISIONS`): the PyTorch runtimes autocast (fp32/bf16/fp16, outputs handed back in fp32), the
+exported ones run a graph exported in that precision (int8: NNCF post-training quantisation on the CPU
+runtimes; OpenVINO's bf16 is its CPU plugin's bf16 kernels on the fp32 graph).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .._precision import FLOAT_PRECISIONS, check_precision
 from ._optional import RuntimeUnavailable
 from .base import IOSpec, Runtime
 
@@ -24,7 +30,39 @@ TORCH_RUNTIMES = ("eager-reference", "eager-fused", "compile")
 EXPORTED_RUNTIMES = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "openvino")
 NAMES = TORCH_RUNTIMES + EXPORTED_RUNTIMES
 
-__all__ = ["EXPORTED_RUNTIMES", "IOSpec", "NAMES", "Runtime", "RuntimeUnavailable", "TORCH_RUNTIMES", "create", "load"]
+# What each runtime runs (names from avfast/_precision.py's table); anything else is refused by name.
+RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "eager-reference": FLOAT_PRECISIONS, "eager-fused": FLOAT_PRECISIONS, "compile": FLOAT_PRECISIONS,
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "onnxruntime-cuda": ("fp32", "fp16"),
+    "tensorrt": ("fp32", "fp16", "bf16"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+_WHY_NOT = {
+    ("onnxruntime", "bf16"): "its CPU provider has no bf16 kernels (Gemm, Conv)",
+    ("onnxruntime-cuda", "bf16"): "its bf16 graphs are not tested here (TensorRT runs bf16)",
+    ("onnxruntime-cuda", "int8"): "int8 is calibrated and checked for the CPU runtimes only",
+    ("tensorrt", "int8"): "int8 is calibrated and checked for the CPU runtimes only",
+    ("openvino", "fp16"): "its CPU plugin has no fp16 kernels on most CPUs and would compute in f32 or bf16",
+}
+
+__all__ = ["EXPORTED_RUNTIMES", "IOSpec", "NAMES", "RUNTIME_PRECISIONS", "Runtime", "RuntimeUnavailable",
+           "TORCH_RUNTIMES", "check_runtime_precision", "create", "load"]
+
+
+def check_runtime_precision(name: str, precision: str) -> str:
+    """`precision` if runtime `name` runs it; else a ValueError naming what it runs and what runs `precision`."""
+    if name not in NAMES:
+        raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(NAMES)}")
+    check_precision(precision)
+    runs = RUNTIME_PRECISIONS[name]
+    if precision not in runs:
+        why = _WHY_NOT.get((name, precision), "PyTorch autocasts to float dtypes only" if name in TORCH_RUNTIMES
+                           else "not supported")
+        others = [r for r in NAMES if precision in RUNTIME_PRECISIONS[r]]
+        raise ValueError(f"runtime {name!r} cannot run precision {precision!r}: {why}; it runs {', '.join(runs)}; "
+                         f"{precision} runs on: {', '.join(others)}")
+    return precision
 
 
 def load(name: str, path: str | Path, device: str | torch.device | None = None, precision: str | None = None):
@@ -67,19 +105,22 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
     options are the same; without `export` this warns, deprecated). An export has fixed shapes: `batch_size` is the batch of each
     denoiser call (2x the clips with classifier-free guidance), `frames`/`audio_length` default to the
     model's; `dynamic_batch=True` accepts any batch up to the profile's maximum instead. OpenVINO in "bf16"
-    loads the fp32 export and computes with its CPU plugin's bf16 kernels (the graph stays fp32).
+    loads the fp32 export and computes with its CPU plugin's bf16 kernels (the graph stays fp32). "int8"
+    (onnxruntime, openvino) loads an int8 export: the fp32 graph quantised by NNCF on calibration data
+    from the sampler's trajectory (avfast.export.int8). PyTorch runtimes autocast to bf16/fp16 and hand
+    back fp32. A precision a runtime does not run is refused, naming what it runs.
     """
     if name not in NAMES:
         raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(NAMES)}")
+    check_runtime_precision(name, precision)
     if name in TORCH_RUNTIMES:
         if model is None:
             raise ValueError(f"runtime {name!r} runs the PyTorch model: pass `model`")
         from .torch_runtimes import CompiledDenoiser, EagerDenoiser
 
-        return CompiledDenoiser(model) if name == "compile" else EagerDenoiser(model, name.split("-", 1)[1])
-    if name == "onnxruntime" and precision == "bf16":
-        raise ValueError("runtime 'onnxruntime' (CPU) cannot run precision 'bf16': its CPU provider has no bf16 "
-                         "kernels; use fp32 or fp16, or runtime 'openvino' with precision 'bf16'")
+        if name == "compile":
+            return CompiledDenoiser(model, precision=precision)
+        return EagerDenoiser(model, name.split("-", 1)[1], precision=precision)
     openvino_bf16 = name == "openvino" and precision == "bf16"
     if path is None:
         if model is None:
@@ -95,4 +136,12 @@ def create(name: str, model: torch.nn.Module | None = None, *, path: str | Path 
         path = export(model, name, batch_size=batch_size, frames=frames, audio_length=audio_length,
                              precision="fp32" if openvino_bf16 else precision, dynamic_batch=dynamic_batch,
                              cache_dir=cache_dir, progress=progress)
+    else:
+        from .manifest import read_manifest
+
+        exported = (read_manifest(path) or {}).get("precision")
+        wanted = "fp32" if openvino_bf16 else precision
+        if exported is not None and exported != wanted:
+            raise ValueError(f"runtime {name!r} in precision {precision!r} needs a {wanted} export; {path} was exported "
+                             f"in {exported} (its manifest says so)")
     return load(name, path, device, precision="bf16" if openvino_bf16 else None)

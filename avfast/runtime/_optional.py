@@ -10,7 +10,8 @@ class RuntimeUnavailable(RuntimeError):
 
 
 # The pip extra of avfast that provides each optional package.
-EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "ort", "tensorrt": "tensorrt", "openvino": "openvino"}
+EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "ort", "tensorrt": "tensorrt", "openvino": "openvino",
+          "nncf": "int8"}
 
 
 def require(module: str, purpose: str, extra: str | None = None) -> ModuleType:

@@ -5,6 +5,11 @@ an fp32 export is compiled with `INFERENCE_PRECISION_HINT = f32` so its parity h
 `inference_precision="bf16"` asks for bf16 explicitly (the same fp32 graph, the plugin's bf16 kernels:
 on this project's AVX-512-bf16 CPU 1.5x faster than f32 at paper-128, within the bf16 parity bound); on
 a CPU without bf16 instructions the plugin computes in f32.
+
+An int8 export (QDQ pairs from NNCF, avfast.export.int8) compiles to FakeQuantize-fed int8 convolutions
+and matmuls; the layers NNCF left in float run at `inference_precision` (default f32, "bf16" for the
+plugin's bf16 kernels). Loading checks that the compiled model really runs int8 layers
+(`int8_layers`, from the execution graph's runtime precisions) and refuses one that runs none.
 """
 from __future__ import annotations
 
@@ -18,6 +23,25 @@ from .base import IOSpec, Runtime
 from .manifest import read_manifest, spec_and_config
 
 
+def openvino_int8_layers(compiled) -> dict:
+    """Convolutions and matmuls of an OpenVINO compiled model's execution graph by runtime precision (the
+    CPU plugin's `runtimePrecision`): int8 work shows as I8/U8 layers. {"int8_layers", "compute_layers",
+    "by_type": {"<layer type> <precision>": count}} over every layer."""
+    from collections import Counter
+
+    by: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+
+        def text(key: str, default: str) -> str:
+            return info[key].astype(str) if key in info else default
+
+        by[(text("layerType", op.get_type_name()), text("runtimePrecision", "?"))] += 1
+    compute = {k: v for k, v in by.items() if k[0] in ("Convolution", "MatMul", "FullyConnected")}
+    return {"int8_layers": sum(v for (_, p), v in compute.items() if p.upper() in ("I8", "U8")),
+            "compute_layers": sum(compute.values()), "by_type": {f"{k} {p}": v for (k, p), v in sorted(by.items())}}
+
+
 class OpenVinoDenoiser(Runtime):
     """`OpenVinoDenoiser("export/out/tiny-fp32-b1-f18.onnx")`: compiles the ONNX for OpenVINO's CPU plugin."""
 
@@ -27,7 +51,7 @@ class OpenVinoDenoiser(Runtime):
         ov = require("openvino", "the openvino runtime")
         if inference_precision not in (None, "fp32", "bf16"):
             raise ValueError(f"openvino: inference_precision must be 'fp32' or 'bf16' (or None: the export's "
-                             f"precision), got {inference_precision!r}")
+                             f"precision; an int8 export's float layers then run in f32), got {inference_precision!r}")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"openvino: no ONNX file at {path}")
@@ -38,13 +62,20 @@ class OpenVinoDenoiser(Runtime):
             raise ValueError(f"openvino: cannot read {path}: {e}") from None
         manifest = read_manifest(path) or {}
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        precision = inference_precision or manifest.get("precision", "fp32")
+        exported = manifest.get("precision", "fp32")
+        precision = inference_precision or ("fp32" if exported == "int8" else exported)
         if precision in ("fp32", "bf16"):
             config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
         self.inference_precision = precision
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
+        self.int8_layers = None
+        if exported == "int8":
+            self.int8_layers = openvino_int8_layers(self.compiled)
+            if self.int8_layers["int8_layers"] == 0:
+                raise ValueError(f"openvino: {path} is an int8 export, but the compiled model runs none of its "
+                                 f"{self.int8_layers['compute_layers']} convolutions/matmuls in int8")
         self.request = self.compiled.create_infer_request()
         shapes = {p.get_any_name(): p.get_partial_shape() for p in self.compiled.inputs}
 

@@ -1,0 +1,112 @@
+"""Where an int8 denoiser's time goes on OpenVINO's CPU plugin: its per-layer performance counters
+(PERF_COUNT) summed by layer type and kernel, for the int8 export next to the fp32 graph in bf16 and f32.
+
+    nice python -m bench.profile_int8 [--preset paper-128] [--batch 1] [--calls 5] [--json out.json]
+
+The int8 graph is exported with a small calibration set (timing does not depend on the scales; the
+command's own export calibrates on more). Stand-in weights for presets without trained ones. Rows: layer
+type, runtime precision and kernel (exec type), total ms per call, share, count. "Reorder" rows are
+layout/precision conversions between kernels; FakeQuantize/Subgraph rows with u8/i8 outputs are the
+quantise steps the plugin fused into elementwise kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def profile(path: Path, hint: str, batch_inputs: dict, calls: int) -> dict:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+        "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
+    request = compiled.create_infer_request()
+    for _ in range(2):
+        request.infer(batch_inputs)
+    totals: dict = defaultdict(lambda: [0.0, 0])
+    for _ in range(calls):
+        request.infer(batch_inputs)
+        for p in request.get_profiling_info():
+            if p.status != p.Status.EXECUTED:
+                continue
+            key = (p.node_type, p.exec_type)
+            totals[key][0] += p.real_time.total_seconds() * 1e3 / calls
+            totals[key][1] += 1
+    total = sum(v[0] for v in totals.values())
+    rows = sorted(((k[0], k[1], ms, n // calls) for k, (ms, n) in totals.items()), key=lambda r: -r[2])
+    return {"hint": hint, "total_ms": total, "rows": [{"type": t, "kernel": e, "ms": ms, "share": ms / total,
+                                                       "count": n} for t, e, ms, n in rows]}
+
+
+def summarize(prof: dict) -> dict:
+    """Time by kind: int8 compute, float compute, reorders, quantise/elementwise, normalisation, other."""
+    kinds: dict = defaultdict(float)
+    for r in prof["rows"]:
+        t, e = r["type"], r["kernel"].lower()
+        if t in ("Convolution", "MatMul", "FullyConnected"):
+            kinds["int8 conv/matmul" if ("i8" in e or "u8" in e) else f"float conv/matmul ({e.split('_')[-1]})"] += r["ms"]
+        elif t == "Reorder":
+            kinds["reorders"] += r["ms"]
+        elif t in ("FakeQuantize", "Subgraph", "Eltwise"):
+            kinds["elementwise + quantise (fused subgraphs)"] += r["ms"]
+        elif t in ("MVN", "Softmax", "Interpolate"):
+            kinds[t] += r["ms"]
+        else:
+            kinds["other"] += r["ms"]
+    return {k: round(v, 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile_int8")
+    ap.add_argument("--preset", default="paper-128")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=18)
+    ap.add_argument("--audio-length", type=int, default=112)
+    ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    from avfast import models
+    from avfast.export import export_onnx, randomize_zero_layers_
+    from avfast.export.int8 import CalibrationSettings, check_int8_graph, collect_calibration, quantize_onnx
+
+    model = (models.default() if args.preset == "tiny" else
+             randomize_zero_layers_(models.create(args.preset), seed=0)).eval()
+    work = Path(tempfile.mkdtemp(prefix="avfast-profile-int8-"))
+    fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
+    export_onnx(model, fp32, batch=args.batch, frames=args.frames, audio_length=args.audio_length)
+    calibration = collect_calibration(model, args.frames, args.audio_length,
+                                      CalibrationSettings(clips=max(2, args.batch), steps=6, every=2))
+    quantize_onnx(fp32, int8, calibration, args.batch)
+    stats = check_int8_graph(int8)
+    g = torch.Generator().manual_seed(0)
+    v, a, _, _ = model.example_inputs(args.batch, frames=args.frames, audio_length=args.audio_length, generator=g)
+    feeds = {"v_t": v.numpy(), "a_t": a.numpy(), "t_v": np.full(args.batch, 500, np.float32),
+             "t_a": np.full(args.batch, 500, np.float32)}
+    out = {"preset": args.preset, "batch": args.batch, "graph": {k: v for k, v in stats.items() if k != "float_layers"},
+           "float_layers": stats["float_layers"], "profiles": {}}
+    for label, path, hint in (("int8 (float layers f32)", int8, "f32"), ("int8 (float layers bf16)", int8, "bf16"),
+                              ("fp32 graph, bf16 kernels", fp32, "bf16")):
+        prof = profile(path, hint, feeds, args.calls)
+        prof["by_kind"] = summarize(prof)
+        out["profiles"][label] = prof
+        print(f"\n{label}: {prof['total_ms']:.1f} ms per call (sum of layer times)")
+        print("  by kind: " + ", ".join(f"{k} {v:.1f} ms" for k, v in prof["by_kind"].items()))
+        for r in prof["rows"][:args.top]:
+            print(f"  {r['type']:<16} {r['kernel']:<28} {r['ms']:8.2f} ms {100 * r['share']:5.1f} %  x{r['count']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

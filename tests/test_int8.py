@@ -1,0 +1,219 @@
+"""Int8 (avfast.export.int8) and `precision=` on every runtime: the calibration records the timesteps it says
+it does; an int8 export holds its parity bound on ONNX Runtime and OpenVINO and really runs int8; a graph
+without int8 ops does not pass as int8; each runtime runs the precision asked for or refuses it by name."""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+
+import pytest
+import torch
+
+from _exported import have, requires_onnx, tiny_export, tiny_model
+
+requires_nncf = pytest.mark.skipif(not have("nncf"), reason="nncf is not installed (pip install 'avfast[int8]')")
+requires_openvino = pytest.mark.skipif(not have("openvino"),
+                                       reason="openvino is not installed (pip install 'avfast[openvino]')")
+FRAMES, AUDIO = 6, 37   # the smallest clip the synthetic held-out set draws (events need 6 frames)
+
+
+def _settings(**kw):
+    from avfast.export.int8 import CalibrationSettings
+
+    return CalibrationSettings(**{"clips": 2, "steps": 5, "every": 2, **kw})
+
+
+# ------------------------------------------------------------------ calibration data
+def test_calibration_records_the_timesteps_it_says():
+    from avfast.diffusion.timesteps import timestep_grid
+    from avfast.export.int8 import collect_calibration
+
+    settings = _settings()
+    assert settings.recorded_steps() == [0, 2, 4]
+    cal = collect_calibration(tiny_model(), FRAMES, AUDIO, settings)
+    grid = timestep_grid(settings.steps, 1000, settings.spacing)
+    expected = [float(grid[s]) for s in settings.recorded_steps()]
+    # joint: one call of 2 clips; v2a and a2v: 1 clip with a clean condition + 1 forward-noised
+    assert [(r["task"], r["condition_mode"]) for r in cal.records[::3]] == [
+        ("joint", "replace"), ("v2a", "clean"), ("v2a", "replace"), ("a2v", "clean"), ("a2v", "replace")]
+    for r in cal.records:
+        generated, given = ("t_a", "t_v") if r["task"] == "v2a" else ("t_v", "t_a")
+        assert r[generated] == expected[settings.recorded_steps().index(r["step"])]
+        assert r[given] == (0.0 if r["condition_mode"] == "clean" else r[generated])
+    assert cal.timesteps()["joint"] == expected and len(expected) == 3 and len(set(expected)) == 3
+    assert cal.samples == 3 * 2 * 3 and len(cal.feeds(None)) == 18 and len(cal.feeds(4)) == 4
+    for (v, a, t_v, t_a), r in zip(cal.inputs, cal.records):
+        assert v.shape[1:] == (3, FRAMES, 32, 32) and a.shape[1:] == (80, AUDIO)
+        assert torch.all(t_v == r["t_v"]) and torch.all(t_a == r["t_a"])
+    described = cal.describe()
+    assert described["recorded_steps"] == [0, 2, 4] and described["samples"] == 18
+    assert "data seed 3" in described["source"]
+
+
+def test_calibration_refuses_the_training_seed():
+    with pytest.raises(ValueError, match="data seed 0 made the training clips"):
+        _settings(data_seed=0)
+
+
+# ------------------------------------------------------------------ an int8 export
+@functools.cache
+def _int8_export():
+    """(model, manifest, path) of a tiny int8 export at 6 frames, through the command's pipeline."""
+    import tempfile
+    from pathlib import Path
+
+    from avfast.export.pipeline import ExportOptions, run_export
+
+    model = tiny_model()
+    out = Path(tempfile.mkdtemp(prefix="avfast-int8-test-"))
+    import atexit
+
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    result = run_export(model, ExportOptions(out=out, name="tiny-int8", frames=FRAMES, audio_length=AUDIO,
+                                             precision="int8", bench_calls=1, runtimes=(), progress=False,
+                                             calibration=_settings(steps=8, every=2)))
+    return model, result.manifest, out / "tiny-int8.onnx"
+
+
+@requires_onnx
+@requires_nncf
+@pytest.mark.slow
+def test_int8_export_is_int8_and_holds_its_parity_bound():
+    from avfast.export import BOUNDS
+    from avfast.export.int8 import KEEP_FLOAT, check_int8_graph
+
+    _, m, path = _int8_export()
+    assert m["precision"] == "int8"
+    q = m["quantization"]
+    assert q["calibration"]["recorded_steps"] == [0, 2, 4, 6, 7] and q["calibration"]["samples"] == 3 * 2 * 5
+    assert set(q["kept_float"]) == set(KEEP_FLOAT)
+    stats = check_int8_graph(path)
+    assert stats["int8_layers"] == q["graph"]["int8_layers"] > stats["compute_layers"] / 2
+    assert m["operators"]["QuantizeLinear"] > 0 and m["operators"]["DequantizeLinear"] > 0
+    runtimes = ["onnxruntime"] + (["openvino"] if have("openvino") else [])
+    for name in runtimes:
+        p = m["parity"][name]
+        assert p["passed"] and p["bound"] == BOUNDS["int8"] and p["worst_relative"] <= BOUNDS["int8"]
+        # really quantised: far from fp32 agreement
+        assert p["worst_relative"] > 10 * BOUNDS["fp32"], p
+
+
+@requires_onnx
+@requires_nncf
+@requires_openvino
+@pytest.mark.slow
+def test_openvino_runs_the_int8_export_on_int8_kernels():
+    from avfast.export import BOUNDS
+    from avfast.runtime import load
+
+    model, _, path = _int8_export()
+    rt = load("openvino", path)
+    assert rt.int8_layers["int8_layers"] > rt.int8_layers["compute_layers"] / 2, rt.int8_layers
+    g = torch.Generator().manual_seed(11)
+    v, a = torch.randn(1, 3, FRAMES, 32, 32, generator=g), torch.randn(1, 80, AUDIO, generator=g)
+    out_v, out_a = rt(v, a, 400.0, 400.0)
+    with torch.no_grad():
+        ref_v, ref_a = model(v, a, 400.0, 400.0)
+    assert out_v.dtype == torch.float32
+    for o, r in ((out_v, ref_v), (out_a, ref_a)):
+        assert (o - r).abs().max() <= BOUNDS["int8"] * r.abs().max()
+
+
+@requires_onnx
+def test_a_float_graph_does_not_pass_as_int8(tmp_path):
+    from avfast.export import GraphCheckError
+    from avfast.export.int8 import check_int8_graph
+
+    _, path = tiny_export()
+    with pytest.raises(GraphCheckError, match="not an int8 graph"):
+        check_int8_graph(path)
+
+
+@requires_onnx
+@requires_openvino
+def test_openvino_refuses_an_int8_manifest_on_a_float_graph(tmp_path):
+    """A manifest that says int8 over a graph without quantised ops: the compiled model runs no int8 layer."""
+    from avfast.runtime import load
+    from avfast.runtime.manifest import read_manifest
+
+    _, path = tiny_export()
+    fake = tmp_path / "fake-int8.onnx"
+    shutil.copy(path, fake)
+    (tmp_path / "fake-int8.json").write_text(json.dumps({**read_manifest(path), "precision": "int8"}))
+    with pytest.raises(ValueError, match="runs none of its"):
+        load("openvino", fake)
+
+
+@requires_onnx
+def test_create_refuses_a_file_exported_in_another_precision():
+    from avfast.runtime import create
+
+    _, path = tiny_export()
+    with pytest.raises(ValueError, match="needs a int8 export; .* was exported in fp32"):
+        create("onnxruntime", path=path, precision="int8")
+
+
+# ------------------------------------------------------------------ precision= on every runtime
+def _pairs(supported: bool):
+    from avfast._precision import PRECISIONS
+    from avfast.runtime import NAMES, RUNTIME_PRECISIONS
+
+    return [(n, p) for n in NAMES for p in PRECISIONS if (p in RUNTIME_PRECISIONS[n]) == supported]
+
+
+@pytest.mark.parametrize("name, precision", _pairs(supported=False))
+def test_a_precision_a_runtime_does_not_run_is_refused_naming_what_it_runs(name, precision):
+    from avfast.runtime import RUNTIME_PRECISIONS, create
+
+    with pytest.raises(ValueError, match=rf"cannot run precision '{precision}'.*it runs "
+                                         rf"{', '.join(RUNTIME_PRECISIONS[name])}"):
+        create(name, torch.nn.Linear(1, 1), precision=precision)  # refused before any model check or export
+
+
+def test_every_runtime_runs_fp32_and_int8_runs_somewhere():
+    from avfast._precision import PRECISIONS
+    from avfast.runtime import RUNTIME_PRECISIONS
+
+    assert all("fp32" in p for p in RUNTIME_PRECISIONS.values())
+    assert all(any(p in runs for runs in RUNTIME_PRECISIONS.values()) for p in PRECISIONS)
+
+
+@pytest.mark.parametrize("name", ["eager-reference", "eager-fused"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_torch_runtimes_compute_in_the_precision_asked(name, precision):
+    """Autocast takes effect: fp32 outputs (the sampler's state dtype) that differ from the fp32 run by more
+    than the fp32 bound and less than the precision's."""
+    from avfast.export import BOUNDS
+    from avfast.runtime import create
+
+    model = tiny_model()
+    g = torch.Generator().manual_seed(2)
+    v, a = torch.randn(1, 3, 2, 32, 32, generator=g), torch.randn(1, 80, 8, generator=g)
+    with torch.no_grad():
+        ref = create(name, model)(v, a, 300.0, 600.0)
+        rt = create(name, model, precision=precision)
+        out = rt(v, a, 300.0, 600.0)
+    assert rt.precision == precision
+    for o, r in zip(out, ref):
+        assert o.dtype == torch.float32
+        err = ((o - r).abs().max() / r.abs().max()).item()
+        assert BOUNDS["fp32"] < err <= BOUNDS[precision], err
+
+
+def test_compile_runtime_takes_the_precision():
+    from avfast.runtime import create
+
+    rt = create("compile", tiny_model(), precision="bf16")  # compiles lazily, on the first call
+    assert rt.precision == "bf16" and rt.autocast == torch.bfloat16
+    assert create("compile", tiny_model()).autocast is None
+
+
+def test_pytorch_denoisers_refuse_int8_naming_the_runtimes_that_run_it():
+    from avfast._precision import in_precision
+    from avfast.runtime.torch_runtimes import EagerDenoiser
+
+    with pytest.raises(ValueError, match="cannot run precision 'int8'; it runs fp32, bf16, fp16"):
+        EagerDenoiser(tiny_model(), "fused", precision="int8")
+    with pytest.raises(ValueError, match="runtime 'openvino' or 'onnxruntime'"):
+        in_precision(tiny_model(), "int8")
