@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Generate video with sound (joint), sound for a video (v2a) or video "
                                             "for a sound (a2v) and write mp4 files.")
     p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors); "
-                   "default: the package's trained default model")
+                   "default: the package's trained default model; default:teacher the model it was distilled from")
     p.add_argument("--task", choices=TASKS, default="joint")
     p.add_argument("--input", metavar="FILE", help="the condition for v2a (mp4) or a2v (mp4 with sound, or wav/flac/ogg)")
     p.add_argument("--steps", type=int, default=None,
@@ -163,7 +163,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     from . import models
     from .models.config import ModelConfig
 
-    folder = Path(args.checkpoint) if args.checkpoint is not None else models.DEFAULT_DIR
+    folder = models.resolve_model_name(args.checkpoint or "default")
     if not (folder / "config.json").is_file():
         if args.checkpoint is None:
             raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR")

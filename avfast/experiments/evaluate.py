@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import DEFAULT_DIR
+from ..models import default_folder
 from ..pipeline import Clip, Pipeline
 from .finetune import RUNS, base_weights_file
 
@@ -42,7 +42,7 @@ class Row:
 
 @dataclass
 class EvalSettings:
-    base: str = str(DEFAULT_DIR)  # the shipped default model (fp16 weights, loaded as fp32)
+    base: str = str(default_folder("teacher"))  # the shipped default's teacher (a full-step model; fp16 weights)
     runs: str = "runs/claims"
     clips: int = 50
     data_seed: int = 2

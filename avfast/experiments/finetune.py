@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_DIR
+from ..models import default_folder
 
 RUNS: dict[str, dict[str, Any]] = {
     "ncmmd": {"eta": 0.0},
@@ -40,7 +40,7 @@ RUNS: dict[str, dict[str, Any]] = {
 class FinetuneSettings:
     """What all runs share; the defaults are the default model's own training settings."""
 
-    base: str = str(DEFAULT_DIR)  # the shipped default model (fp16 weights, loaded as fp32)
+    base: str = str(default_folder("teacher"))  # the shipped default's teacher (a full-step model; fp16 weights)
     out: str = "runs/claims"
     steps: int = 300
     batch_size: int = 8

@@ -95,12 +95,12 @@ class QualitySettings:
 # --- the model, the held-out clips and generation ---------------------------------------------------
 
 def model_folder(model: str) -> Path:
-    """'default' -> the package's default model folder; else the folder itself (checked)."""
-    from ..models import DEFAULT_DIR
+    """'default' / 'default:teacher' -> the package's default model / its teacher; else the folder (checked)."""
+    from ..models import resolve_model_name
 
-    folder = DEFAULT_DIR if model == "default" else Path(model)
+    folder = resolve_model_name(model)
     if not (folder / "config.json").is_file():
-        what = "the package has no default model" if model == "default" else "not a model folder"
+        what = "the package has no such default model" if model.startswith("default") else "not a model folder"
         raise FileNotFoundError(f"--model: {what}: expected config.json + weights in {folder}")
     return folder
 

@@ -3,7 +3,8 @@
     model = avfast.models.create("tiny")                  # or "paper-128", "paper-512", a ModelConfig
     v_pred, a_pred = model(v_t, a_t, t_v, t_a)            # v-prediction, one timestep per modality
     model.save_pretrained("ckpt/"); avfast.models.from_pretrained("ckpt/")
-    avfast.models.default()                               # the trained tiny model shipped in the package
+    avfast.models.default()                               # the shipped default (distilled for few steps)
+    avfast.models.default("teacher")                      # the model it was distilled from
 """
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ from .unet import JointUNet
 from .weights import save_pretrained, weights_checksum
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+DEFAULT_MODELS = ("student", "teacher")  # default() / default("teacher"); names "default" / "default:teacher"
+
+
+def default_folder(which: str = "student") -> Path:
+    """The folder of the shipped default ("student": the distilled model the demo uses) or of its teacher."""
+    if which not in DEFAULT_MODELS:
+        raise ValueError(f"default: expected one of {', '.join(DEFAULT_MODELS)}, got {which!r}")
+    return DEFAULT_DIR if which == "student" else DEFAULT_DIR / "teacher"
 
 
 class DefaultModelUnavailable(FileNotFoundError):
@@ -36,14 +45,28 @@ def create(config: "str | ModelConfig" = "tiny", **overrides) -> JointUNet:
     return JointUNet(cfg)
 
 
-def default(device="cpu") -> JointUNet:
-    """The trained `tiny` model shipped inside the package (see the README for the command that trained it)."""
-    if not (DEFAULT_DIR / "model.safetensors").is_file():
+def default(which: str = "student", device="cpu") -> JointUNet:
+    """The trained model shipped inside the package: the distilled student (its config records the step
+    count and sampler it was distilled for, which sampling uses when no steps are given), or with
+    "teacher" the model it was distilled from. See docs/training.md for the commands that made both."""
+    if isinstance(which, str) and (which in ("cpu", "cuda") or which.startswith("cuda:")):
+        which, device = "student", which  # default("cuda"): the old signature's device
+    folder = default_folder(which)
+    if not (folder / "model.safetensors").is_file():
         raise DefaultModelUnavailable(
-            f"this avfast installation has no trained default model (expected {DEFAULT_DIR}/model.safetensors); "
+            f"this avfast installation has no trained default model (expected {folder}/model.safetensors); "
             f"pass a checkpoint folder instead")
-    return from_pretrained(DEFAULT_DIR, device=device)
+    return from_pretrained(folder, device=device)
+
+
+def resolve_model_name(name: "str | Path") -> Path:
+    """"default" / "default:teacher" -> the shipped folders; anything else is a folder path."""
+    if str(name) == "default":
+        return default_folder("student")
+    if str(name) == "default:teacher":
+        return default_folder("teacher")
+    return Path(name)
 
 
 __all__ = ["DEFAULT_DIR", "DefaultModelUnavailable", "FUSIONS", "JointUNet", "ModelConfig", "PRESETS", "create",
-           "default", "from_pretrained", "preset", "save_pretrained", "weights_checksum"]
+           "default", "default_folder", "DEFAULT_MODELS", "resolve_model_name", "from_pretrained", "preset", "save_pretrained", "weights_checksum"]
