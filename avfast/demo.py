@@ -4,7 +4,7 @@ Three clips from the package's trained default model (`avfast.Pipeline.from_pret
   v2a    sound for the bundled synthetic clip (avfast/assets/demo_clip.mp4)
   a2v    video for the bundled sound (avfast/assets/demo_sound.wav)
   joint  video and sound together from noise
-Each is written as an mp4 with sound, scored with AV-Align (seed 002's IoU form; the bundled clip's own
+Each is written as an mp4 with sound, scored with AV-Align (the Sony baseline's IoU form; the bundled clip's own
 score is printed as the ceiling), and drawn in one figure that lines up the audio onsets with the
 visual motion. Prints ms per function evaluation and seconds per clip. The same seed and settings
 write the same bytes (sampler noise and Griffin-Lim phase both come from the seed).

@@ -1,6 +1,6 @@
 """Frame-wise latent autoencoders for video: [B, 3, F, H, W] in [-1, 1] <-> [B, 4, F, H/8, W/8].
 
-CMMD (seed 000) encodes each frame with the Stable Diffusion VAE (sd-vae-ft-mse), scaling latents by
+CMMD encodes each frame with the Stable Diffusion VAE (sd-vae-ft-mse), scaling latents by
 0.18215.  `StableDiffusionVAE` wraps diffusers' AutoencoderKL loaded from a local folder only (never a
 download).  `TinyAutoencoder` is a small randomly initialised network with the same interface, for
 tests and CPU smoke runs.  Both encode/decode frames in chunks of at most `max_frames_per_chunk`

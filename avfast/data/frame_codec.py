@@ -7,7 +7,7 @@
 Why it exists: the pixel-space `tiny` model passed part of the input noise straight through its
 4x4-patch output layer (its x0 prediction of a real clip noised to t = 100 kept ~35 % of the noise's
 high-frequency energy), and every sampler step left that noise in the clip: generated frames carried
-~25x the pixel residual of the data. CMMD's answer is latent diffusion (seed 000 §3: SD-VAE latents);
+~25x the pixel residual of the data. CMMD's answer is latent diffusion (CMMD §3: SD-VAE latents);
 the SD VAE is a 84 M-parameter download and needs frames of >= 64 px, so the default uses this codec
 instead: a per-frame conv autoencoder (÷4, 4 latent channels) trained on the synthetic frames in a few
 minutes (`python -m avfast.train.autoencoder`). Its decoder draws every pixel the user sees, and it is

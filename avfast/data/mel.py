@@ -1,6 +1,6 @@
 """Waveform <-> 80-bin log-mel spectrogram, in pure torch (any device, batched).
 
-Settings follow CMMD (seed 000, "Feature Extraction"): 16 kHz audio, 80 mel bins, a 32 ms window
+Settings follow CMMD ("Feature Extraction"): 16 kHz audio, 80 mel bins, a 32 ms window
 (512 samples) with 50 % overlap (16 ms hop, 256 samples).  Framing follows the official MelGAN code
 (the paper's vocoder): reflect-pad by (n_fft - hop) / 2 on each side and do not centre, so a clip of
 N samples gives N // hop frames -- 1.8 s (28 800 samples) gives exactly 80 x 112, and the vocoder,

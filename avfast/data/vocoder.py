@@ -1,6 +1,6 @@
 """Log-mel -> waveform: the paper's MelGAN generator, or Griffin-Lim when no weights are given.
 
-CMMD (seed 000, Appendix F.1) uses the official MelGAN architecture (descriptinc/melgan-neurips,
+CMMD (Appendix F.1) uses the official MelGAN architecture (descriptinc/melgan-neurips,
 ngf=32, 3 residual layers, upsampling 8x8x2x2 = 256 = our hop) retrained at 16 kHz on 80 mel bins:
 about 4.27 M trainable parameters.  Weights load only from a local safetensors file: pickle-based
 checkpoints can execute code, so they are refused.  Without weights, `Vocoder` falls back to

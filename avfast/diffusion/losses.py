@@ -19,7 +19,7 @@ def sample_timesteps(batch_size: int, schedule: CosineSchedule, generator: torch
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(t_v, t_a), float32 [B] of uniform integers in [1, T].
 
-    independent: draw the two modalities' timesteps independently (Sony, seed 002 Eq. 9); else both
+    independent: draw the two modalities' timesteps independently (the Sony baseline paper, Eq. 9); else both
         modalities share one timestep per sample (CMMD).
     clean_prob: probability per sample that one modality (video or audio, even odds) is given at
         t = 0, i.e. clean, so the model learns to take a clean condition (`condition_mode="clean"`

@@ -5,7 +5,7 @@ step's coefficients as Python floats, the timestep tensors, the starting noise) 
 the loop; the loop itself only calls the denoiser and does a few fused tensor ops per modality. It
 never reads a tensor's value on the host, so on a GPU it queues work without synchronising.
 
-Conditional tasks (seed 000 §2.1, Eq. 3):
+Conditional tasks (CMMD §2.1, Eq. 3):
   condition_mode="replace"  the given modality is forward-noised to the current step with fixed noise
                             (its starting noise), x_t = α_t c + σ_t ε_c; with guidance λ > 0 the
                             generated modality's x0 estimate moves by -λ·sqrt(ᾱ_t)·∇_{x_t}‖c - ĉ0‖²

@@ -1,4 +1,4 @@
-"""Sampling timestep grids and Sony's per-modality timestep adjustment (seed 002 Eq. 8).
+"""Sampling timestep grids and Sony's per-modality timestep adjustment (the Sony baseline paper, Eq. 8).
 
 Grids are diffusers' (`DDIMScheduler.timestep_spacing`) moved to our convention (diffusers index
 i = our t - 1), followed by the clean end t = 0:

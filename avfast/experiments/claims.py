@@ -5,9 +5,11 @@
     python -m avfast.experiments.claims report                            # table and plot from the JSON again
     python -m avfast.experiments.claims curves                            # the fine-tunes' loss curves
 
-CMMD (seed 000) claims its contrastive loss improves alignment, most for video->audio; Sony (seed 002)
-claims timestep adjustment (gamma = 1.5) raises AV-Align. `train` fine-tunes the runs of
-`avfast.experiments.finetune.RUNS` from one base model; `evaluate` scores them on held-out clips
+CMMD ("Contrastive Multi-Modal Diffusion for Video-Audio Conditional Modeling") claims its contrastive
+loss improves alignment, most for video->audio; Sony's baseline ("A Simple but Strong Baseline for Sounding
+Video Generation": MM-Diffusion with timestep adjustment and CMC-PE) claims timestep adjustment
+(gamma = 1.5) raises AV-Align. `train` fine-tunes the runs of `avfast.experiments.finetune.RUNS` from one
+base model; `evaluate` scores them on held-out clips
 (`avfast.experiments.evaluate`) and writes the mean and 95 % bootstrap CI per row and paired tests.
 """
 from __future__ import annotations

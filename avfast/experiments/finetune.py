@@ -1,6 +1,6 @@
 """The fine-tunes behind the claims table: one base model, five runs that differ in one factor each.
 
-CMMD itself was fine-tuned from an nCMMD checkpoint (seed 000 §0.B.2), so every run starts from the same
+CMMD itself was fine-tuned from an nCMMD checkpoint (CMMD §0.B.2), so every run starts from the same
 base weights (the default model's EMA) and uses the same data, seed, steps and learning-rate schedule:
 
     ncmmd         eta = 0                       the control

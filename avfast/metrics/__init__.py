@@ -1,4 +1,6 @@
-"""Evaluation metrics of CMMD (seed 000) and the Sony baseline (seed 002).
+"""Evaluation metrics of CMMD (Contrastive Multi-Modal Diffusion for Video-Audio Conditional Modeling) and
+Sony's baseline ("A Simple but Strong Baseline for Sounding Video Generation", MM-Diffusion with timestep
+adjustment and CMC-PE).
 
 Importing this package needs only numpy and torch; opencv (AV-Align's optical flow) and librosa (the
 beat tracker) are imported when a metric that needs them runs (install with `pip install "avfast[media]"`).

@@ -247,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=helptext, epilog=EXIT_STATUS,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    a = add("av-align", "AV-Align IoU (seed 002, Eq. 14-15) per mp4")
+    a = add("av-align", "AV-Align IoU (Sony baseline, Eq. 14-15) per mp4")
     a.add_argument("folder")
     a.add_argument("--flow-threshold", type=_non_negative_float, default=0.1,
                    help="min mean flow at a video peak (0.1)")
     common(a)
-    b = add("beats", "beat hit rate of generated vs reference audio (seed 000, 3.1)")
+    b = add("beats", "beat hit rate of generated vs reference audio (CMMD, 3.1)")
     b.add_argument("generated")
     b.add_argument("reference")
     b.add_argument("--tolerances", type=_positive(float), nargs="+", default=[0.1, 0.5], help="seconds (0.1 0.5)")

@@ -1,4 +1,4 @@
-"""AV-Align (Yariv et al. 2023) in the precision/recall IoU form of seed 002, Appendix A.4 (Eq. 14-15).
+"""AV-Align (Yariv et al. 2023) in the precision/recall IoU form of the Sony baseline paper, Appendix A.4 (Eq. 14-15).
 
 A = audio onsets (librosa's onset detector, re-done in numpy in onsets.py: no numba JIT), V = video
 peaks (local maxima of the mean Farnebäck optical-flow magnitude between consecutive frames).  An
@@ -97,7 +97,7 @@ def _matched(points: Sequence[float], others: Sequence[float], tol: float) -> in
 
 
 def av_align_from_events(onsets: Sequence[float], peaks: Sequence[float], fps: float) -> tuple:
-    """(score, precision, recall) from event times, Eq. 14-15 of seed 002."""
+    """(score, precision, recall) from event times, Eq. 14-15 of the Sony baseline paper."""
     if not onsets or not peaks:
         return 0.0, 0.0, 0.0
     tol = 1.0 / fps

@@ -1,4 +1,4 @@
-"""Beat-tracking hit rate (seed 000, section 3.1): librosa's beat tracker on generated and reference
+"""Beat-tracking hit rate (CMMD, section 3.1): librosa's beat tracker on generated and reference
 audio; the hit rate is the fraction of reference beats that have a generated beat within the
 tolerance (±100 ms is the paper's main setting, ±500 ms its coarse reference setting).
 """

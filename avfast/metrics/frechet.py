@@ -1,7 +1,7 @@
 """Fréchet distance (the maths of FAD / FVD) and KID / KVD (unbiased polynomial-kernel MMD²).
 
 Both work on embeddings [N, D] from any extractor (see avfast.metrics.embeddings), per set and,
-as in seed 000 Fig. 4, per sample: each generated sample's own frame embeddings [n_i, D] against
+as in CMMD's Fig. 4, per sample: each generated sample's own frame embeddings [n_i, D] against
 the reference set's statistics.  Computed in float64 NumPy; no SciPy needed.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`ModelConfig`: everything that fixes a joint U-Net's shape, as a JSON-round-tripping dataclass.
 
-The presets follow CMMD's Table 4 (seed 000): base channels 128, multipliers (1, 2, 3, 4), video
+The presets follow CMMD's Table 4: base channels 128, multipliers (1, 2, 3, 4), video
 downsampling H/2, W/2 (frames kept), audio T/2, attention dim 64, heads = channels // 64, a cosine
 schedule of 1000 steps and v-prediction. `tiny` is the package's CPU-trainable default.
 """

@@ -1,8 +1,8 @@
 """How the video and audio branches exchange information, one layer per U-Net block.
 
-easy             CMMD's easy fusion (seed 000 Fig. 6): the fused resample+concat op, then a 1x1
+easy             CMMD's easy fusion (CMMD Fig. 6): the fused resample+concat op, then a 1x1
                  projection back to each branch's width (zero-initialised, added as a residual).
-cmcpe            Sony's CMC-PE (seed 002 §3.3): a connector encodes the *other* modality's noisy input
+cmcpe            Sony's CMC-PE (Sony baseline §3.3): a connector encodes the *other* modality's noisy input
                  (plus a self-conditioning x0 estimate when given) into time-indexed features, once per
                  forward; each block resamples them to its own time axis and adds them like a positional
                  encoding before its self-attention.

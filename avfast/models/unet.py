@@ -1,11 +1,11 @@
-"""`JointUNet`: CMMD's joint video–audio denoiser (seed 000 §2.1, Fig. 1, Table 4) on the fused ops.
+"""`JointUNet`: CMMD's joint video–audio denoiser (CMMD §2.1, Fig. 1, Table 4) on the fused ops.
 
     model(v_t [B, Cv, F, H, W], a_t [B, mel, T], t_v, t_a, labels=None) -> (v_pred, a_pred)   (v-prediction)
 
 Two U-Nets of the same depth run side by side: video through 2D+1D residual blocks with
 temporal-spatial attention, audio through 1D residual blocks with temporal attention. Every block
 ends in a fusion layer (`ModelConfig.fusion`: easy fusion by default), so each branch sees the other at
-every resolution. Each modality has its own timestep (seed 002's timestep adjustment and clean
+every resolution. Each modality has its own timestep (the Sony baseline's timestep adjustment and clean
 conditioning need that); both branches see both timesteps through their embeddings.
 
 Any frame count and mel length work: downsampling rounds odd sizes up and upsampling crops back to

@@ -36,7 +36,7 @@ class TrainConfig:
     num_video_negatives: int = 1                 # video negatives per sample (each with its true audio)
     num_audio_negatives: int = 1                 # audio negatives per sample (each with its true video)
     negative_methods: tuple = METHODS            # ways to make negatives: shift, segment_swap, swap
-    independent_timesteps: bool = False          # seed 002 Eq. 9 (needed for timestep adjustment, gamma != 1)
+    independent_timesteps: bool = False          # Sony baseline Eq. 9 (needed for timestep adjustment, gamma != 1)
     clean_prob: float = 0.0                      # chance a sample gets one modality clean (t = 0); eta must be 0
     weight_video: float = 1.0                    # weight of the video term of the loss
     weight_audio: float = 1.0                    # weight of the audio term of the loss

@@ -1,6 +1,6 @@
-"""The training loop: nCMMD (eta = 0) and CMMD (eta > 0) on the joint U-Net (seed 000 Alg. 1, §0.B.2).
+"""The training loop: nCMMD (eta = 0) and CMMD (eta > 0) on the joint U-Net (CMMD Alg. 1, §0.B.2).
 
-One step: draw clips, timesteps (shared, or independent per modality: seed 002 Eq. 9) and noise; with
+One step: draw clips, timesteps (shared, or independent per modality: Sony baseline Eq. 9) and noise; with
 eta > 0 also the negatives (`make_negatives`) with their own noise, all groups in one batched denoiser
 call (`evaluate_groups`) and the fused loss (`contrastive_loss`); Adam; EMA.
 
