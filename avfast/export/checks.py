@@ -24,8 +24,12 @@ _RESIZE_DEFAULTS = {"mode": "nearest", "nearest_mode": "round_prefer_floor",
                     "coordinate_transformation_mode": "half_pixel"}
 
 
-def check_graph(path: str | Path) -> Counter:
-    """Runs every check on the ONNX file at `path`; returns the operator counts. Raises GraphCheckError."""
+def check_graph(path: str | Path, quantized: bool = False) -> Counter:
+    """Runs every check on the ONNX file at `path`; returns the operator counts. Raises GraphCheckError.
+
+    `quantized`: an int8 (QDQ) export, which runs on the CPU runtimes only: its Quantize/DequantizeLinear
+    pairs may be uint8 (softmax probabilities), which TensorRT's explicit quantisation does not take, so
+    their types are not held to TensorRT's list (every operator still is)."""
     onnx = require("onnx", "checking an ONNX graph")
     path = Path(path)
     try:  # by path: handles external data and graphs over 2 GiB
@@ -54,7 +58,8 @@ def check_graph(path: str | Path) -> Counter:
             problems.append(f"{where} is from the non-standard domain {node.domain!r}")
         elif node.op_type not in supported:
             problems.append(f"{where} is not in TensorRT's supported operator list")
-        elif node.input and node.input[0] in types:
+        elif node.input and node.input[0] in types and not (
+                quantized and node.op_type in ("QuantizeLinear", "DequantizeLinear")):
             kind = _TYPE_NAMES.get(types[node.input[0]], f"type {types[node.input[0]]}")
             if kind not in supported[node.op_type]:
                 problems.append(f"{where} takes {kind}, TensorRT supports {', '.join(supported[node.op_type])}")

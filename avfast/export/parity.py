@@ -16,8 +16,13 @@ largest magnitude), per modality. Bounds:
         so one rounding is up to 2^-8 = 3.9e-3 of the range (bf16's unit roundoff, but relative to the
         tensor's range instead of each value), and a range fixed across timesteps is wider than any one
         timestep's; through ~30 quantised layers the largest element's error (the max over ~10^5
-        outputs) measured 0.10-0.44 of the output's scale on the default model along the sampler's
-        trajectory, worst at t = T (docs/int8.md).
+        outputs) measured 0.10-0.52 of the output's scale on the default model along the sampler's
+        trajectory (ONNX Runtime, worst at t = T) and up to 0.65 on OpenVINO, which also quantises both
+        attention matmuls, for a random-weight `tiny` (docs/int8.md). 1.0 passes those and fails what
+        a broken int8 export gives: an uncalibrated one (NNCF's defaults, elementwise inputs in int8)
+        measured 3.1-3.3. It is a translation check, not a quality one: whether int8 sampling stays within
+        the fp32 row's CI is the quality report's (--runtime openvino --precision int8). `rms_relative`
+        (RMS error over the output's RMS) is recorded alongside.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-INT8_BOUND = 0.5
+INT8_BOUND = 1.0
 BOUNDS = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2, "int8": INT8_BOUND}
 
 
@@ -39,6 +44,7 @@ class ModalityError:
     max_abs_error: float
     scale: float          # max |reference output|
     relative: float       # max_abs_error / scale
+    rms_relative: float = float("nan")  # RMS error / RMS of the reference (the typical element's error)
 
 
 @dataclass
@@ -83,8 +89,10 @@ def _error(out: torch.Tensor, ref: torch.Tensor, what: str) -> ModalityError:
     if scale == 0.0:
         raise ValueError(f"parity: the reference {what} output is all zeros (an untrained model's zero-initialised "
                          f"output layers?), so a comparison would prove nothing; export trained weights")
-    err = (out - ref).abs().max().item()
-    return ModalityError(err, scale, err / scale)
+    diff = out - ref
+    err = diff.abs().max().item()
+    rms = (diff.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-300)).item()
+    return ModalityError(err, scale, err / scale, rms)
 
 
 def measure_parity(candidate: Callable, reference: Callable, inputs, precision: str,

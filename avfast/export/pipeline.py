@@ -184,7 +184,7 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
             quantization = _quantize(model, float_path, onnx_path, frames, audio_length, static_batch, options, steps)
             info.external_data = quantization.pop("external_data")
         steps.set_postfix_str("checks")
-        operators = check_graph(onnx_path)
+        operators = check_graph(onnx_path, quantized=int8)
         steps.update()
 
         steps.set_postfix_str("parity")
