@@ -51,3 +51,43 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"weights: {path} is not a readable safetensors file ({e})") from None
+
+
+# The repository's markdown files that may hold generated blocks (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`,
+# or bench's `<!-- bench:begin NAME -->`): the front-door README and the pages under docs/. Generators
+# (`python -m bench.report`, `avfast.experiments.claims report --docs`, `avfast.experiments.quality --docs`)
+# scan these for their markers and write into every file that holds them; tests hold each block equal to its
+# source the same way, so a table can move between pages without touching a generator.
+DOC_FILES = ("README.md", "docs/*.md")
+
+
+def doc_files(root: str | Path = ".") -> list[Path]:
+    """README.md and docs/*.md under `root` (a checkout of the repository) that exist, in that order."""
+    root = Path(root)
+    found: list[Path] = []
+    for pattern in DOC_FILES:
+        found += sorted(p for p in root.glob(pattern) if p.is_file())
+    return found
+
+
+def files_with_block(block, root: str | Path = ".") -> list[Path]:
+    """The doc files under `root` where the compiled regex `block` finds a generated block."""
+    return [p for p in doc_files(root) if block.search(p.read_text())]
+
+
+def block_targets(block, markers: str, readme: str | Path | None = None, docs: bool = False,
+                  root: str | Path = ".") -> list[Path]:
+    """Where a generator writes its block: the file `readme` (`--readme FILE`) and, with `docs` (`--docs`),
+    every doc file under `root` that holds it. `markers` names the block in errors. Raises ValueError when
+    the named file has no block or `docs` finds none, so a command fails before its work, not after it."""
+    targets: list[Path] = []
+    if readme:
+        if not block.search(Path(readme).read_text()):
+            raise ValueError(f"--readme: the file has no {markers} block")
+        targets.append(Path(readme))
+    if docs:
+        found = files_with_block(block, root)
+        if not found:
+            raise ValueError(f"--docs: no {markers} block in README.md or docs/*.md under {Path(root).resolve()}")
+        targets += [p for p in found if not any(p.resolve() == q.resolve() for q in targets)]
+    return targets

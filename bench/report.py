@@ -1,12 +1,14 @@
-"""README performance tables from a results JSON: `python -m bench.report [--check]`.
+"""Performance tables of README.md and docs/*.md from a results JSON: `python -m bench.report [--check]`.
 
-Every block between `<!-- bench:begin NAME -->` and `<!-- bench:end -->` in the README is
-replaced by the table NAME generated from the results file (bench/results/cpu.json by default), so
-the README's numbers cannot drift from the committed results: a test regenerates the blocks and
-requires them equal to the README. NAME is `machine`, `denoiser_targets` (cross-dtype ratios of
+Every block between `<!-- bench:begin NAME -->` and `<!-- bench:end -->` in the documentation files
+(README.md and docs/*.md, `avfast._io.DOC_FILES`, scanned for the markers; or only the files given
+with `--docs`) is replaced by the table NAME generated from the results file (bench/results/cpu.json
+by default), so the documented numbers cannot drift from the committed results: a test regenerates
+the blocks of every page and requires them equal to the page. A block can move to another page (or
+appear on two) without any change here. NAME is `machine`, `denoiser_targets` (cross-dtype ratios of
 the denoiser rows), `gpu` (every bench/results/gpu-*.json that `python -m bench.gpu_check` wrote,
 rendered by render_gpu, the text of its gpu-*.md) or one of SECTIONS. `--check` changes nothing
-and exits 1 when a block differs.
+and exits 1 when a block of any file differs.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from avfast._io import doc_files
 from bench._summary import describe_limits, describe_machine, describe_state, fmt_mb, fmt_ms, fmt_pct
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "cpu.json"
-DEFAULT_README = ROOT / "README.md"
+DEFAULT_README = ROOT / "README.md"  # the front door; the other tables live in docs/ (docs/benchmarks.md)
 GPU_RESULTS = ROOT / "bench" / "results"  # gpu-<name>.json from `python -m bench.gpu_check`
 BLOCK = re.compile(r"(<!-- bench:begin (\S+) -->\n)(.*?)(<!-- bench:end -->)", flags=re.S)
 
@@ -213,27 +216,45 @@ def block_names(text: str) -> list[str]:
     return [m.group(2) for m in BLOCK.finditer(text)]
 
 
+def files_with_blocks(files: list[Path] | None = None) -> list[Path]:
+    """The files (README.md and docs/*.md by default) that hold at least one bench block."""
+    return [p for p in (doc_files(ROOT) if files is None else files) if block_names(p.read_text())]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(DEFAULT_RESULTS))
-    parser.add_argument("--readme", default=str(DEFAULT_README))
-    parser.add_argument("--check", action="store_true", help="only check; exit 1 when the README is out of date")
+    parser.add_argument("--docs", "--readme", dest="docs", nargs="+", default=None, metavar="FILE",
+                        help="only these markdown files (default: every one of README.md and docs/*.md with "
+                             "bench blocks)")
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 when a file is out of date")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
-    readme = Path(args.readme)
-    text = readme.read_text()
-    if not block_names(text):
-        print(f"{readme}: no <!-- bench:begin NAME --> blocks", file=sys.stderr)
+    given = None if args.docs is None else [Path(f) for f in args.docs]
+    files = files_with_blocks(given)
+    if given is not None:
+        for path in given:
+            if path not in files:
+                print(f"{path}: no <!-- bench:begin NAME --> blocks", file=sys.stderr)
+                return 1
+    if not files:
+        print(f"{ROOT}: no <!-- bench:begin NAME --> blocks in README.md or docs/*.md", file=sys.stderr)
         return 1
-    new = update_readme(text, results)
-    if args.check:
-        if new != text:
-            print(f"{readme}: performance tables differ from {args.results}; run python -m bench.report",
+    stale = []
+    for path in files:
+        text = path.read_text()
+        new = update_readme(text, results)
+        if args.check:
+            if new != text:
+                stale.append(path)
+            continue
+        path.write_text(new)
+        print(f"{path}: regenerated {', '.join(block_names(text))} from {args.results}")
+    if stale:
+        for path in stale:
+            print(f"{path}: performance tables differ from {args.results}; run python -m bench.report",
                   file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
-    print(f"{readme}: regenerated {', '.join(block_names(text))} from {args.results}")
+        return 1
     return 0
 
 

@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from .._io import block_targets
 from .finetune import RUNS, FinetuneSettings, finetune
 
 DEFAULT_JSON = "bench/results/claims/claims.json"
@@ -38,6 +39,14 @@ def update_readme(text: str, table: str) -> str:
     if readme_tables(text) is None:
         raise ValueError("--readme: the file has no <!-- claims:begin --> ... <!-- claims:end --> block")
     return README_BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text)
+
+
+def doc_targets(readme: str | None, docs: bool, root: str | Path = ".") -> list[Path]:
+    """The files the tables go into: `--readme FILE` and, with `--docs`, every file of README.md and docs/*.md
+    under `root` that holds the claims markers (avfast._io.block_targets)."""
+    return block_targets(README_BLOCK, "<!-- claims:begin --> ... <!-- claims:end -->", readme, docs, root)
+
+
 DEFAULT_CURVES_PLOT = "docs/claims-finetune.png"
 
 
@@ -69,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plot", default=DEFAULT_PLOT, help=f"figure (default: {DEFAULT_PLOT})")
         p.add_argument("--readme", default=None,
                        help="also put the tables between this file's <!-- claims:begin --> / <!-- claims:end -->")
+        p.add_argument("--docs", action="store_true",
+                       help="also put them into every file of README.md and docs/*.md (under the current folder) "
+                            "that holds those markers (docs/claims.md)")
     c = sub.add_parser("curves", help="the fine-tunes' logged losses: a JSON copy and a plot")
     c.add_argument("--runs", default=FinetuneSettings().out, help="folder of the fine-tunes (default: %(default)s)")
     c.add_argument("--json", default=DEFAULT_CURVES, help="copy of the logs (default: %(default)s)")
@@ -184,6 +196,7 @@ def main(argv=None) -> int:
             print(f"{', '.join(curves)}: logs in {json_path}, plot {plot_path}")
             return 0
         _check_outputs(json_path, plot_path)
+        targets = doc_targets(args.readme, args.docs)  # a file without the markers: one line before any work
         if args.command == "evaluate":
             from .evaluate import EvalSettings, run_evaluation
 
@@ -203,8 +216,7 @@ def main(argv=None) -> int:
             results = read_results(json_path)
         table = write_report(results, json_path, plot_path)
         print(table, end="")
-        if args.readme:
-            readme = Path(args.readme)
+        for readme in targets:
             readme.write_text(update_readme(readme.read_text(), table))
             print(f"{readme}: claims tables regenerated")
         print(f"per-clip scores: {json_path}; table: {json_path.with_suffix('.md')}; plot: {plot_path}")

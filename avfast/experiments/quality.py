@@ -2,7 +2,7 @@
 
     python -m avfast.experiments.quality --model default --clips 100 --out bench/results/quality
     python -m avfast.experiments.quality --model runs/x/final --clips 16 --out /tmp/q --steps 8
-    python -m avfast.experiments.quality --report-only --out bench/results/quality --readme README.md
+    python -m avfast.experiments.quality --report-only --out bench/results/quality --docs
 
 For each task (v2a: sound for a real clip's video; a2v: video for its sound; joint: both from noise) on
 clips 0..N-1 of `SyntheticAVDataset(config, seed=--data-seed)` (seed 0 trained the models, seed 1 made
@@ -24,7 +24,8 @@ starting phase of clip i come from seed `--seed + i` in every task; sound is dec
 vocoder (Griffin-Lim for the default, as in the demo). Output in --out: quality.json (settings,
 per-clip values, summary), quality.md (the table) and quality.png (real and generated frames side by
 side, nearest-neighbour upscaled). `--readme FILE`
-puts the table between FILE's <!-- quality:begin --> / <!-- quality:end --> markers.
+puts the table between FILE's <!-- quality:begin --> / <!-- quality:end --> markers; `--docs` puts it into
+every file of README.md and docs/*.md (under the current folder) that holds them.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._io import block_targets
 
 TASKS = ("v2a", "a2v", "joint")
 DEFAULT_OUT = "bench/results/quality"
@@ -343,6 +346,12 @@ def update_readme(text: str, table: str) -> str:
     return README_BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text)
 
 
+def doc_targets(readme: str | None, docs: bool, root: str | Path = ".") -> list[Path]:
+    """The files the table goes into: `--readme FILE` and, with `--docs`, every file of README.md and docs/*.md
+    under `root` that holds the quality markers (avfast._io.block_targets)."""
+    return block_targets(README_BLOCK, "<!-- quality:begin --> ... <!-- quality:end -->", readme, docs, root)
+
+
 def write_outputs(results: dict, out: Path) -> str:
     from .evaluate import _write_json
 
@@ -424,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "or int8 (runtime openvino/onnxruntime)")
     ap.add_argument("--readme", default=None, help="also put the table between this file's "
                                                    "<!-- quality:begin --> / <!-- quality:end --> markers")
+    ap.add_argument("--docs", action="store_true", help="also put it into every file of README.md and docs/*.md "
+                    "(under the current folder) that holds those markers")
     ap.add_argument("--report-only", action="store_true",
                     help="no generation: the table (and --readme) again from <out>/quality.json")
     ap.add_argument("--no-progress", action="store_true")
@@ -437,6 +448,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         out = Path(args.out)
+        targets = doc_targets(args.readme, args.docs)  # fail before the run, not after it
         if args.report_only:
             if not (out / JSON_NAME).is_file():
                 raise FileNotFoundError(f"--report-only: no results at {out / JSON_NAME}; run without it first")
@@ -449,12 +461,9 @@ def main(argv=None) -> int:
             settings = QualitySettings(args.model, args.clips, args.data_seed, args.steps, args.sampler, args.seed,
                                        args.batch, args.condition_mode, args.threads, not args.no_progress,
                                        args.runtime, args.precision)
-            if args.readme and readme_table(Path(args.readme).read_text()) is None:
-                update_readme("", "")  # fail before the run, not after it
             table = markdown(run_quality(settings, out))
         print(table, end="")
-        if args.readme:
-            readme = Path(args.readme)
+        for readme in targets:
             readme.write_text(update_readme(readme.read_text(), table))
             print(f"{readme}: quality table regenerated")
         print(f"results: {out / JSON_NAME}; table: {out / TABLE_NAME}"
