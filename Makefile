@@ -39,7 +39,7 @@ info: setup
 	$(BIN)/python -m avfast.info
 
 # Every benchmark, one summary table at the end (bench/conftest.py); BENCH_SUMMARY=bench/results/cpu also
-# writes the table, the results JSON and the charts there (then `python -m bench.report` for the README).
+# writes the table, the results JSON and the charts there (then `python -m bench.report` for README.md and docs/).
 BENCH_SUMMARY ?=
 bench: setup
 	$(if $(BENCH_SUMMARY),AVFAST_BENCH_SUMMARY=$(BENCH_SUMMARY)) $(BIN)/python -m pytest bench --benchmark-only $(PYTEST_ARGS)
@@ -49,7 +49,7 @@ bench-smoke: setup
 	$(BIN)/python -m pytest bench -m smoke --benchmark-disable -q $(PYTEST_ARGS)
 
 # Everything that needs an NVIDIA GPU in <= 10 min (CUDA/Triton tests, GPU benchmark rows, export --trt, one
-# clip per runtime): bench/results/gpu-<name>.json and .md, then `python -m bench.report` for the README.
+# clip per runtime): bench/results/gpu-<name>.json and .md, then `python -m bench.report` for docs/benchmarks.md.
 # Installs nothing and builds nothing but the extensions (setup); exit 77 with one line where there is no GPU
 # (bench/gpu_check.py). Where torch is preinstalled (no venv): `make ext VENV=<its prefix>` or
 # `pip install -e . --no-build-isolation --no-deps`, then `python -m bench.gpu_check` from the repo root.

@@ -10,7 +10,7 @@ and [1, 256, 18, 8, 8] (18 frames), [1, 128, 36, 16, 16] (36 test frames: joint 
 audio [1, 128, 112]. Passes: forward, forward + backward.
 
 On a GPU every backend of the op is timed side by side, in fp32 and bf16: "fused" (the default the
-op picks: Triton for 16-bit tensors where it is installed, by the roofline estimate in the README),
+op picks: Triton for 16-bit tensors where it is installed, by the roofline estimate in docs/kernels.md),
 "cuda" (the CUDA kernel, fp32 FMA), "triton" (tensor cores through tl.dot) and "xformers" (its
 memory-efficient kernel on the same [B*G, N, heads, D] problems), each forced with avfast.backend;
 a backend that is not built or installed skips with the reason. Peak memory is the harness's

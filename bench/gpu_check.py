@@ -21,7 +21,7 @@ The stages run in that order against one deadline (--budget seconds, default 540
 its own or what is left, whichever is less; a stage that would start with too little left skips. A
 stage that runs out of time gets SIGINT first (pytest then still writes its benchmark summary), then
 SIGKILL. The results files are rewritten after every stage, so a run killed from outside still leaves
-what it finished. `python -m bench.report` renders the README's GPU tables from the results files
+what it finished. `python -m bench.report` renders the GPU tables of docs/benchmarks.md from the results files
 (bench.report.render_gpu; the .md written here is the same text).
 
 This script installs and builds nothing: build the extension first (`make ext`, or

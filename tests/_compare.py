@@ -1,4 +1,4 @@
-"""The one accuracy rule of the kernel tests (README, "Verification without a GPU").
+"""The one accuracy rule of the kernel tests (docs/kernels.md, "Verification without a GPU").
 
 A result `got` in some dtype is compared with an fp64 `oracle` computed independently from the same
 (rounded) inputs. Its error must be at most FACTOR x the error of PyTorch's own computation of the

@@ -1,5 +1,5 @@
 """Which backend runs attention on CUDA tensors by default: Triton (tensor cores) for fp16/bf16, the
-CUDA C++ kernel (fp32 FMA) for fp32 — the roofline rule in avfast/ops/attention.py and the README."""
+CUDA C++ kernel (fp32 FMA) for fp32 — the roofline rule in avfast/ops/attention.py and docs/kernels.md."""
 from __future__ import annotations
 
 import dataclasses

@@ -245,13 +245,43 @@ def test_compare_flags_regressions_beyond_noise(tmp_path, capsys):
     assert compare.main([str(paths[0]), str(paths[0])]) == 0
 
 
-# ------------------------------------------------------------------ README tables
+# ------------------------------------------------------------------ README and docs/ tables
 def test_readme_performance_tables_match_the_committed_results():
+    """Every bench block of README.md and docs/*.md (wherever a table lives now) equals its regeneration."""
     results = json.loads((ROOT / "bench" / "results" / "cpu.json").read_text())
-    readme = (ROOT / "README.md").read_text()
-    names = report.block_names(readme)
-    assert {"machine", "easy_fusion", "attention", "contrastive_loss", "denoiser", "train_step"} <= set(names)
-    assert report.update_readme(readme, results) == readme, "README tables are stale: run python -m bench.report"
+    files = report.files_with_blocks()
+    names = {name for path in files for name in report.block_names(path.read_text())}
+    assert {"machine", "easy_fusion", "attention", "contrastive_loss", "denoiser", "train_step", "runtimes",
+            "denoiser_targets", "gpu"} <= names
+    assert ROOT / "README.md" in files, "README.md lost its performance table"
+    for path in files:
+        text = path.read_text()
+        assert report.update_readme(text, results) == text, \
+            f"{path.relative_to(ROOT)}: tables are stale: run python -m bench.report"
+    assert report.main(["--check"]) == 0
+
+
+def test_report_writes_every_doc_file_with_blocks(tmp_path, monkeypatch, capsys):
+    results = _summary.results_document(_summary.build_rows([_record("attention fwd x", "fused", [0.001] * 5),
+                                                             _record("attention fwd x", "reference", [0.004] * 5)],
+                                                            LIMITS), LIMITS, None, None, "m", [])
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "docs").mkdir()
+    block = "<!-- bench:begin attention -->\nold\n<!-- bench:end -->\n"
+    for name in ("README.md", "docs/benchmarks.md"):
+        (tmp_path / name).write_text(f"{name}\n{block}")
+    (tmp_path / "docs" / "other.md").write_text("no blocks\n")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    results_arg = ["--results", str(tmp_path / "results.json")]
+    assert report.main([*results_arg, "--check"]) == 1
+    assert "README.md" in capsys.readouterr().err
+    assert report.main(results_arg) == 0
+    for name in ("README.md", "docs/benchmarks.md"):
+        text = (tmp_path / name).read_text()
+        assert text.startswith(f"{name}\n<!-- bench:begin attention -->\n| case |") and "old" not in text
+    assert (tmp_path / "docs" / "other.md").read_text() == "no blocks\n"
+    assert report.main([*results_arg, "--check"]) == 0
+    assert report.main([*results_arg, "--docs", str(tmp_path / "docs" / "other.md")]) == 1  # named, no blocks
 
 
 def test_report_rewrites_blocks_and_rejects_unknown_names():

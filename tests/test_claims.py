@@ -133,14 +133,33 @@ def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
 
 
 def test_readme_claims_tables_are_the_committed_results():
-    """README's claims tables are generated (`claims report --readme README.md`), never edited by hand."""
-    from avfast.experiments.claims import readme_tables
+    """The claims tables (docs/claims.md, and any other doc file with the markers) are generated
+    (`claims report --docs`), never edited by hand."""
+    from avfast._io import files_with_block
+    from avfast.experiments.claims import README_BLOCK, readme_tables
 
     root = Path(__file__).resolve().parents[1]
-    tables = readme_tables((root / "README.md").read_text())
-    assert tables is not None, "README.md lost its <!-- claims:begin --> block"
-    assert tables == (root / "bench" / "results" / "claims" / "claims.md").read_text(), \
-        "README claims tables are stale: run python -m avfast.experiments.claims report --readme README.md"
+    files = files_with_block(README_BLOCK, root)
+    assert root / "docs" / "claims.md" in files, "docs/claims.md lost its <!-- claims:begin --> block"
+    committed = (root / "bench" / "results" / "claims" / "claims.md").read_text()
+    for path in files:
+        assert readme_tables(path.read_text()) == committed, \
+            f"{path.relative_to(root)}: claims tables are stale: run python -m avfast.experiments.claims report --docs"
+
+
+def test_report_docs_writes_every_file_with_the_block(tmp_path, monkeypatch):
+    from avfast.experiments.claims import doc_targets
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("no block\n")
+    (tmp_path / "docs" / "claims.md").write_text("a\n<!-- claims:begin -->\nold\n<!-- claims:end -->\n")
+    assert doc_targets(None, True, tmp_path) == [tmp_path / "docs" / "claims.md"]
+    assert doc_targets(str(tmp_path / "docs" / "claims.md"), True, tmp_path) == [tmp_path / "docs" / "claims.md"]
+    with pytest.raises(ValueError, match="--readme: the file has no <!-- claims:begin -->"):
+        doc_targets(str(tmp_path / "README.md"), False, tmp_path)
+    (tmp_path / "docs" / "claims.md").write_text("moved away\n")
+    with pytest.raises(ValueError, match="--docs: no <!-- claims:begin -->"):
+        doc_targets(None, True, tmp_path)
 
 
 def test_update_readme_replaces_only_the_block():

@@ -74,7 +74,7 @@ def test_four_step_student_is_closer_to_the_teachers_25_step_samples_than_the_te
     """Held-out sampler noise (seeds no step drew), the teacher's 25-step DPM-Solver++ samples as reference:
     the 4-step student (16 -> 8 -> 4, 60 steps a stage) is measurably closer to them than the teacher's own
     4 DDIM steps (measured here: ~0.80 of its distance). The short CI run does not reach the teacher's 4
-    DPM-Solver++ steps (~1.2 of theirs): that comparison is the real run's (README)."""
+    DPM-Solver++ steps (~1.2 of theirs): that comparison is the real run's (docs/distillation.md)."""
     model, out = student
     assert model.config.distilled_steps == 4 and model.config.distilled_sampler == "ddim"
     held_out = dict(seed=10_000, batch_size=16, progress=False)

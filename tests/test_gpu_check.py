@@ -1,5 +1,5 @@
 """bench/gpu_check.py (`make gpu-check`) on a machine without a CUDA GPU: one line, exit 77, nothing written;
-and its results document renders as the README's GPU block (bench.report.render_gpu)."""
+and its results document renders as docs/benchmarks.md's GPU block (bench.report.render_gpu)."""
 from __future__ import annotations
 
 import os

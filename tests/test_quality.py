@@ -280,21 +280,46 @@ def test_update_readme_replaces_only_the_block():
         update_readme("no block", "new\n")
 
 
+def test_readme_keeps_the_quality_block():
+    from avfast.experiments.quality import readme_table
+
+    assert readme_table((ROOT / "README.md").read_text()) is not None, "README.md lost its <!-- quality:begin --> block"
+
+
+def test_quality_docs_targets_every_file_with_the_block(tmp_path):
+    from avfast.experiments.quality import doc_targets
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("<!-- quality:begin -->\nx\n<!-- quality:end -->\n")
+    (tmp_path / "docs" / "a.md").write_text("none\n")
+    (tmp_path / "docs" / "b.md").write_text("<!-- quality:begin -->\n<!-- quality:end -->\n")
+    assert doc_targets(None, True, tmp_path) == [tmp_path / "README.md", tmp_path / "docs" / "b.md"]
+    assert doc_targets(None, False, tmp_path) == []
+    with pytest.raises(ValueError, match="--docs: no <!-- quality:begin -->"):
+        doc_targets(None, True, tmp_path / "docs")
+
+
 def test_readme_quality_table_is_the_committed_results():
-    """README's quality table is generated (`quality --report-only --readme README.md`), never edited by hand."""
+    """The quality table (README.md, and any doc file with the markers) is generated
+    (`quality --report-only --docs`), never edited by hand."""
     from avfast.experiments.quality import DEFAULT_OUT, JSON_NAME, TABLE_NAME, markdown, readme_table
 
     results_file = ROOT / DEFAULT_OUT / JSON_NAME
     if not results_file.is_file():
         pytest.skip(f"no committed quality results yet ({DEFAULT_OUT}/{JSON_NAME}): the README table is generated "
-                    f"from them once `python -m avfast.experiments.quality --clips 100 --readme README.md` has run")
+                    f"from them once `python -m avfast.experiments.quality --clips 100 --docs` has run")
     table = markdown(json.loads(results_file.read_text()))
     assert (ROOT / DEFAULT_OUT / TABLE_NAME).read_text() == table, \
         f"{DEFAULT_OUT}/{TABLE_NAME} is stale: run python -m avfast.experiments.quality --report-only"
-    block = readme_table((ROOT / "README.md").read_text())
-    assert block is not None, "README.md has no <!-- quality:begin --> block for the committed quality results"
-    assert block == table, ("README quality table is stale: run python -m avfast.experiments.quality "
-                            "--report-only --readme README.md")
+    from avfast._io import files_with_block
+    from avfast.experiments.quality import README_BLOCK
+
+    files = files_with_block(README_BLOCK, ROOT)
+    assert ROOT / "README.md" in files, "README.md has no <!-- quality:begin --> block for the committed quality results"
+    for path in files:
+        assert readme_table(path.read_text()) == table, (
+            f"{path.relative_to(ROOT)}: quality table is stale: run python -m avfast.experiments.quality "
+            "--report-only --docs")
 
 
 def test_compare_rows_of_the_same_clips(micro_model, tmp_path, capsys):

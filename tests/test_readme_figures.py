@@ -1,5 +1,5 @@
-"""README figures that are not benchmark tables, held to the code that produces them (the benchmark
-tables are held to bench/results by tests/test_bench_harness.py)."""
+"""Figures of the README and docs/ pages that are not benchmark tables, held to the code that produces them
+(the benchmark tables are held to bench/results by tests/test_bench_harness.py)."""
 from __future__ import annotations
 
 import re
@@ -11,6 +11,7 @@ from _exported import requires_onnx, tiny_export
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+EXPORT_DOC = (ROOT / "docs" / "export-and-runtimes.md").read_text()  # the export section moved here from the README
 GRAPH_DOC = (ROOT / "avfast" / "export" / "graph.py").read_text()
 NODES = re.compile(r"`tiny` model \(18 frames\) it gives ([\d,]+) nodes of (\d+) standard operator types")
 
@@ -32,7 +33,8 @@ def test_graph_size_of_tiny_matches_an_export():
     _, path = tiny_export()
     m = read_manifest(path)
     actual = (m["nodes"], len(m["operators"]))
-    assert _figures(README, "README.md") == actual, f"README.md says {_figures(README, 'README')}, an export gives {actual}"
+    where = "docs/export-and-runtimes.md"
+    assert _figures(EXPORT_DOC, where) == actual, f"{where} says {_figures(EXPORT_DOC, where)}, an export gives {actual}"
     assert _figures(GRAPH_DOC, "avfast/export/graph.py") == actual
 
 
@@ -41,6 +43,9 @@ def test_no_promise_of_a_default_model_that_already_ships():
 
     avfast.models.default()  # it ships: the sentences below would be stale
     export_doc = (ROOT / "avfast" / "export" / "__main__.py").read_text()
-    for where, text in (("README.md", README), ("avfast/export/__main__.py", export_doc)):
+    from avfast._io import doc_files
+
+    pages = [(p.relative_to(ROOT).as_posix(), p.read_text()) for p in doc_files(ROOT)]
+    for where, text in (*pages, ("avfast/export/__main__.py", export_doc)):
         flat = " ".join(text.split())
         assert "until the trained default ships" not in flat and "once it ships" not in flat, where

@@ -44,7 +44,7 @@ XFORMERS_HEAD_DIMS = tuple(range(8, 257, 8))
 
 # fp16/bf16 CUDA tensors default to Triton where it is installed: the CUDA C++ kernel multiplies in
 # fp32 FMA (no tensor cores) while Triton's tl.dot uses them, and by a roofline estimate at the
-# model's shapes (README, "Which GPU backend") the FMA kernel is at best level (memory-bound small
+# model's shapes (docs/kernels.md, "Which GPU backend") the FMA kernel is at best level (memory-bound small
 # problems on GeForce cards) and up to ~15x slower (joint attention on A100/H100). fp32 is FMA in both.
 TENSOR_CORE_DTYPES = (torch.float16, torch.bfloat16)
 
