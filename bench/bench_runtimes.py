@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from avfast import models
-from avfast.export import randomize_zero_layers_
+from avfast.export import create_runtime, randomize_zero_layers_
 from avfast.runtime import RuntimeUnavailable, create
 from conftest import warm_up
 
@@ -58,8 +58,8 @@ def _runtime(preset: str, name: str, precision: str, batch: int):
     if name in ("eager-reference", "eager-fused", "compile"):  # compile: dynamic=False, one compilation per batch
         return create(name, model, precision=precision)      # bf16/fp16: autocast inside the runtime
     profile_max = max(BATCHES)
-    return create(name, model, batch_size=profile_max, precision=precision, dynamic_batch=True,
-                  device=DEVICE if name in GPU_ONLY else None, progress=False)
+    return create_runtime(name, model, batch_size=profile_max, precision=precision, dynamic_batch=True,
+                          device=DEVICE if name in GPU_ONLY else None, progress=False)
 
 
 @functools.lru_cache(maxsize=None)
