@@ -11,7 +11,7 @@ The layer order is written down here, once (docs/architecture.md explains it):
     nn
     ops
     triton, backends, _ext
-    bottom       _io, _deps, _precision, _state_dict, _cli, _memory, _figures, heap
+    bottom       _io, _deps, _precision, _state_dict, _cli, _memory, _figures, _numba, heap
 
 Every `import` and `from ... import` is read with `ast`, at module level and inside functions alike
 (relative imports resolved; `from pkg import name` counts as an import of pkg.name when that is a
@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("nn", ("nn",)),
     ("ops", ("ops",)),
     ("kernels", ("triton", "backends", "_ext")),
-    ("bottom", ("_io", "_deps", "_precision", "_state_dict", "_cli", "_memory", "_figures", "heap")),
+    ("bottom", ("_io", "_deps", "_precision", "_state_dict", "_cli", "_memory", "_figures", "_numba", "heap")),
 ]
 KERNEL_FREE = ("data", "metrics")  # beside models, and import no kernel package
 KERNEL_PACKAGES = ("nn", "ops", "triton", "backends", "_ext")
