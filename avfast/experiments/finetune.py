@@ -92,7 +92,15 @@ def finetune(name: str, settings: FinetuneSettings):
                   "base_checksum": weights_checksum(model.state_dict()), "overrides": RUNS[name],
                   "settings": settings.__dict__}
     (run_dir / "finetune.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    cfg = TrainConfig(out=str(run_dir), preset="tiny", steps=settings.steps, batch_size=settings.batch_size,
+    from ..models.config import PRESETS
+
+    preset = next((n for n, c in PRESETS.items() if c == model.config), None)
+    if preset is None:
+        raise ValueError(f"--base {settings.base}: its config is none of the presets ({', '.join(PRESETS)})")
+    latent = model.config.video_space == "latent"  # a latent base brings its frame codec (base/autoencoder)
+    codec = str(Path(settings.base) / "autoencoder") if latent else ""
+    cfg = TrainConfig(out=str(run_dir), preset=preset, autoencoder=codec, steps=settings.steps,
+                      batch_size=settings.batch_size,
                       lr=settings.lr, warmup=settings.warmup, clean_prob=0.0, num_clips=settings.num_clips,
                       seed=settings.seed, save_every=settings.save_every, log_every=10, threads=settings.threads,
                       progress=settings.progress, **RUNS[name])
