@@ -1,38 +1,69 @@
-"""The trained default model shipped in the package: it loads, it denoises held-out clips far better than
-untrained weights, and its video→audio samples line up with the video better than untrained ones.
+"""The trained default model shipped in the package: a distilled student (what the demo uses) and the
+teacher it was distilled from, both latent models over the shipped frame codec.
 
-Held-out clips are synthetic seed 3 (the default was trained on seed 0; the demo's bundled clips are
-seed 1, the claims experiment's evaluation set seed 2)."""
+- both load, with the configs their presets and the distillation say;
+- the teacher denoises held-out clips far better than untrained weights;
+- (slow) the default meets the quality targets of issue 19 on held-out clips, through the same
+  measures as `python -m avfast.experiments.quality`: frames as clean as the data's, AV-Align near the
+  real clips', a frame distribution near the data's.
+
+Held-out clips are synthetic seed 3 (the models trained on seed 0; the demo's bundled clips are seed
+1, the quality report's and claims' evaluation set seed 2)."""
 import pytest
 import torch
 
 from avfast.diffusion import CosineSchedule, q_sample, x0_from_v
-from avfast.models import DEFAULT_DIR, create, default
+from avfast.models import DEFAULT_DIR, create, default, default_folder, preset
 from avfast.train.data import SyntheticAVDataset
 
 HELD_OUT_SEED = 3
 N_CLIPS = 8
-# Measured when the default shipped: v2a AV-Align 0.417 over these 8 clips vs 0.095 for untrained weights
-# (the clip's own sound scores ~0.7 on such mixes: flash-only clips have no optical-flow peak, so every
-# sound scores 0 there). x0 error at t = 100 / 300 / 600: 0.0034 / 0.013 / 0.014 vs 0.027 / 0.18 / 0.35.
-AV_ALIGN_THRESHOLD = 0.30
-AV_ALIGN_MARGIN = 0.15
+# Measured when this default shipped (teacher, x0 error on 8 clips at t = 100 / 300 / 600, both
+# modalities): see X0_MEASURED; untrained weights are > 3x worse at every t.
 X0_ERROR_RATIO = 0.3
 
 
 @pytest.fixture(scope="module")
-def trained():
+def student():
     return default()
 
 
-def untrained():
-    torch.manual_seed(0)
-    return create("tiny").eval()
+@pytest.fixture(scope="module")
+def teacher():
+    return default("teacher")
 
 
-def x0_error(model, t: int) -> float:
-    """Mean squared error of the model's x0 estimate (both modalities) on held-out clips at timestep t."""
-    data = SyntheticAVDataset(model.config, N_CLIPS, seed=HELD_OUT_SEED)
+def _autoencoder(folder):
+    from avfast.data.frame_codec import load_autoencoder
+
+    return load_autoencoder(folder / "autoencoder")
+
+
+def test_default_and_teacher_ship_with_the_package_and_load(student, teacher):
+    for folder in (DEFAULT_DIR, default_folder("teacher")):
+        assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+        assert (folder / "autoencoder" / "model.safetensors").is_file()
+    base = preset("tiny-latent")
+    assert teacher.config == base and not teacher.training
+    assert student.config.replace(distilled_steps=0, distilled_sampler="", distilled_gamma=1.0, version=1) == base
+    assert student.config.distilled_steps == 4 and student.config.distilled_sampler == "ddim"
+    codec = _autoencoder(DEFAULT_DIR)
+    assert codec.downsample * base.height == 32 and codec.latent_channels == base.video_channels
+    with pytest.raises(ValueError, match="student, teacher"):
+        default("nope")
+
+
+def test_the_default_samples_at_its_distilled_step_count():
+    from avfast.pipeline import Pipeline
+
+    clip = Pipeline.from_pretrained("default", progress=False)("joint", seed=0)
+    assert clip.steps == 4 and clip.sampler == "ddim" and clip.calls == 4
+    assert clip.pixels.shape == (1, 3, 18, 32, 32) and torch.isfinite(clip.waveform).all()
+
+
+def x0_error(model, codec, t: int) -> float:
+    """Mean squared error of the model's x0 estimate (both modalities, model space) on held-out clips at t."""
+    data = SyntheticAVDataset(model.config, N_CLIPS, seed=HELD_OUT_SEED, autoencoder=codec)
     v0, a0 = data.batch(torch.arange(N_CLIPS))
     s = CosineSchedule(model.config.num_train_steps)
     g = torch.Generator().manual_seed(0)
@@ -44,46 +75,41 @@ def x0_error(model, t: int) -> float:
     return float(((x0_from_v(v_t, pv, tt, s) - v0).square().mean() + (x0_from_v(a_t, pa, tt, s) - a0).square().mean()) / 2)
 
 
-def test_default_ships_with_the_package_and_loads(trained):
-    assert (DEFAULT_DIR / "model.safetensors").is_file() and (DEFAULT_DIR / "config.json").is_file()
-    assert trained.config == create("tiny").config
-    assert not trained.training
-
-
 @pytest.mark.parametrize("t", [100, 300, 600])
-def test_default_denoises_held_out_clips_far_better_than_untrained_weights(trained, t):
-    ours, fresh = x0_error(trained, t), x0_error(untrained(), t)
-    assert ours < X0_ERROR_RATIO * fresh, (t, ours, fresh)
+def test_teacher_denoises_held_out_clips_far_better_than_untrained_weights(teacher, t):
+    codec = _autoencoder(default_folder("teacher"))
+    torch.manual_seed(0)
+    fresh = create("tiny-latent").eval()
+    ours, untrained = x0_error(teacher, codec, t), x0_error(fresh, codec, t)
+    assert ours < X0_ERROR_RATIO * untrained, (t, ours, untrained)
 
 
-def v2a_av_align(model, n_clips: int = N_CLIPS) -> float:
-    """Mean AV-Align of video→audio samples (clean condition, DPM-Solver++ 25 steps, Griffin-Lim) on
-    held-out clips: the given video against the generated sound."""
-    import warnings
-
-    import avfast
-    from avfast.data import Vocoder
-    from avfast.metrics import av_align
-    from avfast.models import codec
-
-    cfg = model.config
-    data = SyntheticAVDataset(cfg, n_clips, seed=HELD_OUT_SEED)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vocoder = Vocoder(None)
-    scores = []
-    for i in range(n_clips):
-        clip = data.clip(i)
-        pixels = clip.video[:, : cfg.frames]
-        _, mel = avfast.diffusion.sample(model, task="v2a", condition=codec.video_to_model(pixels[None], cfg),
-                                         condition_mode="clean", steps=25, sampler="dpmpp2m", seed=i, progress=False)
-        wave = vocoder(codec.audio_from_model(mel, cfg), generator=torch.Generator().manual_seed(i))[0].clamp(-1, 1)
-        scores.append(av_align(pixels, wave, fps=cfg.fps, sample_rate=cfg.sample_rate).score)
-    return sum(scores) / len(scores)
+# Issue 19's targets, checked on 16 held-out clips (seed 3) through the quality report's own measures.
+# Measured on these clips when this default shipped (mean [95 % CI]): residual ratio a2v 0.84 [0.67, 1.03],
+# joint 0.89 [0.62, 1.23]; AV-Align over the real clips' a2v 1.04 [0.69, 1.67], joint 1.06 [0.66, 1.83];
+# FD a2v 0.22, joint 0.48 with the real-vs-real floor 2.17 (16 clips make a noisy floor). The thresholds sit
+# below the CIs' lower ends (the AV-Align ones with room for another CPU's rounding); the pixel-space default
+# before this one scored residual ratio ~25, AV-Align ratios ~0.5 and FD ~400x the floor, and fails them.
+TARGETS = {"residual_ratio": 1.5, "a2v_av_align_ratio": 0.6, "joint_av_align_ratio": 0.6, "fd_over_floor": 3.0}
 
 
 @pytest.mark.slow
-def test_default_video_to_audio_lines_up_with_the_video(trained):
+def test_the_default_meets_the_quality_targets_on_held_out_clips(tmp_path):
     pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-    ours, fresh = v2a_av_align(trained), v2a_av_align(untrained())
-    assert ours >= AV_ALIGN_THRESHOLD and ours >= fresh + AV_ALIGN_MARGIN, (ours, fresh)
+    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install 'avfast[media]')")
+    pytest.importorskip("matplotlib", reason="the report's figure needs matplotlib")
+    from avfast.experiments.quality import QualitySettings, run_quality
+
+    results = run_quality(QualitySettings(model="default", clips=16, data_seed=HELD_OUT_SEED, progress=False),
+                          tmp_path)
+    s = results["summary"]
+    floor = s["real"]["fd"]["mean"]
+    got = {"residual_ratio": max(s[t]["residual_ratio"]["mean"] for t in ("a2v", "joint")),
+           "a2v_av_align_ratio": s["a2v"]["av_align_ratio"]["mean"],
+           "joint_av_align_ratio": s["joint"]["av_align_ratio"]["mean"],
+           "fd_over_floor": max(s[t]["fd"]["mean"] for t in ("a2v", "joint")) / floor}
+    assert results["settings"]["steps"] == 4  # the distilled count, not 25
+    assert got["residual_ratio"] <= TARGETS["residual_ratio"], got
+    assert got["a2v_av_align_ratio"] >= TARGETS["a2v_av_align_ratio"], got
+    assert got["joint_av_align_ratio"] >= TARGETS["joint_av_align_ratio"], got
+    assert got["fd_over_floor"] <= TARGETS["fd_over_floor"], got
