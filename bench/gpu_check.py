@@ -333,9 +333,16 @@ def sample_child(runtime: str, out: str, steps: int, device: str = "cuda") -> in
     from avfast._deps import MissingDependency
     from avfast.pipeline import Pipeline
 
+    if runtime in ("onnxruntime", "openvino"):  # CPU runtimes: the clip (and the sampler's state) on the CPU
+        device = "cpu"
     try:
         pipe = Pipeline.from_pretrained("default", device=device, runtime=runtime, progress=False)
         clip = pipe(task="joint", steps=steps, seed=0)
+    except ValueError as e:  # the pipeline's one-line refusal of a runtime that cannot run here
+        if "cannot run here" not in str(e):
+            raise
+        print(RESULT_TAG + json.dumps({"status": "skipped", "reason": str(e)[:500]}))
+        return 0
     except (R.RuntimeUnavailable, MissingDependency) as e:
         print(RESULT_TAG + json.dumps({"status": "skipped", "reason": str(e)[:500]}))
         return 0

@@ -162,10 +162,15 @@ def render_gpu(check: dict, heading: str = "###") -> str:
              f"- torch {gpu['torch']}, CUDA {gpu['cuda']} (no build info: the info stage did not finish).",
              f"- Run {check['created']} at commit {check.get('commit') or 'unknown'}: `{check['command']}`, "
              f"{check['wall_s']:.0f} s of a {check['budget_s']:.0f} s budget"
-             f"{'' if check.get('finished', True) else ' (interrupted: the stages below are those it finished)'}.",
-             "", "| stage | status | s | result |", "|---|---|---|---|"]
+             f"{'' if check.get('finished', True) else ' (interrupted: the stages below are those it finished)'}."]
+    for later in check.get("runs", [])[1:]:  # a --stages rerun merged in: its stages are marked with its time
+        lines.append(f"- Rerun {later['created']} at commit {later.get('commit') or 'unknown'}: `{later['command']}`; "
+                     f"the stages it ran replace the first run's (marked ²).")
+    lines += ["", "| stage | status | s | result |", "|---|---|---|---|"]
+    first = check.get("runs", [{}])[0].get("created")
     for s in check["stages"]:
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.0f} | {_one_line(s['reason'])} |")
+        mark = "²" if first and s.get("run", first) != first else ""
+        lines.append(f"| {s['name']}{mark} | {s['status']} | {s['seconds']:.0f} | {_one_line(s['reason'])} |")
     bench = check.get("bench")
     if bench and bench.get("rows"):
         lines += ["", _machine(bench)]

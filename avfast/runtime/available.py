@@ -54,7 +54,7 @@ def why_unavailable(name: str, device: str | torch.device = "cpu", precision: st
             if "CUDAExecutionProvider" not in providers:
                 return (f"this onnxruntime has no CUDA execution provider (it has {', '.join(providers)}); "
                         f"install the GPU build: pip install 'avfast[ort-gpu]'")
-    elif device.type != "cpu" and name == "openvino":
+    elif device.type != "cpu" and name in ("openvino", "onnxruntime"):  # their CPU builds: state on the CPU
         return f"it runs on the CPU, and the device asked for is {device}; use --device cpu"
     return None
 
