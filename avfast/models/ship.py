@@ -1,0 +1,57 @@
+"""`python -m avfast.models.ship --student DIR --teacher DIR`: write the package's default model folder.
+
+    avfast/models/default/            the student (config.json records its distilled step count) + autoencoder/
+    avfast/models/default/teacher/    the model it was distilled from + autoencoder/
+
+Weights are stored as fp16 (loaded as fp32: `from_pretrained`), the frame codec as trained. Each model
+folder carries its own autoencoder/ (a latent model's Pipeline loads it from there). `--out` writes
+elsewhere (the default is the package's own folder, which `make default-model` rewrites).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from . import DEFAULT_DIR
+from .pretrained import from_pretrained
+from .weights import save_pretrained
+
+
+def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR) -> list[Path]:
+    for name, folder in (("student", student), ("teacher", teacher)):
+        if not (Path(folder) / "config.json").is_file() or not (Path(folder) / "autoencoder").is_dir():
+            raise ValueError(f"--{name}: {folder} is not a latent model folder (config.json, model.safetensors, "
+                             f"autoencoder/)")
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    written = []
+    for src, dst in ((Path(student), out), (Path(teacher), out / "teacher")):
+        m = from_pretrained(src)
+        save_pretrained(m, dst, state_dict={k: v.half() if v.is_floating_point() else v
+                                            for k, v in m.state_dict().items()})
+        shutil.copytree(src / "autoencoder", dst / "autoencoder", dirs_exist_ok=True)
+        written.append(dst)
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m avfast.models.ship", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", required=True, help="the distilled student's folder (e.g. runs/distill/stages/4-steps)")
+    ap.add_argument("--teacher", required=True, help="the teacher's folder")
+    ap.add_argument("--out", default=str(DEFAULT_DIR), help="default: the package's default model folder")
+    args = ap.parse_args(argv)
+    try:
+        for d in ship(Path(args.student), Path(args.teacher), Path(args.out)):
+            print(f"wrote {d}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
