@@ -345,3 +345,18 @@ def test_compare_rows_of_the_same_clips(micro_model, tmp_path, capsys):
     assert compare.main([f"one={a}", f"two={b}", "--readme", str(doc)]) == 0
     assert compare.block_text(doc, "distill") == text
     assert compare.main(["nolabel"]) == 2 and "LABEL=FOLDER" in capsys.readouterr().err
+
+
+def test_docs_distillation_table_is_the_committed_results():
+    from pathlib import Path
+
+    from avfast.experiments import compare
+
+    root = Path(__file__).resolve().parents[1]
+    rows_file = root / "bench" / "results" / "distill" / "compare.json"
+    if not rows_file.is_file():
+        pytest.skip(f"no committed distillation comparison ({rows_file})")
+    rows = json.loads(rows_file.read_text())["rows"]
+    text = compare.table([(label, compare.load(root / folder)) for label, folder in rows])
+    assert compare.block_text(root / "docs" / "training.md", "distill") == text
+    assert (root / "bench" / "results" / "distill" / "compare.md").read_text() == text

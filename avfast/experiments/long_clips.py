@@ -41,7 +41,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,8 @@ class LongClipSettings:
     clips: int = 16
     seconds: float = 7.2
     overlap: int | None = None
-    steps: int = 25
-    sampler: str = "dpmpp2m"
+    steps: int | None = None      # None: the model's own (a distilled student's step count, else 25)
+    sampler: str | None = None    # None: the model's own (a distilled student's sampler, else dpmpp2m)
     seed: int = 0
     data_seed: int = 2
     batch: int = 4
@@ -76,6 +76,8 @@ class LongClipSettings:
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
             value = getattr(self, name)
+            if name == "steps" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name} must be an integer >= 1, got {value!r}")
         if self.clips < 2:
@@ -86,7 +88,7 @@ class LongClipSettings:
             raise ValueError("--data-seed 0 made the training clips; use a held-out seed (e.g. 2)")
         if self.overlap is not None and self.overlap < 0:
             raise ValueError(f"--overlap must be >= 0 frames, got {self.overlap}")
-        if self.sampler not in ("ddim", "dpmpp2m"):
+        if self.sampler not in (None, "ddim", "dpmpp2m"):
             raise ValueError(f"--sampler must be 'ddim' or 'dpmpp2m', got {self.sampler!r}")
         if self.condition_mode not in ("clean", "replace"):
             raise ValueError(f"--condition-mode must be 'clean' or 'replace', got {self.condition_mode!r}")
@@ -235,6 +237,12 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     log = print if settings.progress else (lambda *a, **k: None)
     folder, pipe = _pipeline(settings.model)
     cfg, hop = pipe.config, pipe.mel.hop_length
+    if settings.steps is None or settings.sampler is None:  # the model's own (a distilled student's), recorded
+        from ..diffusion.distilled import resolve
+
+        own = resolve(cfg, settings.steps, settings.sampler, None, None, default_steps=25,
+                      default_sampler="dpmpp2m", warn=False)
+        settings = replace(settings, steps=own.steps, sampler=own.sampler)
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
     window_seconds = cfg.frames / fps
     if settings.overlap is not None and settings.overlap >= cfg.frames:
