@@ -85,4 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ._cli import program  # the shared entry: heap setting, exit status (avfast/_cli.py)
+
+    program(main)

@@ -107,7 +107,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from avfast.heap import keep_large_allocations_on_the_heap
+    from .._cli import program  # the shared entry: heap setting, exit status (avfast/_cli.py)
 
-    keep_large_allocations_on_the_heap()
-    sys.exit(main())
+    program(main)

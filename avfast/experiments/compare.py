@@ -122,4 +122,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .._cli import program  # the shared entry: heap setting, exit status (avfast/_cli.py)
+
+    program(main)
