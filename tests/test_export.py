@@ -248,14 +248,17 @@ def have_tensorrt() -> bool:
     return have("tensorrt")
 
 
-def test_default_model_is_tiny_with_stand_in_weights_until_a_trained_one_ships():
+def test_default_model_is_the_shipped_default_or_stand_in_weights():
     import argparse
 
     import avfast.models
     from avfast.export.__main__ import _load_model
 
     model, preset, source = _load_model(argparse.Namespace(checkpoint=None, preset=None))
-    assert preset == "tiny" and model.config == avfast.models.preset("tiny")
+    # the default is a distilled tiny-latent: its config records its step count on top of the preset
+    assert preset == "tiny-latent"
+    assert model.config.replace(distilled_steps=0, distilled_sampler="", distilled_gamma=1.0, version=1) == \
+        avfast.models.preset("tiny-latent")
     if (avfast.models.DEFAULT_DIR / "model.safetensors").is_file():
         assert source == "the package's trained default model"
     else:

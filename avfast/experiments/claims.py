@@ -163,6 +163,8 @@ def _check_evaluate(args) -> None:
     for name in ("seed", "threads"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.data_seed == 0:
+        raise ValueError("--data-seed 0 made the training clips; use a held-out seed (e.g. 2)")
     base = Path(args.base)
     if not (base / "config.json").is_file():
         raise ValueError(f"--base: {args.base!r} is not a model folder (config.json + weights)")

@@ -94,10 +94,10 @@ def finetune(name: str, settings: FinetuneSettings):
     (run_dir / "finetune.json").write_text(json.dumps(provenance, indent=2) + "\n")
     from ..models.config import PRESETS
 
-    preset = next((n for n, c in PRESETS.items() if c == model.config), None)
-    if preset is None:
-        raise ValueError(f"--base {settings.base}: its config is none of the presets ({', '.join(PRESETS)})")
     latent = model.config.video_space == "latent"  # a latent base brings its frame codec (base/autoencoder)
+    # The run trains `model` itself; the preset only names its kind in the run's config (a base of no
+    # preset, e.g. a test's micro model, is recorded as the tiny preset of its video space).
+    preset = next((n for n, c in PRESETS.items() if c == model.config), "tiny-latent" if latent else "tiny")
     codec = str(Path(settings.base) / "autoencoder") if latent else ""
     cfg = TrainConfig(out=str(run_dir), preset=preset, autoencoder=codec, steps=settings.steps,
                       batch_size=settings.batch_size,

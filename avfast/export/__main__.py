@@ -65,6 +65,9 @@ def _check_numbers(args) -> None:
         check_options(args.precision or "fp32", args.opset, 1, None)
 
 
+DEFAULT_PRESET = "tiny-latent"  # the package's default model (a distilled tiny-latent)
+
+
 def _load_model(args):
     """(model, preset name, weights source)."""
     from .. import models
@@ -80,10 +83,10 @@ def _load_model(args):
             raise CliError(f"--checkpoint {folder} holds a {preset or 'custom'} model, not the --preset {args.preset} "
                            f"it was given with (leave out --preset to export the checkpoint as it is)")
         return model, preset, f"checkpoint {folder}"
-    preset = args.preset or "tiny"
-    if preset == "tiny":
+    preset = args.preset or DEFAULT_PRESET
+    if preset == DEFAULT_PRESET:
         try:
-            return models.default(), "tiny", "the package's trained default model"
+            return models.default(), DEFAULT_PRESET, "the package's trained default model"
         except models.DefaultModelUnavailable:
             pass
     model = randomize_zero_layers_(models.create(preset), seed=0).eval()
@@ -93,7 +96,9 @@ def _load_model(args):
 
 
 def _same_architecture(a, b) -> bool:
-    layout = ("frames", "audio_length", "gradient_checkpointing", "dropout")  # not part of the weights' shapes
+    # not part of the weights' shapes: the layout, and what a distilled student records about its sampling
+    layout = ("frames", "audio_length", "gradient_checkpointing", "dropout", "distilled_steps", "distilled_sampler",
+              "distilled_gamma", "version")
     da, db = a.to_dict(), b.to_dict()
     return all(da[k] == db[k] for k in da if k not in layout)
 
