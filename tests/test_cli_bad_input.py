@@ -172,7 +172,7 @@ CASES = [
      "--input: no file at 'nope.mp4'"),
     ("sample-a2v-nan-wav", [SAMPLE, "--task", "a2v", "--input", "nan.wav", "--out", "out"], "nan_wav", 2,
      "--input: 'nan.wav' has NaN or infinite samples"),
-    ("sample-v2a-not-a-video", [SAMPLE, "--task", "v2a", "--input", "a_file", "--steps", "1", "--out", "out"],
+    ("sample-v2a-not-a-video", [SAMPLE, "--task", "v2a", "--input", "a_file", "--out", "out"],
      "file", 2, "cannot read 'a_file' as a video file"),
     ("sample-checkpoint-file", [SAMPLE, "--checkpoint", "a_file", "--out", "out"], "file", 2, "is not a folder"),
     ("sample-checkpoint-empty-folder", [SAMPLE, "--checkpoint", "a_folder", "--out", "out"], "folder", 2,
@@ -209,7 +209,7 @@ CASES = [
     ("sample-steps-not-a-number", [SAMPLE, "--steps", "ten", "--out", "out"], None, 2, "invalid int value: 'ten'"),
     ("sample-label-without-labels", [SAMPLE, "--label", "3", "--out", "out"], None, 2,
      "this model was trained without class labels"),
-    ("sample-one-clip-too-large", [SAMPLE, "--steps", "1", "--out", "out"], "memory:0.01", 2,
+    ("sample-one-clip-too-large", [SAMPLE, "--out", "out"], "memory:0.01", 2,
      "of memory (estimated), more than the"),
     # demo
     ("demo-out-is-a-file", [DEMO, "--out", "a_file"], "file", 2, "--out: 'a_file' is a file"),

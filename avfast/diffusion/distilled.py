@@ -47,6 +47,10 @@ def resolve(config: Any, steps: int | None, sampler: str | None, spacing: str | 
             eta: float = 0.0, default_steps: int = 200, default_sampler: str = "ddim", warn: bool = True) -> Settings:
     """The sampler settings for a model with `config` (see the module docstring); None means 'the model's'."""
     n = distilled_steps(config)
+    if steps is not None:  # a step count out of range is that, whatever the model (timesteps' own message)
+        T = getattr(config, "num_train_steps", 1000)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise ValueError(f"`steps` must be an int in [1, {T}] (the model's num_train_steps), got {steps!r}")
     if not n:
         return Settings(default_steps if steps is None else steps, default_sampler if sampler is None else sampler,
                         "trailing" if spacing is None else spacing, 1.0 if gamma is None else gamma)
