@@ -38,8 +38,8 @@ class PeakBytes(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.device.type == "meta":
                 try:
                     storage = t.untyped_storage()
-                except (RuntimeError, NotImplementedError):
-                    continue
+                except (RuntimeError, NotImplementedError):  # a view or a tensor subclass without
+                    continue                                  # storage of its own: nothing new allocated
                 n = storage.nbytes()
                 self.live += n
                 self.peak = max(self.peak, self.live)

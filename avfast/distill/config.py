@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._precision import FLOAT_PRECISIONS as PRECISIONS
-from ..train.config import DEVICES
+from ..train.config import DEVICES, options_from_dict
 
 SAMPLERS = ("ddim",)
 
@@ -166,18 +166,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "DistillConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"{source}: unknown distillation option(s) {unknown}; known: {sorted(known)}")
-        d = dict(d)
-        for name, value in d.items():  # YAML 1.1 reads 1e-4 (no dot) as a string
-            if isinstance(known[name].default, float) and isinstance(value, str):
-                try:
-                    d[name] = float(value)
-                except ValueError:
-                    raise TypeError(f"{source}: {name} must be a number; got {value!r}") from None
-        return cls(**d)
+        return options_from_dict(cls, d, source, "distillation")
 
 
 def _is_power_of_two(x: float) -> bool:

@@ -143,15 +143,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"{source}: unknown training option(s) {unknown}; known: {sorted(known)}")
-        d = dict(d)
-        for name, value in d.items():  # YAML 1.1 reads 1e-4 (no dot) as a string
-            if isinstance(known[name].default, float) and isinstance(value, str):
-                try:
-                    d[name] = float(value)
-                except ValueError:
-                    raise TypeError(f"{source}: {name} must be a number; got {value!r}") from None
-        return cls(**d)
+        return options_from_dict(cls, d, source, "training")
+
+
+def options_from_dict(cls, d: dict[str, Any], source: str, what: str):
+    """An options dataclass from a mapping (flags, JSON or YAML): unknown names refused, numbers that YAML 1.1
+    read as strings (1e-4 without a dot) turned back into floats. Shared by training and distillation."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown {what} option(s) {unknown}; known: {sorted(known)}")
+    d = dict(d)
+    for name, value in d.items():
+        if isinstance(known[name].default, float) and isinstance(value, str):
+            try:
+                d[name] = float(value)
+            except ValueError:
+                raise TypeError(f"{source}: {name} must be a number; got {value!r}") from None
+    return cls(**d)

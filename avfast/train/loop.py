@@ -172,10 +172,12 @@ class Objective:
         return True
 
     def draw(self, step: int):
-        raise NotImplementedError
+        """Step `step`'s whole global batch (every rank draws it and keeps its shard). Each objective supplies it."""
+        raise NotImplementedError(f"{type(self).__name__} must define draw(step)")
 
     def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        """(loss, named parts) of `batch` under `model`. Each objective supplies it."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss(model, batch)")
 
 
 class DiffusionObjective(Objective):
