@@ -76,14 +76,11 @@ def preflight(dcfg: DistillConfig, allow_changes: bool) -> None:
 
 
 def main(argv=None) -> int:
-    from ..train.__main__ import _load_file
+    from ..train.__main__ import read_options
 
     args = build_parser().parse_args(argv)
     try:
-        options = _load_file(args.config) if args.config else {}
-        options |= {k: v for k, v in vars(args).items() if k not in ("config", "allow_option_changes")
-                    and v is not None}
-        dcfg = DistillConfig.from_dict(options, source=args.config or "options")
+        dcfg = read_options(args, DistillConfig)
         preflight(dcfg, args.allow_option_changes)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)

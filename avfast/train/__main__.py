@@ -150,13 +150,17 @@ def _preflight(cfg: TrainConfig, allow_changes: bool) -> None:
                f"{cfg.batch_size}", model_peak_bytes(mcfg, cfg.batch_size, training=True), device)
 
 
+def read_options(args: argparse.Namespace, cls):
+    """`cls` (TrainConfig, DistillConfig) from --config's file with the flags given on top of it."""
+    options = _load_file(args.config) if args.config else {}
+    options |= {k: v for k, v in vars(args).items() if k not in ("config", "allow_option_changes") and v is not None}
+    return cls.from_dict(options, source=args.config or "options")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        options = _load_file(args.config) if args.config else {}
-        options |= {k: v for k, v in vars(args).items() if k not in ("config", "allow_option_changes")
-                    and v is not None}
-        cfg = TrainConfig.from_dict(options, source=args.config or "options")
+        cfg = read_options(args, TrainConfig)
         _preflight(cfg, args.allow_option_changes)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
