@@ -228,6 +228,25 @@ def test_cli_on_a_micro_model_writes_json_table_and_figure(micro_model, tmp_path
     capsys.readouterr()
 
 
+def test_tasks_subset_and_gamma_are_run_and_recorded(micro_model, tmp_path, capsys):
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
+    from avfast.experiments.quality import JSON_NAME, generate, held_out, main
+
+    out = tmp_path / "out"
+    assert main(["--model", str(micro_model), "--clips", "2", "--out", str(out), "--steps", "2", "--batch", "2",
+                 "--tasks", "joint", "--gamma", "2", "--no-progress"]) == 0
+    results = json.loads((out / JSON_NAME).read_text())
+    assert list(results["tasks"]) == ["joint"] and results["settings"]["gamma"] == 2.0
+    table = (out / "quality.md").read_text()
+    assert "| joint |" in table and "| a2v |" not in table and "γ = 2" in table
+    capsys.readouterr()
+    clips = held_out(micro_model, 0, 2, data_seed=2)  # γ reaches the sampler: joint clips change with it
+    plain = generate(micro_model, "joint", clips, steps=2, sampler="ddim", seed=0)
+    adjusted = generate(micro_model, "joint", clips, steps=2, sampler="ddim", seed=0, gamma=2.0)
+    assert not torch.equal(plain[0], adjusted[0])
+
+
 def test_generate_is_one_deterministic_step_per_task(micro_model):
     from avfast.experiments.quality import generate, held_out
 
@@ -251,6 +270,10 @@ def test_generate_is_one_deterministic_step_per_task(micro_model):
     (["--sampler", "euler"], "invalid choice"),
     (["--clips", "many"], "invalid int value"),
     (["--report-only", "--out", "/nonexistent/out"], "no results at"),
+    (["--gamma", "0"], "--gamma must be a finite number > 0"),
+    (["--gamma", "inf"], "--gamma must be a finite number > 0"),
+    (["--tasks", "t2v"], "--tasks must name one or more of v2a, a2v, joint"),
+    (["--tasks", "joint", "joint"], "--tasks must name one or more"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message, capsys):
     from avfast.experiments.quality import main

@@ -65,6 +65,8 @@ class QualitySettings:
     progress: bool = True
     runtime: str = "torch"      # the denoiser's runtime (avfast.Pipeline's: torch or avfast.runtime.NAMES)
     precision: str = "fp32"     # its precision (fp32/bf16/fp16, int8 on openvino/onnxruntime)
+    gamma: float | None = None  # joint's timestep adjustment γ (None: the model's own, a student's recorded one, else 1)
+    tasks: tuple[str, ...] = TASKS  # a subset to score (a quick look at one task); README figures use all three
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -83,6 +85,14 @@ class QualitySettings:
             raise ValueError(f"--condition-mode must be 'clean' or 'replace', got {self.condition_mode!r}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.gamma is not None and (isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float))
+                                       or not 0 < self.gamma < float("inf")):
+            raise ValueError(f"--gamma must be a finite number > 0 (1 = no timestep adjustment), got {self.gamma!r}")
+        self.tasks = tuple(self.tasks)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"--tasks must name one or more of {', '.join(TASKS)} once each, got "
+                             f"{' '.join(map(str, self.tasks)) or 'none'}")
         from ..pipeline import RUNTIMES
         from ..runtime import check_runtime_precision
 
@@ -158,11 +168,12 @@ def held_out(folder: Path, start: int, stop: int, data_seed: int) -> HeldOutBatc
 
 def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, steps: int, sampler: str,
              seed: int, condition_mode: str = "clean", runtime: str = "torch",
-             precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+             precision: str = "fp32", gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels [B, 3, F, H, W] in [-1, 1], waveform [B, N]) for one task on a batch of held-out clips.
 
     v2a returns the clips' own pixels with generated sound, a2v generated pixels with the clips' own sound,
     joint both generated (clip i's sampling noise and Griffin-Lim's starting phase come from seed + i).
+    gamma: joint's timestep adjustment (v2a / a2v have one modality clean, so it does not apply to them).
     The one place that turns a model folder into clips: a call to the folder's `avfast.Pipeline`.
     """
     if task not in TASKS:
@@ -170,6 +181,8 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
     pipe = _pipeline(str(model_folder), runtime, precision)
     given = {"v2a": {"video": held_out_batch.pixels}, "a2v": {"audio": held_out_batch.waves},
              "joint": {"batch": len(held_out_batch)}}[task]
+    if task == "joint" and gamma is not None:
+        given["gamma"] = gamma
     clip = pipe(task, steps=steps, sampler=sampler, seed=seed, progress=False,
                 condition_mode=condition_mode if task != "joint" else "replace", **given)
     return clip.pixels.float().clamp(-1, 1), clip.waveform.float()
@@ -219,12 +232,12 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
     model, autoencoder, cfg = pipe.model, pipe.autoencoder, pipe.config
     fps, sr, n = cfg.fps, cfg.sample_rate, settings.clips
     log = print if settings.progress else (lambda *a, **k: None)
-    if settings.steps is None or settings.sampler is None:  # the model's own (a distilled student's), recorded
-        from ..diffusion.distilled import resolve
+    from ..diffusion.distilled import resolve
 
-        own = resolve(cfg, settings.steps, settings.sampler, None, None, default_steps=25,
-                      default_sampler="dpmpp2m", warn=False)
-        settings = replace(settings, steps=own.steps, sampler=own.sampler)
+    # unset steps / sampler / gamma: the model's own (a distilled student's), recorded as resolved
+    own = resolve(cfg, settings.steps, settings.sampler, None, settings.gamma, default_steps=25,
+                  default_sampler="dpmpp2m", warn=False)
+    settings = replace(settings, steps=own.steps, sampler=own.sampler, gamma=own.gamma)
     real = held_out(folder, 0, n, settings.data_seed)
     other = held_out(folder, n, 2 * n, settings.data_seed)  # disjoint: the real-vs-real floor
     real_feats = frame_features(real.pixels).numpy()
@@ -242,13 +255,14 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
         "tasks": {},
     }
     figure_clips: dict[str, torch.Tensor] = {"real": real.pixels[:2]}
-    for task in TASKS:
+    for task in settings.tasks:
         pixels, waves, seconds = [], [], 0.0
         for start in range(0, n, settings.batch):
             stop = min(start + settings.batch, n)
             t0 = time.perf_counter()
             p, w = generate(folder, task, real.slice(start, stop), settings.steps, settings.sampler,
-                            settings.seed + start, settings.condition_mode, settings.runtime, settings.precision)
+                            settings.seed + start, settings.condition_mode, settings.runtime, settings.precision,
+                            settings.gamma)
             seconds += time.perf_counter() - t0
             pixels.append(p)
             waves.append(w)
@@ -328,6 +342,8 @@ def markdown(results: dict) -> str:
                   f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed "
                   f"{s['data_seed']}; 95 % bootstrap CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
                   f"sound and a reference (v2a only)."]
+    if s.get("gamma") not in (None, 1, 1.0) and "joint" in summary:
+        lines.append(f"Joint at timestep adjustment γ = {s['gamma']:g}.")
     runtime, precision = s.get("runtime", "torch"), s.get("precision", "fp32")
     if (runtime, precision) != ("torch", "fp32"):
         lines.append(f"Denoiser: runtime {runtime}, {precision}.")
@@ -431,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "avfast.runtime.NAMES, e.g. openvino")
     ap.add_argument("--precision", default=s.precision, help="denoiser precision: fp32 (default), bf16, fp16, "
                                                              "or int8 (runtime openvino/onnxruntime)")
+    ap.add_argument("--gamma", type=float, default=s.gamma,
+                    help="joint's timestep adjustment γ (default: the model's own; 1 = none)")
+    ap.add_argument("--tasks", nargs="+", default=list(s.tasks), metavar="TASK",
+                    help=f"tasks to score, of {', '.join(TASKS)} (default: all)")
     ap.add_argument("--readme", default=None, help="also put the table between this file's "
                                                    "<!-- quality:begin --> / <!-- quality:end --> markers")
     ap.add_argument("--docs", action="store_true", help="also put it into every file of README.md and docs/*.md "
@@ -460,7 +480,7 @@ def main(argv=None) -> int:
             check_out_folder(out)  # a file or an unwritable place: one line before any work
             settings = QualitySettings(args.model, args.clips, args.data_seed, args.steps, args.sampler, args.seed,
                                        args.batch, args.condition_mode, args.threads, not args.no_progress,
-                                       args.runtime, args.precision)
+                                       args.runtime, args.precision, args.gamma, tuple(args.tasks))
             table = markdown(run_quality(settings, out))
         print(table, end="")
         for readme in targets:
