@@ -51,6 +51,24 @@ def test_calibration_records_the_timesteps_it_says():
     assert "data seed 3" in described["source"]
 
 
+def test_a_latent_models_v2a_is_calibrated_on_its_own_joint_video_latents():
+    from avfast.export.int8 import collect_calibration
+    from avfast.models import create
+
+    torch.manual_seed(0)
+    latent = create("tiny-latent", base_channels=16, audio_base_channels=16, head_dim=8, norm_groups=4).eval()
+    cfg = latent.config
+    settings = _settings(steps=3, every=3)
+    cal = collect_calibration(latent, cfg.frames, cfg.audio_length, settings)
+    tasks = {r["task"] for r in cal.records}
+    assert tasks == {"joint", "v2a", "a2v"} and "latent" in cal.describe()["notes"]["v2a"]
+    clean_v2a = [x for x, r in zip(cal.inputs, cal.records) if r["task"] == "v2a" and r["condition_mode"] == "clean"]
+    assert clean_v2a and all(v.shape[1:] == cfg.video_shape for v, *_ in clean_v2a)
+    # the clean condition is a generated latent clip: finite, not the noise it started from, not zero
+    v = clean_v2a[0][0]
+    assert torch.isfinite(v).all() and v.abs().mean() > 0.05
+
+
 def test_calibration_refuses_the_training_seed():
     with pytest.raises(ValueError, match="data seed 0 made the training clips"):
         _settings(data_seed=0)
