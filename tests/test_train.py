@@ -287,7 +287,7 @@ BAD_OPTIONS = [
     ({"num_clips": 0}, "num_clips"), ({"save_every": 0}, "save_every"), ({"keep": -1}, "keep"),
     ({"log_every": 0}, "log_every"), ({"threads": -1}, "threads"), ({"device": "tpu"}, "device"),
     ({"model": {"channels": 3}}, "model"), ({"model": {"base_channels": 0}}, "base_channels"),
-    ({"preset": "paper-128"}, "autoencoder"),
+    ({"preset": "paper-128"}, "autoencoder"), ({"init": "/no/such/model"}, "init"),
 ]
 
 
@@ -351,3 +351,20 @@ def test_cli_without_pyyaml_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)
     assert main(["--config", str(conf)]) == 2
     assert "needs PyYAML (pip install pyyaml)" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_model_folders_weights_and_refuses_another_model(tmp_path):
+    from avfast.models.pretrained import load_model_folder
+
+    first = micro_config(tmp_path / "first", steps=2)
+    loop.train(first)  # final/ holds config.json + model.safetensors + ema.safetensors
+    base = tmp_path / "first" / "final"
+    start = loop._initial_model(micro_config(tmp_path / "second", init=str(base)))
+    ema = load_model_folder(base).state_dict()  # a checkpoint folder's EMA, not its raw weights
+    assert all(torch.equal(start.state_dict()[k], ema[k]) for k in ema)
+    torch.manual_seed(0)
+    assert weights_checksum(start.state_dict()) != weights_checksum(create(first.model_config()).state_dict())
+    loop.train(micro_config(tmp_path / "second", init=str(base)))
+    assert len(_losses(tmp_path / "second")) == 4
+    with pytest.raises(ValueError, match="init=.* is a different model from preset='tiny'"):
+        loop._initial_model(micro_config(tmp_path / "third", init=str(base), model={**MICRO, "base_channels": 8}))

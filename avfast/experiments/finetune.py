@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import default_folder
+from ..models.pretrained import load_model_folder, weights_name
 
 RUNS: dict[str, dict[str, Any]] = {
     "ncmmd": {"eta": 0.0},
@@ -65,17 +66,11 @@ class FinetuneSettings:
 
 def base_weights_file(base: Path) -> str:
     """A checkpoint folder's EMA weights when it has them, else the folder's model weights."""
-    return "ema.safetensors" if (base / "ema.safetensors").is_file() else "model.safetensors"
+    return weights_name(base)
 
 
 def load_base(base: str | Path):
-    from ..models import from_pretrained
-
-    base = Path(base)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"--base: {base} is not a model folder (config.json + model.safetensors, or a "
-                                f"training checkpoint with ema.safetensors)")
-    return from_pretrained(base, weights=base_weights_file(base))
+    return load_model_folder(base)
 
 
 def finetune(name: str, settings: FinetuneSettings):

@@ -34,3 +34,20 @@ def from_pretrained(directory, device: torch.device | str = "cpu", dtype: torch.
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+EMA_WEIGHTS_NAME = "ema.safetensors"  # a training checkpoint's EMA weights (checkpoints/step-*/, final/)
+
+
+def weights_name(directory) -> str:
+    """The weights a folder's model is: a training checkpoint's EMA when it has one, else model.safetensors."""
+    return EMA_WEIGHTS_NAME if (Path(directory) / EMA_WEIGHTS_NAME).is_file() else WEIGHTS_NAME
+
+
+def load_model_folder(directory, device: torch.device | str = "cpu") -> JointUNet:
+    """A model folder (config.json + model.safetensors) or a training checkpoint (its EMA weights)."""
+    d = Path(directory)
+    if not (d / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{d} is not a model folder ({CONFIG_NAME} + {WEIGHTS_NAME}, or a training "
+                                f"checkpoint with {EMA_WEIGHTS_NAME})")
+    return from_pretrained(d, device=device, weights=weights_name(d))

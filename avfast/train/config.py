@@ -48,6 +48,7 @@ class TrainConfig:
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
     seed: int = 0                                # initial weights and every step's draws
+    init: str = ""                               # start from this model folder's weights (a checkpoint's EMA) instead of random ones; a resumed run ignores it
     save_every: int = 250                        # steps between checkpoints (and the last step)
     keep: int = 2                                # checkpoints kept (0: all)
     log_every: int = 10                          # steps between rows of metrics.jsonl
@@ -86,6 +87,9 @@ class TrainConfig:
             (not self.autoencoder or Path(self.autoencoder).is_dir(),
              "autoencoder must be '' or a local folder with the autoencoder's weights (no folder at that path)",
              "autoencoder"),
+            (not self.init or (Path(self.init) / "config.json").is_file(),
+             "init must be '' or a model folder (config.json + model.safetensors, or a training checkpoint with "
+             "ema.safetensors)", "init"),
             (self.num_clips >= 1, "num_clips must be >= 1", "num_clips"),
             (self.save_every >= 1, "save_every must be >= 1", "save_every"),
             (self.keep >= 0, "keep must be >= 0", "keep"), (self.log_every >= 1, "log_every must be >= 1", "log_every"),

@@ -272,6 +272,22 @@ def _global_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     return values
 
 
+def _initial_model(cfg: TrainConfig) -> JointUNet:
+    """The run's starting weights: random (seeded), or `cfg.init`'s, which must be the preset's model."""
+    mcfg = cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing)
+    if not cfg.init:
+        return create(mcfg)
+    from ..models.pretrained import load_model_folder
+
+    model = load_model_folder(cfg.init)
+    if model.config.replace(gradient_checkpointing=False) != mcfg.replace(gradient_checkpointing=False):
+        raise ValueError(f"TrainConfig: init={cfg.init!r} is a different model from preset={cfg.preset!r} with "
+                         f"model={cfg.model!r}; pass the preset and overrides it was made with")
+    if cfg.gradient_checkpointing:
+        model.config = model.config.replace(gradient_checkpointing=True)
+    return model
+
+
 def train(cfg: TrainConfig, model: JointUNet | None = None, objective: Objective | None = None,
           data=None) -> JointUNet:
     """Runs (or resumes) a training run; returns the model with its EMA weights loaded.
@@ -292,7 +308,8 @@ def train(cfg: TrainConfig, model: JointUNet | None = None, objective: Objective
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # initial weights
-    model = model or create(cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing))
+    if model is None:
+        model = _initial_model(cfg)
     model.to(device)
     mcfg = model.config
     schedule = CosineSchedule(mcfg.num_train_steps)
