@@ -9,6 +9,11 @@ appear on two) without any change here. NAME is `machine`, `denoiser_targets` (c
 the denoiser rows), `gpu` (every bench/results/gpu-*.json that `python -m bench.gpu_check` wrote,
 rendered by render_gpu, the text of its gpu-*.md) or one of SECTIONS. `--check` changes nothing
 and exits 1 when a block of any file differs.
+
+`--merge RUN.json` first folds a run of some suites (a results JSON that `AVFAST_BENCH_SUMMARY=PREFIX pytest
+bench/FILE.py --benchmark-only` wrote) into the results file: its rows replace every row of the same bench
+files, the rest stay, and the run (time, command, machine threads, state, warnings) is kept under `runs`;
+the `machine` block names each merged run, and its rows say which run they come from (`run`).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ SECTIONS: dict[str, Callable[[dict], bool]] = {
     "train_step": _case_prefix("train step"),
     "runtimes": _case_prefix("ms/FE"),
 }
+PER_CLIP = "per clip "  # bench/bench_per_clip.py: rendered by _per_clip, not _table
 
 
 def _ms_cell(row: dict | None) -> str:
@@ -109,7 +115,37 @@ def _machine(results: dict) -> str:
              f"the machine was busy (marked *); "
              f"run {results['created']}: `{results['command']}`."]
     lines += [f"- Warning at the time: {w}." for w in results.get("warnings", [])]
+    for run in results.get("runs", []):
+        files = ", ".join(f"`{f}`" for f in run["files"])
+        lines.append(f"- Rerun {run['created']} of {files} ({run['rows']} rows, merged with `python -m bench.report "
+                     f"--merge`; {run['machine'].get('threads')} threads): `{run['command']}`. State: "
+                     f"{describe_state((run.get('state') or {}).get('start'), (run.get('state') or {}).get('end'))}.")
+        lines += [f"- Warning at the rerun: {w}." for w in run.get("warnings", [])]
     return "\n".join(lines)
+
+
+def _file(row: dict) -> str:
+    return row["nodeid"].split("::", 1)[0]
+
+
+def merge(results: dict, run: dict) -> dict:
+    """`results` with the rows of `run`'s bench files replaced by `run`'s rows (which carry `run`: its time),
+    and the run recorded under `runs` (an earlier merge of the same files is dropped)."""
+    files = sorted({_file(r) for r in run["rows"]})
+    if not files:
+        raise ValueError("merge: the run has no rows")
+    if run["machine"].get("device") != results["machine"].get("device"):
+        raise ValueError(f"merge: the run is on {run['machine'].get('device')}, the results on "
+                         f"{results['machine'].get('device')}")
+    merged = dict(results)
+    kept = [r for r in results["rows"] if _file(r) not in files]
+    merged["rows"] = kept + [{**r, "run": run["created"]} for r in run["rows"]]
+    runs = [r for r in results.get("runs", []) if not set(r["files"]) <= set(files)]
+    runs.append({"created": run["created"], "command": run["command"], "files": files, "rows": len(run["rows"]),
+                 "machine": run["machine"], "limits": run["limits"], "state": run["state"],
+                 "warnings": run.get("warnings", [])})
+    merged["runs"] = runs
+    return merged
 
 
 def _ratio(slow: dict | None, fast: dict | None) -> str:
@@ -138,6 +174,31 @@ def _denoiser_targets(results: dict) -> str:
         reference = {dt: by.get((f"{model} {dt}", "reference")) for dt in ("fp32", "bf16")}
         lines.append(f"| {model.removeprefix(DENOISER)} | {_ratio(reference['fp32'], fused['fp32'])} | "
                      f"{_ratio(reference['bf16'], fused['bf16'])} | {_ratio(reference['fp32'], fused['bf16'])} |")
+    return "\n".join(lines)
+
+
+PER_CLIP_BLOCKS = {"per_clip": ("joint", "v2a"), "per_clip_joint": ("joint",)}
+
+
+def _per_clip(results: dict, tasks: tuple[str, ...]) -> str:
+    """Seconds per clip (bench/bench_per_clip.py): the whole Pipeline call and its sampling part, the denoiser
+    evaluations, and how many times faster than MM-Diffusion's quoted seconds per clip (not measured here)."""
+    rows = [r for r in results["rows"] if r["case"].startswith(PER_CLIP) and r.get("task") in tasks
+            and r["median_ms"] is not None]
+    if not rows:
+        return "(no per-clip results in the committed results file)"
+    mm = {(r["mm_diffusion_s"], r["mm_diffusion_steps"]) for r in rows}
+    mm_s, mm_steps = sorted(mm)[0]
+    head = ["model", "task", "dtype", "steps", "FEs", "s/clip", "sampling s", "decode s",
+            f"× faster than MM-Diffusion ({mm_s:g} s, quoted)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        s = r["median_ms"] / 1e3
+        busy = " *" if r.get("busy") else ""
+        fmt = (lambda x: "—" if x is None else f"{x:.2f}" if x < 10 else f"{x:.1f}")
+        lines.append(f"| {r['model']} | {r['task']} | {r['dtype']} | {r['steps']} {r['sampler'].upper()} | "
+                     f"{r.get('evaluations', '—')} | {fmt(s)} ±{r['spread']:.0%}{busy} | {fmt(r.get('sampling_s'))} | "
+                     f"{fmt(r.get('decode_s'))} | {f'{mm_s / s:.0f}×' if r['task'] == 'joint' else '—'} |")
     return "\n".join(lines)
 
 
@@ -204,8 +265,11 @@ def render_block(name: str, results: dict) -> str:
         return _machine(results)
     if name == "denoiser_targets":
         return _denoiser_targets(results)
+    if name in PER_CLIP_BLOCKS:
+        return _per_clip(results, PER_CLIP_BLOCKS[name])
     if name not in SECTIONS:
-        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine', 'denoiser_targets', 'gpu' "
+        raise ValueError(f"render_block: unknown README block {name!r}; expected 'machine', 'denoiser_targets', 'gpu', "
+                     f"{', '.join(PER_CLIP_BLOCKS)} "
                          f"or one of "
                          f"{', '.join(SECTIONS)}")
     rows = [r for r in results["rows"] if SECTIONS[name](r)]
@@ -233,8 +297,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these markdown files (default: every one of README.md and docs/*.md with "
                              "bench blocks)")
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when a file is out of date")
+    parser.add_argument("--merge", metavar="RUN.json", default=None,
+                        help="first replace the rows of RUN.json's bench files in the results file by its rows")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
+    if args.merge:
+        if args.check:
+            parser.error("--merge writes the results file; it cannot go with --check")
+        results = merge(results, json.loads(Path(args.merge).read_text()))
+        Path(args.results).write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"{args.results}: merged the rows of {', '.join(results['runs'][-1]['files'])} from {args.merge}")
     given = None if args.docs is None else [Path(f) for f in args.docs]
     files = files_with_blocks(given)
     if given is not None:
