@@ -51,6 +51,22 @@ def test_calibration_records_the_timesteps_it_says():
     assert "data seed 3" in described["source"]
 
 
+def test_a_distilled_student_is_calibrated_on_its_own_step_grid():
+    """A student refuses step counts its grid does not hold; its calibration follows its distilled sampler."""
+    from avfast.diffusion.timesteps import timestep_grid
+    from avfast.export.int8 import CalibrationSettings, collect_calibration
+
+    student = tiny_model()
+    student.config = student.config.replace(distilled_steps=4, distilled_sampler="ddim")
+    cal = collect_calibration(student, FRAMES, AUDIO, CalibrationSettings(clips=2, tasks=("joint",)))
+    assert (cal.settings.steps, cal.settings.sampler, cal.settings.recorded_steps()) == (4, "ddim", [0, 1, 2, 3])
+    assert cal.timesteps()["joint"] == [float(t) for t in timestep_grid(4, 1000, "trailing")[:4]]  # 4 calls: T .. T/4
+    teacher = CalibrationSettings().for_model(tiny_model().config)
+    assert (teacher.steps, teacher.sampler, teacher.recorded_steps()) == (25, "dpmpp2m", [0, 4, 8, 12, 16, 20, 24])
+    with pytest.raises(ValueError, match="not divisible by the 4"):
+        CalibrationSettings(steps=25).for_model(student.config)
+
+
 def test_a_latent_models_v2a_is_calibrated_on_its_own_joint_video_latents():
     from avfast.export.int8 import collect_calibration
     from avfast.models import create

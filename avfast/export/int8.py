@@ -16,7 +16,8 @@ ended at, since the export carries no frame codec to encode the clips' pixels), 
 condition clean at t = 0 (the quality report's mode)
 and half forward-noised (the pipeline's) -- and (v_t, a_t, t_v, t_a) recorded at every `every`-th step of
 the sampler's grid and its last, because activation ranges differ across timesteps (at t near T the
-inputs are noise, near 0 they are data).
+inputs are noise, near 0 they are data). The sampler is the one the model is used with: a distilled
+student's own step count and sampler (every step of a 4-step grid), else 25 DPM-Solver++ steps.
 
 Layers kept in float (`KEEP_FLOAT`, NNCF's ignored_scope, found by name scope in the graph's metadata)
 were chosen by measurement (bench/int8_sensitivity.py, docs/int8.md).
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,10 @@ _COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 @dataclass(frozen=True)
 class CalibrationSettings:
     clips: int = 4                 # held-out clips per task
-    steps: int = 25                # sampler steps (the pipeline's and quality report's default)
-    sampler: str = "dpmpp2m"
+    steps: int | None = None       # sampler steps; None: the model's own (a student's distilled count, else 25)
+    sampler: str | None = None     # None: the model's own (a student's distilled sampler, else dpmpp2m)
     spacing: str = "trailing"
-    every: int = 4                 # record every `every`-th step, and the last
+    every: int | None = None       # record every `every`-th step, and the last; None: about six steps of the grid
     data_seed: int = CALIBRATION_DATA_SEED
     seed: int = 0                  # sampling noise of clip i: seed + i
     tasks: tuple[str, ...] = ("joint", "v2a", "a2v")
@@ -72,13 +73,28 @@ class CalibrationSettings:
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "every"):
             value = getattr(self, name)
+            if name != "clips" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"calibration: `{name}` must be an int >= 1, got {value!r}")
         if self.data_seed == 0:
             raise ValueError("calibration: data seed 0 made the training clips; use a held-out seed")
 
+    def for_model(self, config) -> "CalibrationSettings":
+        """These settings with the sampler the model is sampled with filled in: a distilled student's own step
+        count and sampler (calibrating it on a 25-step trajectory would record inputs it never sees, and its
+        sampler refuses step counts its grid does not hold), else 25 DPM-Solver++ steps (the pipeline's)."""
+        from ..diffusion.distilled import resolve
+
+        r = resolve(config, self.steps, self.sampler, self.spacing, None, default_steps=25,
+                    default_sampler="dpmpp2m", warn=False)
+        every = self.every if self.every is not None else max(1, r.steps // 6)
+        return replace(self, steps=r.steps, sampler=r.sampler, spacing=r.spacing, every=every)
+
     def recorded_steps(self) -> list[int]:
         """The sampler steps (0-based calls of the denoiser) whose inputs are recorded."""
+        if self.steps is None or self.every is None:
+            raise ValueError("calibration: recorded_steps needs resolved settings (CalibrationSettings.for_model)")
         return sorted(set(range(0, self.steps, self.every)) | {self.steps - 1})
 
 
@@ -181,6 +197,7 @@ def collect_calibration(model: torch.nn.Module, frames: int, audio_length: int,
     cpu_model = copy.deepcopy(model).to("cpu", torch.float32).eval()
     cfg = cpu_model.config.replace(frames=frames, audio_length=audio_length)
     fp32 = EagerDenoiser(cpu_model, "fused")
+    settings = settings.for_model(cpu_model.config)
     calibration = Calibration(settings)
     video, audio = held_out_clips(cfg, settings.clips, settings.data_seed)
     steps = settings.recorded_steps()
