@@ -117,5 +117,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def render(results: dict) -> str:
+    """The sweep's markdown table (docs/int8.md): per configuration, the int8 layers and the errors on held-out
+    trajectory inputs (worst video / audio on each runtime, OpenVINO's worst-modality median per timestep)."""
+    configs = results["configs"]
+    ts = sorted({t for row in configs.values() if isinstance(row.get("openvino"), dict)
+                 for t in row["openvino"]["trajectory"].get("by_timestep", {})}, key=float, reverse=True)
+    head = ["kept float", "int8 layers", "ORT worst v / a", "OpenVINO worst v / a",
+            *[f"OpenVINO t = {t}" for t in ts]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, row in configs.items():
+        cells = [label, f"{row['graph']['int8_layers']} / {row['graph']['compute_layers']}"]
+        for name in ("onnxruntime", "openvino"):
+            e = row[name]["trajectory"] if isinstance(row.get(name), dict) else None
+            cells.append("—" if e is None else f"{e['video']['worst']:.2f} / {e['audio']['worst']:.2f}")
+        by = row["openvino"]["trajectory"].get("by_timestep", {}) if isinstance(row.get("openvino"), dict) else {}
+        cells += [f"{by[t]:.2f}" if t in by else "—" for t in ts]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--render"]:  # python -m bench.int8_sensitivity --render RESULTS.json
+        print(render(json.loads(Path(sys.argv[2]).read_text())))
+        sys.exit(0)
     sys.exit(main())
