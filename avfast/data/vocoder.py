@@ -137,19 +137,28 @@ def save_melgan(model: MelGANGenerator, path: str) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 
-def _istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+def _ola_norm(frames: int, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """The squared window overlap-added over `frames` frames [1, (frames-1)*hop + n_fft], zeros replaced by 1:
+    what an overlap-add inverse divides by. It depends only on the length, so Griffin-Lim computes it once."""
+    length = (frames - 1) * hop + n_fft
+    wsq = (window ** 2)[None, :, None].expand(1, n_fft, frames)
+    norm = F.fold(wsq, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)).reshape(1, length)
+    return torch.where(norm > 1e-8, norm, torch.ones_like(norm))
+
+
+def _istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
+           norm: torch.Tensor | None = None) -> torch.Tensor:
     """Overlap-add inverse of an uncentred STFT [B, F, T] -> [B, (T-1)*hop + n_fft].
 
     torch.istft(center=False) rejects a Hann window because the first sample has zero window
-    weight (its NOLA check); here such samples are simply left at zero.
+    weight (its NOLA check); here such samples are simply left at zero. `norm`: `_ola_norm` of the
+    same length, when the caller has it already.
     """
     frames = torch.fft.irfft(spec, n=n_fft, dim=1) * window[None, :, None]  # [B, n_fft, T]
     length = (spec.shape[-1] - 1) * hop + n_fft
-    fold = lambda x: F.fold(x, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
-    signal = fold(frames).reshape(spec.shape[0], length)
-    wsq = (window ** 2)[None, :, None].expand(1, n_fft, spec.shape[-1])
-    norm = fold(wsq).reshape(1, length)
-    return signal / torch.where(norm > 1e-8, norm, torch.ones_like(norm))
+    signal = F.fold(frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    norm = _ola_norm(spec.shape[-1], n_fft, hop, window) if norm is None else norm
+    return signal.reshape(spec.shape[0], length) / norm
 
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
@@ -208,14 +217,15 @@ def griffin_lim(logmel: torch.Tensor, config: Optional[MelConfig] = None, n_iter
     phase = _initial_phase(mag.shape, generator, dtype).to(mag.device)
     angles = torch.polar(torch.ones_like(mag), 2 * torch.pi * phase)
     prev = torch.zeros_like(angles)
+    norm = _ola_norm(frames, c.n_fft, c.hop_length, window)
     for _ in range(n_iter):
-        wav = _istft(mag * angles, c.n_fft, c.hop_length, window)
+        wav = _istft(mag * angles, c.n_fft, c.hop_length, window, norm)
         rebuilt = torch.stft(wav, c.n_fft, c.hop_length, c.win_length, window=window,
                              center=False, return_complex=True)
         angles = rebuilt - (momentum / (1 + momentum)) * prev
         prev = rebuilt
         angles = angles / angles.abs().clamp(min=1e-16)
-    wav = _istft(mag * angles, c.n_fft, c.hop_length, window)
+    wav = _istft(mag * angles, c.n_fft, c.hop_length, window, norm)
     wav = wav[:, pad: pad + frames * c.hop_length].to(logmel.dtype)
     return wav.squeeze(0) if squeeze else wav
 
