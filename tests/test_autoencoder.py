@@ -56,3 +56,25 @@ def test_sd_vae_wrapper_loads_local_folder_and_scales(tmp_path):
         ref = vae.eval().encode(video[:, :, 1]).latent_dist.mean * SD_VAE_SCALING
     torch.testing.assert_close(z[:, :, 1], ref, atol=1e-5, rtol=1e-4)
     assert wrapped.decode(z).shape == video.shape
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 5, 3, 7), (144, 64, 8, 8)])
+def test_frame_codec_upsample_equals_torch_nearest_forward_and_backward(shape):
+    """FrameCodec's x2 upsample is a broadcast copy (faster than torch's CPU kernel); it must be the same op."""
+    import torch.nn.functional as F
+
+    from avfast.data.frame_codec import _nearest_x2
+
+    torch.manual_seed(0)
+    base = torch.randn(shape[0], shape[1], shape[3], shape[2])
+    ours = base.transpose(2, 3).requires_grad_(True)  # [N, C, H, W], a non-contiguous view
+    ref = base.clone().transpose(2, 3).requires_grad_(True)
+    assert ours.shape == shape and not ours.is_contiguous()
+    out, expected = _nearest_x2(ours), F.interpolate(ref, scale_factor=2.0, mode="nearest")
+    assert out.shape == expected.shape and torch.equal(out, expected)
+    g = torch.randn_like(expected)
+    out.backward(g)
+    expected.backward(g)
+    # the backward sums each output's 4 copies in another order: equal to float rounding, scaled to the gradient
+    assert ours.grad.abs().max() > 0
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-6, atol=1e-6 * float(ref.grad.abs().max()))
