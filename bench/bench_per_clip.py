@@ -6,12 +6,14 @@ vocoder (Griffin-Lim, the Pipeline's fallback: no MelGAN weights are shipped). T
 
 - `tiny-latent`: the shipped default, `avfast.models.default()` with its real weights and its frame codec
   (`avfast/models/default/autoencoder/`), 18 frames of 32x32 pixels, 1.8 s of sound;
+- `tiny-latent teacher`: the model the default was distilled from (`default:teacher`), at its own 25
+  DPM-Solver++ steps: the same run's reference for the distilled default's speed-up (issue 20: >= 5x);
 - `paper-128`: random weights (time does not depend on them) with a Stable Diffusion VAE of
   sd-vae-ft-mse's architecture, also random (`diffusers.AutoencoderKL` built from the published config:
   no weights are downloaded), 18 frames of 128x128 pixels, 1.8 s of sound. Its decode is the full
   SD-VAE decoder on every frame.
 
-Both run at the default's step count and sampler, whatever the model's own config says. Tasks: joint
+The default and paper-128 run at the default's step count and sampler, whatever the model's own config says. Tasks: joint
 (both modalities from noise) and v2a (a random 18-frame video in, sound out: the video encode, the
 audio-only steps and Griffin-Lim; no video decode). Precisions: fp32, and bf16 (the Pipeline's
 `precision="bf16"`: autocast around the denoiser; the frame autoencoder and Griffin-Lim stay fp32, as
@@ -44,8 +46,9 @@ from conftest import warm_up  # noqa: E402
 
 MM_DIFFUSION_S = 190.0     # issue 20: MM-Diffusion's 20-step DPM-Solver joint sampler, bf16, this CPU (quoted)
 MM_DIFFUSION_STEPS = 20
-ROUNDS = {"tiny-latent": 10, "paper-128": 3}
-MODELS = ("tiny-latent", "paper-128")
+ROUNDS = {"tiny-latent": 10, "tiny-latent teacher": 5, "paper-128": 3}
+MODELS = ("tiny-latent", "tiny-latent teacher", "paper-128")
+TEACHER_STEPS, TEACHER_SAMPLER = 25, "dpmpp2m"  # the teacher's own sampling (issue 20's reference row)
 TASKS = ("joint", "v2a")
 DTYPES = ("fp32", "bf16")
 
@@ -74,6 +77,8 @@ def random_sd_vae():
 def make_pipeline(model: str, precision: str) -> Pipeline:
     if model == "tiny-latent":
         return Pipeline.from_pretrained("default", precision=precision, progress=False)
+    if model == "tiny-latent teacher":
+        return Pipeline.from_pretrained("default:teacher", precision=precision, progress=False)
     if model == "paper-128":
         torch.manual_seed(0)
         return Pipeline(models.create("paper-128").eval(), autoencoder=random_sd_vae(), precision=precision,
@@ -95,7 +100,7 @@ def pipeline(model: str, precision: str) -> Pipeline:
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("model", MODELS)
 def test_seconds_per_clip(benchmark, model, task, dtype):
-    steps, sampler = distilled_settings()
+    steps, sampler = (TEACHER_STEPS, TEACHER_SAMPLER) if model.endswith("teacher") else distilled_settings()
     pipe = pipeline(model, dtype)
     torch.manual_seed(1)
     video = (torch.rand(3, pipe.config.frames, pipe.frame_size, pipe.frame_size) * 2 - 1) if task == "v2a" else None

@@ -46,7 +46,7 @@ def test_merge_replaces_the_rows_of_the_rerun_files_only():
 
     table = report.render_block("per_clip", merged).splitlines()
     assert "× faster than MM-Diffusion (190 s, quoted)" in table[0]
-    assert table[2] == "| tiny-latent | joint | fp32 | 4 DDIM | 4 | 0.50 ±5% | 0.10 | 0.40 | 380× |"
+    assert table[2] == "| tiny-latent | joint | fp32 | 4 DDIM | 4 | 0.50 ±5% | 0.10 | 0.40 | — | 380× |"
     assert table[3].endswith("| — |") and "| v2a |" in table[3]
     assert len(report.render_block("per_clip_joint", merged).splitlines()) == 3
 
@@ -61,3 +61,16 @@ def test_merge_through_main_writes_the_results(tmp_path, monkeypatch):
     assert report.main(["--results", str(results), "--merge", str(run), "--docs", str(tmp_path / "README.md")]) == 0
     assert len(json.loads(results.read_text())["rows"]) == 2
     assert "| tiny-latent | joint |" in (tmp_path / "README.md").read_text()
+
+
+def test_per_clip_speed_up_over_the_teacher_is_the_same_runs_ratio():
+    teacher = {**CLIP, "model": "tiny-latent teacher", "steps": 25, "sampler": "dpmpp2m", "evaluations": 25}
+    run = _doc([_row("bench/bench_per_clip.py::t", "per clip tiny-latent teacher joint 25 steps", 2600.0, **teacher),
+                _row("bench/bench_per_clip.py::s", "per clip tiny-latent joint 4 steps", 500.0, **CLIP),
+                _row("bench/bench_per_clip.py::v", "per clip tiny-latent v2a 4 steps", 250.0,
+                     **{**CLIP, "task": "v2a"})], "t1")
+    table = report.render_block("per_clip", run).splitlines()
+    assert "× faster than the teacher (25 steps, same run)" in table[0]
+    assert table[2].startswith("| tiny-latent teacher | joint |") and "| — |" in table[2]
+    assert table[3].startswith("| tiny-latent | joint |") and "| 5.2× |" in table[3]  # 2600 / 500
+    assert table[4].startswith("| tiny-latent | v2a |") and "| — | — |" in table[4]  # no v2a teacher row
