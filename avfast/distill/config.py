@@ -66,6 +66,7 @@ class DistillConfig:
     autoencoder: str = ""                        # latent teachers: the frame autoencoder folder ("": the teacher folder's autoencoder/)
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
+    crop_prob: float = 0.0                       # share of synthetic clips cut from 3-window clips (as train's --crop-prob)
     seed: int = 0                                # every step's draws
     save_every: int = 250                        # steps between checkpoints (and each stage's last step)
     keep: int = 2                                # checkpoints kept (0: all)
@@ -106,6 +107,7 @@ class DistillConfig:
              "autoencoder must be '' or a local folder with the autoencoder's weights (no folder at that path)",
              "autoencoder"),
             (self.num_clips >= 1, "num_clips must be >= 1", "num_clips"),
+            (0 <= self.crop_prob <= 1, "crop_prob must be in [0, 1]", "crop_prob"),
             (self.save_every >= 1, "save_every must be >= 1", "save_every"),
             (self.keep >= 0, "keep must be >= 0", "keep"), (self.log_every >= 1, "log_every must be >= 1", "log_every"),
             (self.threads >= 0, "threads must be >= 0", "threads"),

@@ -47,6 +47,7 @@ class TrainConfig:
     autoencoder: str = ""                        # latent models: a FrameCodec folder (python -m avfast.train.autoencoder) or an sd-vae-ft-mse folder
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
+    crop_prob: float = 0.0                       # share of synthetic clips cut from 3-window clips (events up to the edges; for long clips)
     seed: int = 0                                # initial weights and every step's draws
     init: str = ""                               # start from this model folder's weights (a checkpoint's EMA) instead of random ones; a resumed run ignores it
     save_every: int = 250                        # steps between checkpoints (and the last step)
@@ -91,6 +92,7 @@ class TrainConfig:
              "init must be '' or a model folder (config.json + model.safetensors, or a training checkpoint with "
              "ema.safetensors)", "init"),
             (self.num_clips >= 1, "num_clips must be >= 1", "num_clips"),
+            (0 <= self.crop_prob <= 1, "crop_prob must be in [0, 1]", "crop_prob"),
             (self.save_every >= 1, "save_every must be >= 1", "save_every"),
             (self.keep >= 0, "keep must be >= 0", "keep"), (self.log_every >= 1, "log_every must be >= 1", "log_every"),
             (self.threads >= 0, "threads must be >= 0", "threads"),
