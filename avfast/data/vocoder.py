@@ -8,6 +8,8 @@ Griffin-Lim phase reconstruction, which is far lower quality; it warns and sets 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import warnings
 from typing import Optional, Sequence, Union
@@ -137,12 +139,28 @@ def save_melgan(model: MelGANGenerator, path: str) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 
+def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """[B, n_fft, T] -> [B, (T-1)*hop + n_fft]: frame t added in at sample t*hop.
+
+    Where hop divides n_fft (Griffin-Lim's n_fft / 4) this is n_fft / hop strided adds of [T, hop]
+    blocks, the same sums as `F.fold` (bit-equal: each sample is a sum of the same terms in the same
+    frame order) at a fraction of col2im's cost; otherwise `F.fold`."""
+    B, n_fft, T = frames.shape
+    if n_fft % hop:
+        return F.fold(frames, output_size=(1, (T - 1) * hop + n_fft), kernel_size=(1, n_fft),
+                      stride=(1, hop)).reshape(B, -1)
+    k = n_fft // hop
+    out = frames.new_zeros(B, T + k - 1, hop)
+    blocks = frames.reshape(B, k, hop, T).transpose(2, 3)  # block j of frame t lands on hop-block t + j
+    for j in range(k):
+        out[:, j:j + T] += blocks[:, j]
+    return out.reshape(B, -1)
+
+
 def _ola_norm(frames: int, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
     """The squared window overlap-added over `frames` frames [1, (frames-1)*hop + n_fft], zeros replaced by 1:
     what an overlap-add inverse divides by. It depends only on the length, so Griffin-Lim computes it once."""
-    length = (frames - 1) * hop + n_fft
-    wsq = (window ** 2)[None, :, None].expand(1, n_fft, frames)
-    norm = F.fold(wsq, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)).reshape(1, length)
+    norm = _overlap_add((window ** 2)[None, :, None].expand(1, n_fft, frames), hop)
     return torch.where(norm > 1e-8, norm, torch.ones_like(norm))
 
 
@@ -155,10 +173,20 @@ def _istft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
     same length, when the caller has it already.
     """
     frames = torch.fft.irfft(spec, n=n_fft, dim=1) * window[None, :, None]  # [B, n_fft, T]
-    length = (spec.shape[-1] - 1) * hop + n_fft
-    signal = F.fold(frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
     norm = _ola_norm(spec.shape[-1], n_fft, hop, window) if norm is None else norm
-    return signal.reshape(spec.shape[0], length) / norm
+    return _overlap_add(frames, hop) / norm
+
+
+def _mel_pinv(config: MelConfig, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pinv(mel basis) [F, n_mels], window [n_fft]) of a mel config, cached: otherwise an SVD per call
+    (~3 ms, a tenth of a clip's Griffin-Lim). Callers must not modify them."""
+    return _mel_pinv_cached(dataclasses.astuple(config), dtype, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_pinv_cached(fields: tuple, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    melspec = MelSpectrogram(MelConfig(*fields)).to(device)
+    return torch.linalg.pinv(melspec.mel_basis.to(dtype)), melspec.window.to(dtype)
 
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
@@ -203,29 +231,36 @@ def griffin_lim(logmel: torch.Tensor, config: Optional[MelConfig] = None, n_iter
                          f"got {tuple(logmel.shape)}")
     squeeze = logmel.dim() == 2
     logmel = logmel.unsqueeze(0) if squeeze else logmel
-    melspec = MelSpectrogram(config).to(logmel.device)
     dtype = torch.float32 if logmel.dtype in (torch.float16, torch.bfloat16) else logmel.dtype
     mel = torch.pow(10.0, logmel.to(dtype))
     mel = torch.where(mel <= LOG_FLOOR * 1.0001, torch.zeros_like(mel), mel)
-    basis = melspec.mel_basis.to(dtype)
-    mag = torch.clamp(torch.linalg.pinv(basis) @ mel, min=0.0)  # [B, F, T]
+    pinv, window = _mel_pinv(config, dtype, str(logmel.device))
+    mag = torch.clamp(pinv @ mel, min=0.0)  # [B, F, T]
 
     c = config
     pad = (c.n_fft - c.hop_length) // 2
     frames = mag.shape[-1]
-    window = melspec.window.to(dtype)
     phase = _initial_phase(mag.shape, generator, dtype).to(mag.device)
     angles = torch.polar(torch.ones_like(mag), 2 * torch.pi * phase)
-    prev = torch.zeros_like(angles)
+    # The loop keeps the unit phasors planar, [2 (re, im), B, F, T]: complex tensors times real ones
+    # promote (a copy per op) and |z| over an interleaved last dim of 2 is slow; planar, each update is
+    # a few contiguous real ops (~2x faster overall; the same algorithm, float rounding apart).
+    unit = torch.stack([angles.real, angles.imag])
+    prev = torch.zeros_like(unit)
     norm = _ola_norm(frames, c.n_fft, c.hop_length, window)
+    keep = momentum / (1 + momentum)
+
+    def waveform(unit: torch.Tensor) -> torch.Tensor:
+        return _istft(torch.complex(unit[0] * mag, unit[1] * mag), c.n_fft, c.hop_length, window, norm)
+
     for _ in range(n_iter):
-        wav = _istft(mag * angles, c.n_fft, c.hop_length, window, norm)
-        rebuilt = torch.stft(wav, c.n_fft, c.hop_length, c.win_length, window=window,
+        rebuilt = torch.stft(waveform(unit), c.n_fft, c.hop_length, c.win_length, window=window,
                              center=False, return_complex=True)
-        angles = rebuilt - (momentum / (1 + momentum)) * prev
+        rebuilt = torch.stack([rebuilt.real, rebuilt.imag])
+        unit = torch.add(rebuilt, prev, alpha=-keep)  # fast Griffin-Lim: rebuilt - momentum' * previous
         prev = rebuilt
-        angles = angles / angles.abs().clamp(min=1e-16)
-    wav = _istft(mag * angles, c.n_fft, c.hop_length, window, norm)
+        unit = unit * torch.addcmul(unit[0] * unit[0], unit[1], unit[1]).clamp_(min=1e-32).rsqrt_()
+    wav = waveform(unit)
     wav = wav[:, pad: pad + frames * c.hop_length].to(logmel.dtype)
     return wav.squeeze(0) if squeeze else wav
 
