@@ -72,3 +72,16 @@ def test_bad_crop_prob_is_named(bad, tmp_path):
         SyntheticAVDataset(CFG, 4, crop_prob=bad)
     with pytest.raises(ValueError, match="crop_prob"):
         TrainConfig(out=str(tmp_path), crop_prob=bad)
+
+
+def test_distillation_passes_crop_prob_to_the_loops_data(tmp_path):
+    from avfast.distill.config import DistillConfig
+    from avfast.distill.run import train_config
+    from avfast.train.loop import make_dataset
+
+    dcfg = DistillConfig(out=str(tmp_path), teacher=str(tmp_path), steps=4, start_steps=16, crop_prob=0.25)
+    cfg = train_config(dcfg, autoencoder="")
+    assert cfg.crop_prob == 0.25
+    assert make_dataset(cfg, CFG).crop_prob == 0.25
+    with pytest.raises(ValueError, match="crop_prob"):
+        DistillConfig(out=str(tmp_path), teacher=str(tmp_path), crop_prob=-1.0)
