@@ -56,7 +56,8 @@ from .diffusion.protocol import supports_grad
 from .diffusion.sampling import TASKS
 from .diffusion.sampling import sample as _sample
 from .diffusion.windowed import DEFAULT_MAX_BATCH as DEFAULT_WINDOW_BATCH
-from .diffusion.windowed import audio_columns_for_seconds, frames_for_seconds, windowed
+from .diffusion.windowed import (audio_columns_for_seconds, check_window_noise, frames_for_seconds,
+                                 shared_window_noise, windowed)
 from .export.runtimes import create_runtime
 from .models import codec
 
@@ -454,7 +455,7 @@ class Pipeline:
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
                  spacing: str = "trailing", condition_mode: str = "replace", max_batch: int | None = None,
                  progress: bool | None = None, seconds: float | str | None = None, overlap: int | None = None,
-                 window_batch: int | None = None) -> Clip:
+                 window_batch: int | None = None, window_noise: str | None = None) -> Clip:
         """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
 
         task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
@@ -472,7 +473,10 @@ class Pipeline:
             gives the plain call's clip bit for bit.
         overlap: video frames shared by neighbouring windows, 0 <= overlap < the model's frames (default a
             third of them); window_batch: windows per model call (default 8; 1 on exported runtimes, whose
-            batch is fixed). Both need `seconds`.
+            batch is fixed). window_noise: the windows' starting noise, "independent" (the default: drawn
+            for the whole clip) or "shared" (every window starts from a permutation of the first window's
+            noise frames and columns, FreeNoise-style: `avfast.diffusion.windowed.shared_window_noise`,
+            clip i from seed + i). All three need `seconds`.
         """
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
@@ -495,6 +499,11 @@ class Pipeline:
                              f"runtime {self.runtime!r} has none; use guidance=0 (replacement) or a PyTorch runtime")
         _check_seconds(seconds, task)
         frames_per_window = self.config.frames
+        if window_noise is not None:
+            check_window_noise(window_noise)
+            if seconds is None:
+                raise ValueError("`window_noise` is the starting noise of a long clip's windows; give `seconds=` too "
+                                 "(a duration, or 'all' for the condition's length)")
         if overlap is not None or window_batch is not None:
             if seconds is None:
                 raise ValueError("`overlap` and `window_batch` shape the windows of a long clip; give `seconds=` too "
@@ -561,6 +570,10 @@ class Pipeline:
                                         audio_shape=self.config.audio_shape, fps=float(self.config.fps),
                                         mel_rate=self.config.sample_rate / self.mel.hop_length, callback=bar)
                     windows = len(denoiser.layout.windows)
+                start_noise = None
+                if long and window_noise == "shared":   # clip i from seed + i, as the sampler's own noise
+                    start_noise = shared_window_noise(denoiser.layout, self.config.video_shape,
+                                                      self.config.audio_shape, range(seed + start, seed + stop))
                 part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
@@ -570,7 +583,7 @@ class Pipeline:
                     v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
                                    steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start,
                                    eta=eta, spacing=spacing, guidance=guidance, condition_mode=condition_mode,
-                                   gamma=gamma, cfg_scale=cfg, labels=part_labels,
+                                   gamma=gamma, cfg_scale=cfg, labels=part_labels, noise=start_noise,
                                    video_shape=denoiser.config.video_shape, audio_shape=denoiser.config.audio_shape,
                                    progress=progress and not long, device=self.device, dtype=self.dtype)
                 if self.device.type == "cuda":

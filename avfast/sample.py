@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-batch", type=int, metavar="N",
                    help="with --seconds: windows per model call (default 8; peak memory does not grow with the "
                         "duration)")
+    p.add_argument("--window-noise", choices=("independent", "shared"),
+                   help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
+                        "clip) or shared (every window starts from a permutation of the first window's noise, "
+                        "FreeNoise-style)")
     p.add_argument("--out", metavar="DIR", default="samples")
     p.add_argument("--vocoder", metavar="WEIGHTS", help="MelGAN .safetensors; default: Griffin-Lim (lower quality)")
     p.add_argument("--autoencoder", metavar="DIR", help="frame autoencoder of a latent-space model (avfast's frame "
@@ -114,6 +118,8 @@ def _check(args: argparse.Namespace) -> None:
     args.seconds = _seconds(args.seconds, args.task)
     if args.seconds is None and (args.overlap is not None or args.window_batch is not None):
         raise CliError("--overlap and --window-batch shape the windows of a long clip; give --seconds too")
+    if args.seconds is None and args.window_noise is not None:
+        raise CliError("--window-noise is the starting noise of a long clip's windows; give --seconds too")
     if args.overlap is not None and args.overlap < 0:
         raise CliError(f"--overlap must be >= 0 video frames (and less than the model's window), got {args.overlap}")
     if args.window_batch is not None and args.window_batch < 1:
@@ -276,7 +282,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed + start,
                      batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing, guidance=args.guidance,
                      condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg, labels=args.label,
-                     seconds=args.seconds, overlap=args.overlap, window_batch=args.window_batch)
+                     seconds=args.seconds, overlap=args.overlap, window_batch=args.window_batch,
+                     window_noise=args.window_noise)
         calls, seconds = calls + clips.calls, seconds + clips.seconds
         out.mkdir(parents=True, exist_ok=True)
         for clip in clips:

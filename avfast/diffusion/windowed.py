@@ -38,7 +38,13 @@ API
   sample_windowed(model, seconds=None, frames=None, overlap=None, max_batch=8, task="joint",
                   condition=None, audio_length=None, **sample_kwargs) -> (video, audio)
       `windowed` + `sample`. For v2a / a2v the clip's length comes from the condition's last frame /
-      column axis unless given.
+      column axis unless given. window_noise="shared" starts every window from the first window's noise
+      (below); "independent" (the default) draws the whole clip's noise as `sample` does.
+  shared_window_noise(layout, video_shape, audio_shape, seeds=0, generator=None, shuffle=True) -> (v_T, a_T)
+      starting noise for windows that share it (FreeNoise-style rescheduling, Qiu et al. 2023): clip i
+      draws the first window's noise from seed seeds[i], every later frame / column copies one of it
+      (`shared_noise_sources(layout, generator, shuffle)`: the indices), so each window's noise frames
+      and columns are a permutation of the first window's; audio follows the video's seconds.
 
 Layout (all in seconds: video is 10 fps, one mel column is 16 ms, so 112 / 18 columns per frame is
 not an integer). `overlap` is in video frames, 0 ≤ overlap < window frames; default a third of the
@@ -294,6 +300,91 @@ def window_layout(frames: int, audio_length: int, window_frames: int, window_aud
                      f"{mel_rate:g} columns/s and {fps:g} fps; check `mel_rate` and `fps`")
 
 
+# --------------------------------------------------------------------------------- starting noise
+WINDOW_NOISES = ("independent", "shared")
+
+
+def check_window_noise(value: Any) -> str:
+    """`window_noise` must be one of WINDOW_NOISES; returns it."""
+    if not isinstance(value, str) or value not in WINDOW_NOISES:
+        raise ValueError(f"`window_noise` must be one of {', '.join(repr(v) for v in WINDOW_NOISES)} (the starting "
+                         f"noise of a long clip's windows), got {value!r}")
+    return value
+
+
+def shared_noise_sources(layout: WindowLayout, generator: torch.Generator | None = None,
+                         shuffle: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each frame's / column's starting noise comes from, for windows that share their noise.
+
+    Returns (video [frames], audio [audio_length]) int64 indices into the first window's frames /
+    columns. FreeNoise's noise rescheduling (Qiu et al. 2023) for uneven window starts: going from
+    window k-1 to window k, the frames that window k adds (after window k-1's end) take the noise of
+    the frames it drops (before window k's start), as many of them, in an order shuffled by
+    `generator` (in order with shuffle=False). So every window's noise frames are a permutation of
+    the first window's. The audio columns follow the same seconds: a new column takes the noise of a
+    dropped column from the seconds its video frame was given (columns sorted by that target time and
+    matched to the dropped columns in time order, so the audio too is an exact permutation of the
+    first window's columns, each within about a column of the video's rescheduled seconds).
+    One window (or a clip shorter than one): the identity."""
+    ws = layout.windows
+    nv, na = ws[0].frame_stop - ws[0].frame_start, ws[0].audio_stop - ws[0].audio_start
+    src_v = torch.empty(layout.frames, dtype=torch.long)
+    src_a = torch.empty(layout.audio_length, dtype=torch.long)
+    src_v[:nv], src_a[:na] = torch.arange(nv), torch.arange(na)
+    for p, w in zip(ws, ws[1:]):
+        d = w.frame_start - p.frame_start               # frames dropped = frames added
+        perm = torch.randperm(d, generator=generator) if shuffle else torch.arange(d)
+        src_v[p.frame_stop:w.frame_stop] = src_v[p.frame_start:w.frame_start][perm]
+        D = w.audio_start - p.audio_start               # columns dropped = columns added
+        if D == 0:
+            continue
+        # The added columns, at the seconds their video frame now has (its first-window frame + the column's
+        # place within the frame), take the dropped columns' noise in that order: both sorted by first-window time.
+        at = (torch.arange(p.audio_stop, w.audio_stop, dtype=torch.float64) + 0.5) / layout.mel_rate * layout.fps
+        j = at.floor().clamp(0, w.frame_stop - 1)
+        key = src_v[j.long()].to(torch.float64) + (at - j).clamp(0.0, 0.999)
+        order = torch.argsort(key, stable=True)
+        src_a[p.audio_stop + order] = torch.sort(src_a[p.audio_start:w.audio_start]).values
+    return src_v, src_a
+
+
+def shared_window_noise(layout: WindowLayout, video_shape: Sequence[int], audio_shape: Sequence[int],
+                        seeds: Sequence[int] | int = 0, generator: torch.Generator | None = None,
+                        shuffle: bool = True, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting noise (v_T [B, C, frames, H, W], a_T [B, mel, audio_length]) for windows that share it.
+
+    `video_shape` (C, F, H, W) / `audio_shape` (mel, T): one window's, as the model's config. Clip i
+    draws, from `torch.Generator().manual_seed(seeds[i])` (an int: one clip), the noise of the first
+    window's frames and columns (video, then audio: what `sample` draws for a one-window clip of that
+    seed, so a one-window layout gives the independent noise bit for bit), then the shuffles of
+    `shared_noise_sources`, and every later frame / column copies the noise it is given. With
+    `generator=`, all clips draw from it in turn instead. float32 on the CPU, cast to `dtype`."""
+    vs, as_ = tuple(video_shape), tuple(audio_shape)
+    if len(vs) != 4 or len(as_) != 2 or not all(isinstance(x, int) and x > 0 for x in vs + as_):
+        raise ValueError(f"`video_shape` (C, F, H, W) and `audio_shape` (mel, T) of one window must be tuples of "
+                         f"positive ints, got {video_shape!r} and {audio_shape!r}")
+    w0 = layout.windows[0]
+    nv, na = w0.frame_stop - w0.frame_start, w0.audio_stop - w0.audio_start
+    if (vs[1], as_[1]) != (layout.window_frames, layout.window_audio):
+        raise ValueError(f"`video_shape` / `audio_shape` must be one window's ({layout.window_frames} frames, "
+                         f"{layout.window_audio} columns) as the layout's, got {vs[1]} frames and {as_[1]} columns")
+    if isinstance(seeds, bool) or (not isinstance(seeds, int) and not isinstance(seeds, Sequence)):
+        raise ValueError(f"`seeds` must be an int >= 0 or a sequence of them (one per clip), got {seeds!r}")
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"`seeds` must be an int >= 0 or a non-empty sequence of them (one per clip), got {seeds!r}")
+    videos, audios = [], []
+    for seed in seeds:
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
+        base_v = torch.randn((1, vs[0], nv, vs[2], vs[3]), generator=g, device=g.device).cpu()
+        base_a = torch.randn((1, as_[0], na), generator=g, device=g.device).cpu()
+        src_v, src_a = shared_noise_sources(layout, torch.Generator().manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=g, device=g.device))), shuffle)
+        videos.append(base_v[:, :, src_v])
+        audios.append(base_a[:, :, src_a])
+    return torch.cat(videos).to(dtype), torch.cat(audios).to(dtype)
+
+
 # --------------------------------------------------------------------------------- the denoiser
 class WindowedDenoiser:
     """A Denoiser over the long clip: runs `model` on each window and fuses the v-predictions."""
@@ -438,7 +529,7 @@ def windowed(model: Denoiser, frames: int | None = None, *, seconds: float | Non
 def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int | None = None,
                     overlap: int | None = None, max_batch: int | None = DEFAULT_MAX_BATCH, task: str = "joint",
                     condition: torch.Tensor | None = None, audio_length: int | None = None,
-                    fps: float | None = None, mel_rate: float | None = None,
+                    fps: float | None = None, mel_rate: float | None = None, window_noise: str = "independent",
                     **sample_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate a clip of any length with `sample` over `windowed(model, ...)`.
 
@@ -447,9 +538,13 @@ def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int |
     modality's length following in seconds. `sample_kwargs` go to `sample` (steps, sampler, seed,
     gamma, guidance, cfg_scale, labels, noise, ...); `video_shape` / `audio_shape` there are one
     window's, for a model without `.config`; `callback` goes to `windowed`.
+    window_noise: "independent" (the default: the whole clip's starting noise drawn as `sample` draws
+    it) or "shared" (`shared_window_noise`: every window starts from a permutation of the first
+    window's noise frames, FreeNoise-style; clip i from seed + i, or from `generator`). Not with `noise`.
     """
     from .sampling import sample
 
+    check_window_noise(window_noise)
     video_shape, audio_shape = sample_kwargs.pop("video_shape", None), sample_kwargs.pop("audio_shape", None)
     callback = sample_kwargs.pop("callback", None)
     if seconds is None and frames is None and task in ("v2a", "a2v") and isinstance(condition, torch.Tensor):
@@ -469,8 +564,20 @@ def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int |
             frames = max(1, _round_half_up(audio_length / rate * fps_))
     den = windowed(model, frames, seconds=seconds, audio_length=audio_length, overlap=overlap, max_batch=max_batch,
                    video_shape=video_shape, audio_shape=audio_shape, fps=fps, mel_rate=mel_rate, callback=callback)
+    if window_noise == "shared":
+        if sample_kwargs.get("noise") is not None:
+            raise ValueError("`window_noise`='shared' makes the starting noise; give it or `noise`, not both")
+        seed, batch = sample_kwargs.get("seed", 0), sample_kwargs.get("batch_size", 1)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"`batch_size` must be an int >= 1, got {batch!r}")
+        vs, as_ = _window_sizes(model, video_shape, audio_shape)
+        sample_kwargs["noise"] = shared_window_noise(den.layout, vs, as_, range(seed, seed + batch),
+                                                     generator=sample_kwargs.get("generator"))
     return sample(den, task=task, condition=condition, **sample_kwargs)
 
 
-__all__ = ["HOP_LENGTH", "Window", "WindowLayout", "WindowedDenoiser", "audio_columns_for_seconds",
-           "frames_for_seconds", "mel_rate", "sample_windowed", "window_layout", "windowed"]
+__all__ = ["HOP_LENGTH", "WINDOW_NOISES", "Window", "WindowLayout", "WindowedDenoiser", "audio_columns_for_seconds",
+           "check_window_noise", "frames_for_seconds", "mel_rate", "sample_windowed", "shared_noise_sources",
+           "shared_window_noise", "window_layout", "windowed"]

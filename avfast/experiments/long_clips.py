@@ -30,6 +30,9 @@ bootstrap CIs over clips (`avfast.experiments.stats`):
                   for the whole clip; a generated long clip need not (each window sees only its own
                   ~2 s, so the scene and objects may change from window to window).
   s/clip          sampling + decoding time per clip, long and window.
+--window-noise shared starts the long clips' windows from shared noise (each window's noise a permutation
+of the first window's, FreeNoise-style; `avfast.diffusion.windowed.shared_window_noise`); the window clips
+are unchanged.
 Output in --out: long_clips.json, long_clips.md, long_clips.png (per-frame residual mean |x -
 median3x3(x)| and optical-flow magnitude along a long a2v and joint clip, and the joint clip's audio
 energy, window joins and overlaps marked).
@@ -72,6 +75,7 @@ class LongClipSettings:
     tasks: tuple[str, ...] = TASKS
     threads: int = 0
     progress: bool = True
+    window_noise: str = "independent"   # the long clips' starting noise (avfast.diffusion.windowed)
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -97,6 +101,8 @@ class LongClipSettings:
             raise ValueError(f"--tasks must be some of {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.window_noise not in ("independent", "shared"):
+            raise ValueError(f"--window-noise must be 'independent' or 'shared', got {self.window_noise!r}")
 
 
 # --- held-out clips ---------------------------------------------------------------------------------
@@ -215,7 +221,8 @@ def _generate(pipe, task: str, pixels, waves, settings: LongClipSettings, long: 
         stop = min(start + settings.batch, n)
         given = {"v2a": {"video": pixels[start:stop]}, "a2v": {"audio": waves[start:stop]},
                  "joint": {"batch": stop - start}}[task]
-        extra = dict(seconds="all" if task != "joint" else settings.seconds, overlap=settings.overlap) if long else {}
+        extra = dict(seconds="all" if task != "joint" else settings.seconds, overlap=settings.overlap,
+                     window_noise=settings.window_noise) if long else {}
         t0 = time.perf_counter()
         clip = pipe(task, steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
                     condition_mode=settings.condition_mode if task != "joint" else "replace",
@@ -352,7 +359,8 @@ def markdown(results: dict) -> str:
         "",
         f"Model `{st['model']}` ({results['model']['sha256'][:12]}), {st['sampler']} {st['steps']} steps, "
         f"{st['clips']} held-out clips per row (data seed {st['data_seed']}), {len(lay['windows'])} windows of "
-        f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames; sound: "
+        f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames, "
+        f"{st.get('window_noise', 'independent')} window noise; sound: "
         f"{results['vocoder']}. 95 % bootstrap CIs over clips; ratios resample the two sets independently.",
         "",
         "| task | AV-Align long | AV-Align window | long / window | vs real: long / window | "
@@ -489,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--condition-mode", default=s.condition_mode, choices=("clean", "replace"))
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of v2a,a2v,joint")
     ap.add_argument("--threads", type=int, default=s.threads, help="torch threads (0: torch's default)")
+    ap.add_argument("--window-noise", default=s.window_noise, choices=("independent", "shared"),
+                    help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
+                         "window from a permutation of the first window's noise, FreeNoise-style; default: "
+                         "%(default)s)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -499,7 +511,8 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         settings = LongClipSettings(args.model, args.clips, args.seconds, args.overlap, args.steps, args.sampler,
                                     args.seed, args.data_seed, args.batch, args.condition_mode,
-                                    tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress)
+                                    tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress,
+                                    args.window_noise)
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
