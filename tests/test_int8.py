@@ -85,6 +85,27 @@ def test_a_latent_models_v2a_is_calibrated_on_its_own_joint_video_latents():
     assert torch.isfinite(v).all() and v.abs().mean() > 0.05
 
 
+def test_the_first_step_set_records_only_the_first_call_of_more_clips():
+    """The first-step graph's calibration: `first_step_clips` clips per task, the sampler's first call only
+    (stopped there), at the grid's first timestep; t_min is that timestep."""
+    from avfast.diffusion.timesteps import timestep_grid
+    from avfast.export.int8 import collect_calibration, first_step_t_min
+
+    settings = _settings(first_step_clips=3)
+    cal = collect_calibration(tiny_model(), FRAMES, AUDIO, settings, first_step=True)
+    first = float(timestep_grid(settings.steps, 1000, settings.spacing)[0])
+    assert cal.first_step and {r["step"] for r in cal.records} == {0}
+    assert cal.samples == 3 * 3   # 3 clips x joint, v2a, a2v
+    for r in cal.records:
+        generated, given = ("t_a", "t_v") if r["task"] == "v2a" else ("t_v", "t_a")
+        assert r[generated] == first and r[given] == (0.0 if r["condition_mode"] == "clean" else first)
+    assert first_step_t_min(cal) == first and cal.describe()["recorded_steps"] == [0]
+    with pytest.raises(ValueError, match="needs a first-step calibration set"):
+        first_step_t_min(collect_calibration(tiny_model(), FRAMES, AUDIO, _settings(tasks=("joint",))))
+    with pytest.raises(ValueError, match="`first_step_clips` must be an int >= 0"):
+        _settings(first_step_clips=-1)
+
+
 def test_calibration_refuses_the_training_seed():
     with pytest.raises(ValueError, match="data seed 0 made the training clips"):
         _settings(data_seed=0)
@@ -106,7 +127,7 @@ def _int8_export():
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     result = run_export(model, ExportOptions(out=out, name="tiny-int8", frames=FRAMES, audio_length=AUDIO,
                                              precision="int8", bench_calls=1, runtimes=(), progress=False,
-                                             calibration=_settings(steps=8, every=2)))
+                                             calibration=_settings(steps=8, every=2, first_step_clips=4)))
     return model, result.manifest, out / "tiny-int8.onnx"
 
 
@@ -131,6 +152,45 @@ def test_int8_export_is_int8_and_holds_its_parity_bound():
         assert p["passed"] and p["bound"] == BOUNDS["int8"] and p["worst_relative"] <= BOUNDS["int8"]
         # really quantised: far from fp32 agreement
         assert p["worst_relative"] > 10 * BOUNDS["fp32"], p
+    # the first-step graph: its own file, calibrated on the first call of 4 clips per task, within the bound at T
+    first = q["first_step"]
+    assert first["onnx"] == "tiny-int8.first-step.onnx" and (path.parent / first["onnx"]).is_file()
+    assert first["calibration"]["recorded_steps"] == [0] and first["calibration"]["samples"] == 3 * 4
+    assert first["t_min"] == 1000.0
+    assert check_int8_graph(path.parent / first["onnx"])["int8_layers"] == first["graph"]["int8_layers"] > 0
+    for name in runtimes:
+        p = first["parity"][name]
+        assert p["passed"] and p["worst_relative"] <= BOUNDS["int8"] and p["worst_relative"] > 10 * BOUNDS["fp32"], p
+
+
+@requires_onnx
+@requires_nncf
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_calls_at_the_first_step_run_the_first_step_graph(name, tmp_path):
+    if name == "openvino" and not have("openvino"):
+        pytest.skip("openvino is not installed (pip install 'avfast[openvino]')")
+    from avfast.runtime import load
+
+    _, m, path = _int8_export()
+    first_file = path.parent / m["quantization"]["first_step"]["onnx"]
+    routed, main, first = load(name, path), load(name, path, first_step=False), load(name, first_file,
+                                                                                     first_step=False)
+    assert routed.first_step is not None and routed.first_step_t_min == 1000.0 and main.first_step is None
+    g = torch.Generator().manual_seed(5)
+    v, a = torch.randn(1, 3, FRAMES, 32, 32, generator=g), torch.randn(1, 80, AUDIO, generator=g)
+    for t_v, t_a, expected in ((1000.0, 1000.0, first), (0.0, 1000.0, first), (1000.0, 0.0, first),
+                               (750.0, 750.0, main), (999.0, 999.0, main)):
+        got, want, other = routed(v, a, t_v, t_a), expected(v, a, t_v, t_a), (main if expected is first else first)(
+            v, a, t_v, t_a)
+        for x, y, z in zip(got, want, other):
+            assert torch.equal(x, y), (t_v, t_a)
+            assert not torch.equal(x, z)   # the two graphs differ: the routing is observable
+    # a manifest naming a first-step graph that is not there: one clear error
+    for f in (path, path.with_suffix(".json")):
+        shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(FileNotFoundError, match="first-step graph tiny-int8.first-step.onnx that is not there"):
+        load(name, tmp_path / path.name)
 
 
 @requires_onnx

@@ -19,6 +19,16 @@ the sampler's grid and its last, because activation ranges differ across timeste
 inputs are noise, near 0 they are data). The sampler is the one the model is used with: a distilled
 student's own step count and sampler (every step of a 4-step grid), else 25 DPM-Solver++ steps.
 
+The first step gets its own graph (`first_step_clips`, on by default). At t = T the inputs are pure noise
+(and a clean or fully noised condition), and their activation ranges are the widest of the trajectory:
+one per-tensor scale for every timestep costs most there, and on the default model it was the one step
+whose int8 error moved joint samples off the data's distribution (joint FD 3.0 against fp32's 1.1 on the
+quality report; the same graph with the first step in fp32: 1.1; docs/int8.md). So the export also writes
+`<name>.first-step.onnx`: the same fp32 graph quantised on first-step inputs only (`first_step_clips`
+held-out clips per task, the sampler stopped after its first call), and the runtimes send every call whose
+timesteps all lie at the first step's (max(t_v, t_a) >= `t_min`, the smallest first-step timestep
+recorded) to it. Every step still runs in int8.
+
 Layers kept in float (`KEEP_FLOAT`, NNCF's ignored_scope, found by name scope in the graph's metadata)
 were chosen by measurement (bench/int8_sensitivity.py, docs/int8.md).
 """
@@ -69,6 +79,9 @@ class CalibrationSettings:
     data_seed: int = CALIBRATION_DATA_SEED
     seed: int = 0                  # sampling noise of clip i: seed + i
     tasks: tuple[str, ...] = ("joint", "v2a", "a2v")
+    # held-out clips per task whose first sampler call calibrates the first-step graph; 0: no such graph.
+    # 16 (48 samples): with 4 (12 samples, 1 feed at batch 8) joint FD stayed at 3.2 (docs/int8.md).
+    first_step_clips: int = 16
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "every"):
@@ -77,6 +90,10 @@ class CalibrationSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"calibration: `{name}` must be an int >= 1, got {value!r}")
+        value = self.first_step_clips
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"calibration: `first_step_clips` must be an int >= 0 (0: no first-step graph), "
+                             f"got {value!r}")
         if self.data_seed == 0:
             raise ValueError("calibration: data seed 0 made the training clips; use a held-out seed")
 
@@ -104,6 +121,7 @@ class Calibration:
     `records[i]` says which task, condition mode and step it came from and its timesteps."""
 
     settings: CalibrationSettings
+    first_step: bool = False       # only the sampler's first call recorded (the first-step graph's set)
     inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # task -> where its inputs came from, where not the clips
@@ -138,17 +156,25 @@ class Calibration:
         return {"source": f"held-out synthetic clips (avfast.data.synthetic, data seed {self.settings.data_seed}) "
                           f"sampled by the fp32 model; the denoiser's inputs recorded along the trajectory",
                 "settings": {**asdict(self.settings), "tasks": list(self.settings.tasks)},
-                "recorded_steps": self.settings.recorded_steps(), "calls": len(self.inputs),
+                "recorded_steps": [0] if self.first_step else self.settings.recorded_steps(),
+                "calls": len(self.inputs),
                 "samples": self.samples, "tasks": [f"{t} ({m})" for t, m in tasks],
                 "timesteps": self.timesteps(), "notes": self.notes}
 
 
-class _Recorder:
-    """The fp32 denoiser, recording the inputs of the calls whose index is in `steps`."""
+class _Recorded(Exception):
+    """Raised by a `_Recorder` with `stop=True` once it has recorded its last step: the rest of the
+    trajectory is not needed."""
 
-    def __init__(self, denoiser, steps: list[int], calibration: Calibration, task: str, mode: str) -> None:
+
+class _Recorder:
+    """The fp32 denoiser, recording the inputs of the calls whose index is in `steps` (and stopping the
+    sampler after the last of them when `stop`)."""
+
+    def __init__(self, denoiser, steps: list[int], calibration: Calibration, task: str, mode: str,
+                 stop: bool = False) -> None:
         self.denoiser, self.steps, self.calibration = denoiser, set(steps), calibration
-        self.task, self.mode, self.calls = task, mode, 0
+        self.task, self.mode, self.calls, self.stop = task, mode, 0, stop
         self.config = getattr(denoiser, "config", None)
         self.supports_grad = False
 
@@ -159,6 +185,8 @@ class _Recorder:
             self.calibration.records.append({"task": self.task, "condition_mode": self.mode, "step": self.calls,
                                              "t_v": float(t_v[0]), "t_a": float(t_a[0])})
         self.calls += 1
+        if self.stop and self.calls > max(self.steps):
+            raise _Recorded
         return self.denoiser(v_t, a_t, t_v, t_a, labels)
 
 
@@ -188,9 +216,10 @@ def held_out_clips(config, n: int, data_seed: int = CALIBRATION_DATA_SEED) -> tu
 
 
 def collect_calibration(model: torch.nn.Module, frames: int, audio_length: int,
-                        settings: CalibrationSettings = CalibrationSettings()) -> Calibration:
+                        settings: CalibrationSettings = CalibrationSettings(), first_step: bool = False) -> Calibration:
     """Samples held-out clips with the fp32 model (eager, fused ops) and records the denoiser's inputs at
-    `settings.recorded_steps()` for every task (see the module docstring)."""
+    `settings.recorded_steps()` for every task (see the module docstring). `first_step`: the first-step
+    graph's set instead: `settings.first_step_clips` clips per task, only the sampler's first call."""
     from ..diffusion.sampling import sample
     from ..runtime.torch_runtimes import EagerDenoiser
 
@@ -198,10 +227,13 @@ def collect_calibration(model: torch.nn.Module, frames: int, audio_length: int,
     cfg = cpu_model.config.replace(frames=frames, audio_length=audio_length)
     fp32 = EagerDenoiser(cpu_model, "fused")
     settings = settings.for_model(cpu_model.config)
-    calibration = Calibration(settings)
-    video, audio = held_out_clips(cfg, settings.clips, settings.data_seed)
-    steps = settings.recorded_steps()
-    half = settings.clips // 2
+    calibration = Calibration(settings, first_step=first_step)
+    clips = settings.first_step_clips if first_step else settings.clips
+    if clips < 1:
+        raise ValueError("calibration: `first_step_clips` is 0, so there is no first-step graph to calibrate")
+    video, audio = held_out_clips(cfg, clips, settings.data_seed)
+    steps = [0] if first_step else settings.recorded_steps()
+    half = clips // 2
     unknown = [t for t in settings.tasks if t not in ("joint", "v2a", "a2v")]
     if unknown:
         raise ValueError(f"calibration: unknown task {unknown[0]!r}")
@@ -209,20 +241,30 @@ def collect_calibration(model: torch.nn.Module, frames: int, audio_length: int,
         # A latent model's export has no frame codec to encode the clips' pixels; its own joint samples of the
         # same clips' seeds end at video latents from the model's distribution, which is what v2a is given.
         video, _ = sample(fp32, task="joint", steps=settings.steps, sampler=settings.sampler,
-                          spacing=settings.spacing, seed=settings.seed, batch_size=settings.clips,
+                          spacing=settings.spacing, seed=settings.seed, batch_size=clips,
                           video_shape=cfg.video_shape, audio_shape=cfg.audio_shape, progress=False)
         calibration.notes["v2a"] = "condition: the video latents of the fp32 model's joint samples (latent model)"
     for task in settings.tasks:
-        parts = ([("replace", 0, settings.clips)] if task == "joint" else
-                 [(m, a, b) for m, a, b in (("clean", 0, settings.clips - half), ("replace", settings.clips - half,
-                                                                                   settings.clips)) if b > a])
+        parts = ([("replace", 0, clips)] if task == "joint" else
+                 [(m, a, b) for m, a, b in (("clean", 0, clips - half), ("replace", clips - half, clips)) if b > a])
         for mode, lo, hi in parts:
             condition = None if task == "joint" else (video if task == "v2a" else audio)[lo:hi]
-            recorder = _Recorder(fp32, steps, calibration, task, mode)
-            sample(recorder, task=task, condition=condition, steps=settings.steps, sampler=settings.sampler,
-                   spacing=settings.spacing, seed=settings.seed + lo, batch_size=hi - lo, condition_mode=mode,
-                   video_shape=cfg.video_shape, audio_shape=cfg.audio_shape, progress=False)
+            recorder = _Recorder(fp32, steps, calibration, task, mode, stop=first_step)
+            try:
+                sample(recorder, task=task, condition=condition, steps=settings.steps, sampler=settings.sampler,
+                       spacing=settings.spacing, seed=settings.seed + lo, batch_size=hi - lo, condition_mode=mode,
+                       video_shape=cfg.video_shape, audio_shape=cfg.audio_shape, progress=False)
+            except _Recorded:
+                pass
     return calibration
+
+
+def first_step_t_min(calibration: Calibration) -> float:
+    """The smallest max(t_v, t_a) of a first-step calibration set: runtimes send calls at or above it to the
+    first-step graph (the sampler's first call has the largest timesteps of its trajectory)."""
+    if not calibration.first_step or not calibration.records:
+        raise ValueError("first_step_t_min: needs a first-step calibration set (collect_calibration(first_step=True))")
+    return min(max(r["t_v"], r["t_a"]) for r in calibration.records)
 
 
 # --------------------------------------------------------------------------------- the graph's groups

@@ -194,12 +194,22 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
         inputs = parity_inputs(reference_model, B, frames, audio_length)
         parity: dict[str, Any] = {}
         if options.precision in CPU_PRECISIONS:
+            first_step = (quantization or {}).get("first_step") or False
             for runtime_name in ("onnxruntime",) + (("openvino",) if int8 and _have("openvino") else ()):
-                p = measure_parity(load(runtime_name, onnx_path), reference, inputs, options.precision,
+                runtime = load(runtime_name, onnx_path, first_step=first_step)
+                p = measure_parity(runtime, reference, inputs, options.precision,
                                    runtime_name, "torch eager fp32 (fused ops)")
                 parity[runtime_name] = p.as_dict()
                 if not p.passed:
                     raise ParityError(f"parity failed, nothing was written: {p}")
+                if first_step:   # the first-step graph, on the first call's timesteps (t = T)
+                    T = float(reference_model.config.num_train_steps)
+                    at_T = (*inputs[:2], torch.full_like(inputs[2], T), torch.full_like(inputs[3], T))
+                    p = measure_parity(runtime, reference, at_T, options.precision,
+                                       f"{runtime_name} first-step graph", "torch eager fp32 (fused ops)")
+                    first_step.setdefault("parity", {})[runtime_name] = p.as_dict()
+                    if not p.passed:
+                        raise ParityError(f"parity of the first-step graph failed, nothing was written: {p}")
         else:
             parity["onnxruntime"] = {"skipped": "ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv); "
                                                 "bf16 parity is measured on TensorRT (--trt on a GPU)"}
@@ -248,7 +258,9 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
             manifest["quantization"] = quantization
         _write_readable(staging / f"{name}.json", (json.dumps(manifest, indent=1) + "\n").encode())
         steps.update()
-        files = _move_into_place(staging, out, name, info.external_data, engine_path)
+        first = (quantization or {}).get("first_step") or {}
+        extra = [f for f in (first.get("external_data"), first.get("onnx")) if f]
+        files = _move_into_place(staging, out, name, info.external_data, engine_path, extra)
         return ExportResult(manifest, files, trt_error)
     finally:
         steps.close()
@@ -264,19 +276,33 @@ def _have(module: str) -> bool:
 def _quantize(model, float_path: Path, onnx_path: Path, frames: int, audio_length: int, batch: int | None,
               options: ExportOptions, steps) -> dict:
     """int8: calibration data along the sampler's trajectory, NNCF's QDQ graph at `onnx_path`, checked to
-    be int8; the fp32 graph is removed. Returns the manifest's "quantization" entry."""
-    from .int8 import CalibrationSettings, check_int8_graph, collect_calibration, quantize_onnx
+    be int8; with `first_step_clips` > 0 also the first-step graph `<name>.first-step.onnx` next to it
+    (avfast.export.int8); the fp32 graph is removed. Returns the manifest's "quantization" entry."""
+    from .int8 import CalibrationSettings, check_int8_graph, collect_calibration, first_step_t_min, quantize_onnx
 
+    settings = options.calibration or CalibrationSettings()
     steps.set_postfix_str("int8 calibration data")
-    calibration = collect_calibration(model, frames, audio_length, options.calibration or CalibrationSettings())
+    calibration = collect_calibration(model, frames, audio_length, settings)
+    first = collect_calibration(model, frames, audio_length, settings, first_step=True) \
+        if settings.first_step_clips else None
     steps.update()
     steps.set_postfix_str("int8 quantisation (nncf)")
     info = quantize_onnx(float_path, onnx_path, calibration, batch)
+    first_step = None
+    if first is not None:
+        first_path = onnx_path.with_name(onnx_path.stem + ".first-step.onnx")
+        first_info = quantize_onnx(float_path, first_path, first, batch)
+        first_stats = check_int8_graph(first_path)
+        first_step = {"onnx": first_path.name, "external_data": first_info["external_data"],
+                      "t_min": first_step_t_min(first), "calibration": first.describe(),
+                      "graph": {"int8_layers": first_stats["int8_layers"],
+                                "compute_layers": first_stats["compute_layers"]},
+                      "onnx_sha256": _sha256(first_path)}
     for path in (float_path, float_path.with_name(float_path.name + ".data")):
         path.unlink(missing_ok=True)
     stats = check_int8_graph(onnx_path)
     steps.update()
-    return {**info, "calibration": calibration.describe(),
+    return {**info, "calibration": calibration.describe(), "first_step": first_step,
             "graph": {"quantized_ops": stats["quantized_ops"], "int8_layers": stats["int8_layers"],
                       "compute_layers": stats["compute_layers"], "float_layers": stats["float_layers"]}}
 
@@ -331,9 +357,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _move_into_place(staging: Path, out: Path, name: str, external: str | None, engine: Path | None) -> list[Path]:
-    # Weights before the graph that names them, the manifest (which says the export is complete) last.
-    order = ([external] if external else []) + [f"{name}.onnx"] + ([engine.name] if engine else []) + [f"{name}.json"]
+def _move_into_place(staging: Path, out: Path, name: str, external: str | None, engine: Path | None,
+                     extra: list[str] = ()) -> list[Path]:
+    # Weights before the graph that names them, the manifest (which says the export is complete) last;
+    # `extra`: other files the manifest names (an int8 export's first-step graph), before it.
+    order = list(extra) + ([external] if external else []) + [f"{name}.onnx"] + ([engine.name] if engine else []) + [f"{name}.json"]
     moved = []
     for fname in order:
         os.replace(staging / fname, out / fname)

@@ -65,23 +65,26 @@ def check_runtime_precision(name: str, precision: str) -> str:
     return precision
 
 
-def load(name: str, path: str | Path, device: str | torch.device | None = None, precision: str | None = None):
+def load(name: str, path: str | Path, device: str | torch.device | None = None, precision: str | None = None,
+         first_step=None):
     """The exported runtime `name` on an existing file: .onnx for onnxruntime*/openvino, .engine for tensorrt.
 
-    `precision` is for openvino only: "bf16" runs an fp32 graph with the CPU plugin's bf16 kernels."""
+    `precision` is for openvino only: "bf16" runs an fp32 graph with the CPU plugin's bf16 kernels.
+    `first_step` (onnxruntime, openvino): an int8 export's first-step graph, read from its manifest when None;
+    False runs every call on the main graph (avfast.runtime.manifest.first_step_graph)."""
     if precision is not None and name != "openvino":
         raise ValueError(f"load: `precision` applies to the openvino runtime only (got it for {name!r}); the "
                          f"other runtimes compute in the precision their file was exported in")
     if name == "onnxruntime":
         from .ort import OnnxRuntimeDenoiser
 
-        return OnnxRuntimeDenoiser(path, device="cpu")
+        return OnnxRuntimeDenoiser(path, device="cpu", first_step=first_step)
     if name == "onnxruntime-cuda":
         from .ort import OnnxRuntimeDenoiser
 
         if device is not None and torch.device(device).type != "cuda":  # never ONNX Runtime's CPU provider in silence
             raise ValueError(f"runtime 'onnxruntime-cuda' runs on CUDA, not {device}; use 'onnxruntime' for the CPU")
-        return OnnxRuntimeDenoiser(path, device=device or "cuda")
+        return OnnxRuntimeDenoiser(path, device=device or "cuda", first_step=first_step)
     if name == "tensorrt":
         from .trt import TensorRTDenoiser
 
@@ -89,7 +92,7 @@ def load(name: str, path: str | Path, device: str | torch.device | None = None, 
     if name == "openvino":
         from .ov import OpenVinoDenoiser
 
-        return OpenVinoDenoiser(path, inference_precision=precision)
+        return OpenVinoDenoiser(path, inference_precision=precision, first_step=first_step)
     raise ValueError(f"unknown exported runtime {name!r}; expected one of {', '.join(EXPORTED_RUNTIMES)}")
 
 

@@ -5,6 +5,10 @@ of a graph or engine that was built for fixed shapes.
 
 Exported runtimes take float32 inputs (other float dtypes are converted) on their own device and return
 float32 outputs; the graph's precision (fp32/fp16/bf16) is inside it.
+
+An int8 export may come with a first-step graph (avfast.export.int8: quantised on the sampler's first call,
+where activation ranges are widest): `first_step` holds its runtime and `first_step_t_min`, and a call
+whose every sample has max(t_v, t_a) >= t_min runs on it; every other call on the main graph.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class Runtime(ABC):
         if config is not None:
             config = config.replace(frames=spec.video_shape[1], audio_length=spec.audio_shape[1])
         self.config = config
+        self.first_step: Runtime | None = None       # see the module docstring
+        self.first_step_t_min: float | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, video={list(self.spec.video_shape)}, "
@@ -54,7 +60,13 @@ class Runtime(ABC):
                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = self.prepare(v_t, a_t, t_v, t_a, labels)
         with torch.no_grad():
+            if self.first_step is not None and self.at_first_step(inputs["t_v"], inputs["t_a"]):
+                return self.first_step._run(inputs)
             return self._run(inputs)
+
+    def at_first_step(self, t_v: torch.Tensor, t_a: torch.Tensor) -> bool:
+        """Whether a call with these timesteps [B] goes to the first-step graph (all samples at t_min or above)."""
+        return self.first_step_t_min is not None and bool((torch.maximum(t_v, t_a) >= self.first_step_t_min).all())
 
     @abstractmethod
     def _run(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

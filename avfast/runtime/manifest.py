@@ -50,3 +50,24 @@ def spec_and_config(graph_path: str | Path, graph_spec: IOSpec) -> tuple[IOSpec,
         lo, hi = data["batch_range"]
         spec = dataclasses.replace(spec, batch_range=(int(lo), int(hi)))
     return dataclasses.replace(spec, num_train_steps=config.num_train_steps), config
+
+
+def first_step_graph(graph_path: str | Path, first_step: Any = None) -> tuple[Path, float] | None:
+    """(path, t_min) of an int8 export's first-step graph (see avfast.runtime.base), or None.
+
+    `first_step`: None reads the manifest's `quantization.first_step`; False: none (the main graph for every
+    call); a dict {"onnx": file name next to the graph, "t_min": float} gives it (the export does, before
+    its manifest exists)."""
+    if first_step is False:
+        return None
+    if first_step is None:
+        first_step = ((read_manifest(graph_path) or {}).get("quantization") or {}).get("first_step")
+        if not first_step:
+            return None
+    if not isinstance(first_step, dict) or "onnx" not in first_step or "t_min" not in first_step:
+        raise ValueError(f"`first_step` must be None, False or a dict with 'onnx' and 't_min', got {first_step!r}")
+    path = Path(graph_path).with_name(str(first_step["onnx"]))
+    if not path.is_file():
+        raise FileNotFoundError(f"the int8 export {graph_path} names a first-step graph {path.name} that is not "
+                                f"there; copy it with the export or export again")
+    return path, float(first_step["t_min"])

@@ -14,7 +14,7 @@ import torch
 
 from ._optional import RuntimeUnavailable, require, require_cuda
 from .base import IOSpec, Runtime
-from .manifest import spec_and_config
+from .manifest import first_step_graph, spec_and_config
 
 _NUMPY = {torch.float32: np.float32, torch.int64: np.int64}
 
@@ -22,7 +22,8 @@ _NUMPY = {torch.float32: np.float32, torch.int64: np.int64}
 class OnnxRuntimeDenoiser(Runtime):
     """`OnnxRuntimeDenoiser("export/out/tiny-fp32-b1-f18.onnx", device="cpu" | "cuda")`."""
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
+                 first_step=None) -> None:
         path = Path(path)
         device = torch.device(device)
         self.name = "onnxruntime" if device.type == "cpu" else "onnxruntime-cuda"
@@ -59,6 +60,10 @@ class OnnxRuntimeDenoiser(Runtime):
         spec, config = spec_and_config(path, self._graph_spec())
         super().__init__(spec, config, device)
         self.path = path
+        found = first_step_graph(path, first_step)   # an int8 export's (avfast.runtime.base)
+        if found is not None:
+            self.first_step = OnnxRuntimeDenoiser(found[0], device, threads, first_step=False)
+            self.first_step_t_min = found[1]
 
     def _graph_spec(self) -> IOSpec:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}

@@ -8,7 +8,8 @@ a CPU without bf16 instructions the plugin computes in f32.
 
 An int8 export (QDQ pairs from NNCF, avfast.export.int8) compiles to FakeQuantize-fed int8 convolutions
 and matmuls; the layers NNCF left in float run at `inference_precision` (default f32, "bf16" for the
-plugin's bf16 kernels). Loading checks that the compiled model really runs int8 layers
+plugin's bf16 kernels). Its first-step graph, where it has one (avfast.runtime.base), is compiled the
+same way next to it. Loading checks that the compiled model really runs int8 layers
 (`int8_layers`, from the execution graph's runtime precisions) and refuses one that runs none.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from ._optional import require
 from .base import IOSpec, Runtime
-from .manifest import read_manifest, spec_and_config
+from .manifest import first_step_graph, read_manifest, spec_and_config
 
 
 def openvino_int8_layers(compiled) -> dict:
@@ -47,7 +48,8 @@ class OpenVinoDenoiser(Runtime):
 
     name = "openvino"
 
-    def __init__(self, path: str | Path, threads: int | None = None, inference_precision: str | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, inference_precision: str | None = None,
+                 first_step=None) -> None:
         ov = require("openvino", "the openvino runtime")
         if inference_precision not in (None, "fp32", "bf16"):
             raise ValueError(f"openvino: inference_precision must be 'fp32' or 'bf16' (or None: the export's "
@@ -90,6 +92,10 @@ class OpenVinoDenoiser(Runtime):
         spec, model_config = spec_and_config(path, graph_spec)
         super().__init__(spec, model_config, torch.device("cpu"))
         self.path = path
+        found = first_step_graph(path, first_step) if exported == "int8" or first_step else None
+        if found is not None:
+            self.first_step = OpenVinoDenoiser(found[0], threads, inference_precision, first_step=False)
+            self.first_step_t_min = found[1]
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         import openvino as ov
