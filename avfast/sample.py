@@ -26,6 +26,7 @@ from ._precision import PRECISIONS
 from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
 from .diffusion.timesteps import SPACINGS
+from .diffusion.windowed import WINDOW_NOISES
 
 __all__ = ["PROG", "RUNTIMES", "build_parser", "main", "run"]
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-batch", type=int, metavar="N",
                    help="with --seconds: windows per model call (default 8; peak memory does not grow with the "
                         "duration)")
-    p.add_argument("--window-noise", choices=("independent", "shared"),
+    p.add_argument("--window-noise", choices=WINDOW_NOISES,
                    help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
                         "clip) or shared (every window starts from a permutation of the first window's noise, "
                         "FreeNoise-style)")

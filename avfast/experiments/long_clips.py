@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..diffusion.windowed import WINDOW_NOISES
+
 TASKS = ("v2a", "a2v", "joint")
 DEFAULT_OUT = "bench/results/long_clips"
 JSON_NAME, TABLE_NAME, FIGURE_NAME = "long_clips.json", "long_clips.md", "long_clips.png"
@@ -101,7 +103,7 @@ class LongClipSettings:
             raise ValueError(f"--tasks must be some of {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
-        if self.window_noise not in ("independent", "shared"):
+        if self.window_noise not in WINDOW_NOISES:
             raise ValueError(f"--window-noise must be 'independent' or 'shared', got {self.window_noise!r}")
 
 
@@ -497,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--condition-mode", default=s.condition_mode, choices=("clean", "replace"))
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of v2a,a2v,joint")
     ap.add_argument("--threads", type=int, default=s.threads, help="torch threads (0: torch's default)")
-    ap.add_argument("--window-noise", default=s.window_noise, choices=("independent", "shared"),
+    ap.add_argument("--window-noise", default=s.window_noise, choices=WINDOW_NOISES,
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
                          "%(default)s)")

@@ -52,16 +52,18 @@ def spec_and_config(graph_path: str | Path, graph_spec: IOSpec) -> tuple[IOSpec,
     return dataclasses.replace(spec, num_train_steps=config.num_train_steps), config
 
 
-def first_step_graph(graph_path: str | Path, first_step: Any = None) -> tuple[Path, float] | None:
+def first_step_graph(graph_path: str | Path, first_step: Any = None,
+                     manifest: dict[str, Any] | None = None) -> tuple[Path, float] | None:
     """(path, t_min) of an int8 export's first-step graph (see avfast.runtime.base), or None.
 
     `first_step`: None reads the manifest's `quantization.first_step`; False: none (the main graph for every
     call); a dict {"onnx": file name next to the graph, "t_min": float} gives it (the export does, before
-    its manifest exists)."""
+    its manifest exists). `manifest`: the graph's manifest where the caller has read it already."""
     if first_step is False:
         return None
     if first_step is None:
-        first_step = ((read_manifest(graph_path) or {}).get("quantization") or {}).get("first_step")
+        manifest = read_manifest(graph_path) if manifest is None else manifest
+        first_step = ((manifest or {}).get("quantization") or {}).get("first_step")
         if not first_step:
             return None
     if not isinstance(first_step, dict) or "onnx" not in first_step or "t_min" not in first_step:

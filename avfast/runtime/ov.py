@@ -92,7 +92,7 @@ class OpenVinoDenoiser(Runtime):
         spec, model_config = spec_and_config(path, graph_spec)
         super().__init__(spec, model_config, torch.device("cpu"))
         self.path = path
-        found = first_step_graph(path, first_step) if exported == "int8" or first_step else None
+        found = first_step_graph(path, first_step, manifest)
         if found is not None:
             self.first_step = OpenVinoDenoiser(found[0], threads, inference_precision, first_step=False)
             self.first_step_t_min = found[1]
