@@ -1,7 +1,7 @@
 """Exporting the joint U-Net to ONNX.
 
 The exporter is torch.onnx's dynamo-based one (`torch.export` + onnxscript, `optimize=True`). On the
-`tiny` model (18 frames) it gives 1,151 nodes of 18 standard operator types with every shape folded to
+`tiny` model (18 frames) it gives 1,186 nodes of 18 standard operator types with every shape folded to
 a constant; the TorchScript exporter (opset 17) gives 5,285 nodes of 29 types for the same model, about
 3,500 of them shape arithmetic (Shape/Gather/Unsqueeze/Constant/Cast chains that recompute static
 sizes at run time). Both match PyTorch within 2e-6; the dynamo graph is the one TensorRT and ONNX
@@ -18,7 +18,7 @@ import copy
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,6 +69,7 @@ class GraphInfo:
     inputs: list[dict]
     outputs: list[dict]
     seconds: float
+    rewrites: dict[str, int] = field(default_factory=dict)  # avfast.export.rewrite pass -> patterns rewritten
 
 
 def check_options(precision: str, opset: int | None, batch: int, dynamic_batch: tuple[int, int] | None) -> int:
@@ -93,7 +94,7 @@ def check_options(precision: str, opset: int | None, batch: int, dynamic_batch: 
 
 def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: int | None = None,
                 audio_length: int | None = None, precision: str = "fp32", opset: int | None = None,
-                dynamic_batch: tuple[int, int] | None = None) -> GraphInfo:
+                dynamic_batch: tuple[int, int] | None = None, split_qkv: bool = True) -> GraphInfo:
     """Writes the model's ONNX graph to `path` (weights inside, or in `<path>.data` above 1 GiB).
 
     Static shapes [batch, ...] unless `dynamic_batch` = (min, max) makes the batch a graph dimension.
@@ -147,6 +148,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
     weight_bytes = sum(p.numel() * p.element_size() for p in cpu_model.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
     program.save(str(path), external_data=external)
+    rewrites = {"split_projections": _split_projections(path, external)} if split_qkv else {}
     seconds = time.perf_counter() - start
 
     def io(name: str, shape, dtype: str) -> dict:
@@ -163,7 +165,23 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
     return GraphInfo(path, path.name + ".data" if external else None, opset, precision,
                      None if dynamic_batch is not None else batch,
                      tuple(dynamic_batch) if dynamic_batch is not None else (batch, batch),
-                     inputs, outputs, seconds)
+                     inputs, outputs, seconds, rewrites)
+
+
+def _split_projections(path: Path, external: bool) -> int:
+    """Applies `split_projections` to the saved graph at `path` (rewritten in place); returns its count."""
+    import onnx
+
+    from .rewrite import split_projections
+
+    model = onnx.load(str(path))
+    count = split_projections(model)
+    if count:
+        data = path.with_name(path.name + ".data")
+        if external:
+            data.unlink(missing_ok=True)  # onnx appends to an existing external-data file
+        onnx.save(model, str(path), save_as_external_data=external, location=data.name if external else None)
+    return count
 
 
 def _match_group_norm_types(model) -> None:

@@ -248,6 +248,7 @@ def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
             "tensorrt_profile": list(options.dynamic_batch) if options.dynamic_batch else None,
             "inputs": info.inputs, "outputs": info.outputs,
             "operators": dict(sorted(operators.items())), "nodes": sum(operators.values()),
+            "rewrites": info.rewrites,
             "onnx_sha256": _sha256(onnx_path),
             "parity": parity, "parity_bounds": BOUNDS,
             "ms_per_fe": {"machine": machine_name(), "batch": B, "calls": options.bench_calls,
