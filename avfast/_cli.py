@@ -13,6 +13,7 @@ optional packages before they start working (`avfast._deps.check_installed`).
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -37,6 +38,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CliError, MissingDependency, Val
 def error_line(prog: str, message: object) -> None:
     text = " ".join(str(message).split()) or type(message).__name__
     print(f"{prog}: error: {text}", file=sys.stderr)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals (an unknown option, a bad choice or number) are one line like every other
+    error of a program, `<prog>: error: <message> (see --help)`, exit status 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        error_line(self.prog, f"{message} (see --help)")
+        self.exit(EXIT_ERROR)
 
 
 def guarded(prog: str, work: Callable[[], int | None], errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ._cli import CliError, guarded, program
+from ._cli import CliError, Parser, guarded, program
 from ._figures import save_figure
 
 PROG = "python -m avfast.demo"
@@ -154,7 +154,7 @@ def run(out: Path, checkpoint: str | None = None, steps: int | None = None, samp
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     ap.add_argument("--checkpoint", help="a model folder instead of the embedded default")
     ap.add_argument("--steps", type=int, default=None,

@@ -1,13 +1,14 @@
 """`python -m avfast.info [--json]`: versions, built extensions, usable backends, optional parts."""
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
 import json
 import platform
 import re
 import sys
+
+from ._cli import Parser
 
 OPTIONAL = ("onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "xformers", "triton")
 
@@ -76,7 +77,7 @@ def render(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avfast.info", description=__doc__)
+    parser = Parser(prog="python -m avfast.info", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     info = collect()

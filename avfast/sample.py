@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ._cli import CliError, guarded, program
+from ._cli import CliError, Parser, guarded, program
 from ._precision import PRECISIONS
 from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
@@ -43,7 +43,7 @@ RUNTIMES = _runtimes()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG,
+    p = Parser(prog=PROG,
                                 description="Generate video with sound (joint), sound for a video (v2a) or video "
                                             "for a sound (a2v) and write mp4 files.")
     p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors); "

@@ -173,6 +173,8 @@ def test_cli_window_noise(tmp_path, capsys):
     assert err.count("\n") == 1
     with pytest.raises(SystemExit) as e:                     # argparse's own refusal of a bad choice
         main([*base, "--seconds", "2", "--window-noise", "freenoise"])
-    assert e.value.code == 2 and "--window-noise: invalid choice: 'freenoise'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--window-noise: invalid choice: 'freenoise'" in err
+    assert err.count("\n") == 1 and err.startswith("python -m avfast.sample: error:")  # one line, no usage block
     assert main([*base, "--seconds", "2.4", "--overlap", "2", "--window-noise", "shared"]) == 0
     assert [p.name for p in out.iterdir()] == ["joint_seed0.mp4"]

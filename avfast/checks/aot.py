@@ -22,7 +22,6 @@ the kernel package knows no model). It reads each op's public kernel declaration
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .._cli import program
+from .._cli import Parser, program
 from ..models import PRESETS, JointUNet
 from ..models import preset as get_preset
 from ..ops.attention import KERNELS as ATTENTION_KERNELS
@@ -277,7 +276,7 @@ def run(archs=tuple(SHARED_LIMIT), presets=None, jobs: int | None = None) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avfast.checks.aot", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m avfast.checks.aot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT),
                         help="compute capability to check (repeatable; default all)")

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .._cli import Parser
 from .config import DistillConfig
 
 PROG = "python -m avfast.distill"
@@ -27,7 +28,7 @@ RESUMABLE_CHANGES = {"out", "stop_at", "save_every", "keep", "log_every", "resum
 def build_parser() -> argparse.ArgumentParser:
     from ..train.__main__ import add_config_arguments
 
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="JSON or YAML file of options (flags override it)")
     add_config_arguments(ap, DistillConfig)
     ap.add_argument("--allow-option-changes", action="store_true",

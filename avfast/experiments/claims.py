@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from .._cli import Parser
 from .._io import block_targets
 from .finetune import RUNS, FinetuneSettings, finetune
 
@@ -51,7 +52,7 @@ DEFAULT_CURVES_PLOT = "docs/claims-finetune.png"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m avfast.experiments.claims", description=__doc__,
+    ap = Parser(prog="python -m avfast.experiments.claims", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune runs from the base model into <out>/<run>")

@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from .._cli import Parser
 from .._io import atomic_write_bytes
 from .quality import JSON_NAME as RESULTS_NAME, summarize
 
@@ -92,7 +93,7 @@ def block_text(path: Path, name: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avfast.experiments.compare", description=__doc__,
+    ap = Parser(prog="python -m avfast.experiments.compare", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rows", nargs="+", metavar="LABEL=FOLDER")
     ap.add_argument("--out", help="write the table here (markdown) and LABEL=FOLDER pairs beside it (.json)")

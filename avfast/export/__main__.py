@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._cli import Parser
+
 PROG = "python -m avfast.export"
 
 
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DEFAULT_OUT
     from .graph import PRECISIONS
 
-    p = argparse.ArgumentParser(prog=PROG, description="Export the joint U-Net to ONNX (and TensorRT with --trt), "
+    p = Parser(prog=PROG, description="Export the joint U-Net to ONNX (and TensorRT with --trt), "
                                 "check it, compare it with PyTorch and time it per runtime.")
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the checkpoint's)")
     p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")

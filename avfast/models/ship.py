@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .._cli import Parser
 from . import DEFAULT_DIR
 from .pretrained import from_pretrained
 from .weights import save_pretrained
@@ -38,7 +39,7 @@ def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avfast.models.ship", description=__doc__,
+    ap = Parser(prog="python -m avfast.models.ship", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--student", required=True, help="the distilled student's folder (e.g. runs/distill/stages/4-steps)")
     ap.add_argument("--teacher", required=True, help="the teacher's folder")

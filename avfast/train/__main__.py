@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from .._cli import Parser
 from .config import TrainConfig
 from .folder import DataError
 from .loop import NonFiniteLoss, train
@@ -72,7 +73,7 @@ def _json_object(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m avfast.train", description=__doc__,
+    ap = Parser(prog="python -m avfast.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="JSON or YAML file of options (flags override it)")
     add_config_arguments(ap, TrainConfig)

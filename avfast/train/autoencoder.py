@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .._cli import Parser
 from .._io import atomic_write_bytes
 from ..data.frame_codec import AutoencoderConfig, FrameCodec
 from ..data.synthetic import make_clip
@@ -194,7 +195,7 @@ def _as_dict(cfg: CodecTrainConfig) -> dict:
 def main(argv=None) -> int:
     import dataclasses
 
-    ap = argparse.ArgumentParser(prog="python -m avfast.train.autoencoder", description=__doc__,
+    ap = Parser(prog="python -m avfast.train.autoencoder", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(CodecTrainConfig):
         flag = "--" + f.name.replace("_", "-")
