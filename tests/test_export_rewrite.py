@@ -1,5 +1,6 @@
-"""avfast.export.rewrite.split_projections: Conv -> [Unsqueeze ->] Split(axis=1) becomes one Conv per part,
-with the same outputs; anything it cannot prove equivalent is left alone."""
+"""avfast.export.rewrite: split_projections (Conv -> [Unsqueeze ->] Split(axis=1) becomes one Conv per part)
+and split_concat_convs (Conv(Concat(parts)) becomes a sum of one Conv per part, an Expand part convolved
+before its broadcast), with the same outputs; anything they cannot prove equivalent is left alone."""
 from __future__ import annotations
 
 import numpy as np
@@ -109,7 +110,7 @@ def test_tiny_export_has_no_qkv_split():
 
     _, path = tiny_export()
     m = read_manifest(path)
-    assert m["rewrites"] == {"split_projections": 21}
+    assert m["rewrites"] == {"split_projections": 21, "split_concat_convs": 16}
     graph = onnx.load(str(path)).graph
     producer = {o: n for n in graph.node for o in n.output}
     for n in graph.node:
@@ -118,3 +119,149 @@ def test_tiny_export_has_no_qkv_split():
             while src.op_type in ("Unsqueeze", "Reshape"):
                 src = producer[src.input[0]]
             assert src.op_type != "Conv", f"{n.name} still splits a convolution's output"
+    # easy fusion's 8 video and 8 audio projections: no Concat feeds a Conv alone, no Expand is left
+    consumers: dict = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    assert not [n.name for n in graph.node if n.op_type == "Concat" and consumers[n.output[0]] == ["Conv"]]
+    assert "Expand" not in {n.op_type for n in graph.node}
+
+
+def _concat_graph(expand=True, kernel=1, pads=0, axis=1, extra_consumer=False, channel_broadcast=False,
+                  all_expand=False, bias=True, group=1):
+    """x [2, 4, 3, 5, 5] and u [2, 3, 3, 1, 1] -> Concat(axis)(x, Expand(u) or u') -> Conv(kernel) -> y:
+    easy fusion's video projection, cat(v, a over H x W) -> 1x1x1 Conv, and the variants it must refuse."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    cu = 1 if channel_broadcast else 3
+    cin = (3 if all_expand else 4) + 3
+    inits = [numpy_helper.from_array(rng.standard_normal((6, cin // group, kernel, kernel, kernel)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([2, 3, 3, 5, 5], np.int64), "shape")]
+    conv_in = ["cat", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b"))
+        conv_in.append("b")
+    nodes, value_info = [], [helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, cu, 3, 1, 1])]
+    if expand:
+        nodes.append(helper.make_node("Expand", ["u", "shape"], ["ue"], name="expand"))
+        second = "ue"
+        value_info.append(helper.make_tensor_value_info("ue", TensorProto.FLOAT, [2, 3, 3, 5, 5]))
+    else:
+        nodes.append(helper.make_node("Tile", ["u", "reps"], ["ue"], name="tile"))
+        inits.append(numpy_helper.from_array(np.array([1, 1, 1, 5, 5], np.int64), "reps"))
+        value_info.append(helper.make_tensor_value_info("ue", TensorProto.FLOAT, [2, 3, 3, 5, 5]))
+        second = "ue"
+    first = "x"
+    if all_expand:  # a second Expand of u: both parts could move their broadcast after the Conv
+        nodes.append(helper.make_node("Expand", ["u", "shape"], ["ue2"], name="expand2"))
+        value_info.append(helper.make_tensor_value_info("ue2", TensorProto.FLOAT, [2, 3, 3, 5, 5]))
+        first = "ue2"
+    nodes.append(helper.make_node("Concat", [first, second], ["cat"], name="cat", axis=axis))
+    value_info.append(helper.make_tensor_value_info("cat", TensorProto.FLOAT, [2, cin, 3, 5, 5]))
+    nodes.append(helper.make_node("Conv", conv_in, ["y"], name="proj_v", kernel_shape=[kernel] * 3,
+                                  pads=[pads] * 6, group=group))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(5)])]
+    if extra_consumer:
+        nodes.append(helper.make_node("Relu", ["cat"], ["r"], name="relu"))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [f"d{i}" for i in range(5)]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 3, 5, 5]),
+              helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, cu, 3, 1, 1])]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits, value_info=value_info[1:])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run_concat(model):
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    return session.run(None, feeds)
+
+
+def _close(after, before):
+    """Within float32 summation-order error of the reference's own scale (not bit-equal: the channel sum
+    is split in two)."""
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        assert a.shape == b.shape
+        scale = float(np.abs(b).max())
+        assert scale > 0
+        assert float(np.abs(a - b).max()) <= 1e-5 * scale
+
+
+@requires_onnx
+@pytest.mark.parametrize("case, convs, expands", [
+    (dict(), 2, 0),                               # easy fusion: the Expand is gone, the Add broadcasts
+    (dict(bias=False), 2, 0),
+    (dict(expand=False), 2, 0),                   # a plain part (Tile) stays an input of its own Conv
+    (dict(kernel=3, pads=1), 2, 1),               # not pointwise: split, but the broadcast stays before it
+    (dict(axis=-4), 2, 0),                        # axis -4 of rank 5 is the channel axis
+    (dict(all_expand=True), 2, 1),                # every part an Expand: one keeps its broadcast (full shape)
+], ids=["fusion", "no-bias", "plain-part", "not-pointwise", "negative-axis", "all-expand"])
+def test_concat_rewrite_splits_the_conv_and_keeps_the_outputs(case, convs, expands):
+    from avfast.export.rewrite import split_concat_convs
+
+    model = _concat_graph(**case)
+    before = _run_concat(model)
+    assert split_concat_convs(model) == 1
+    ops = _ops(model)
+    assert "Concat" not in ops
+    assert ops.count("Conv") == convs and ops.count("Add") == 1 and ops.count("Expand") == expands
+    assert "w" not in {t.name for t in model.graph.initializer}
+    _close(_run_concat(model), before)
+
+
+def test_close_helper_rejects_a_one_percent_error_and_zeros():
+    ref = [np.linspace(-2, 3, 60, dtype=np.float32).reshape(3, 20)]
+    with pytest.raises(AssertionError):
+        _close([ref[0] * 1.01], ref)
+    with pytest.raises(AssertionError):
+        _close([np.zeros_like(ref[0])], ref)
+    _close([ref[0] + 1e-6], ref)
+
+
+@requires_onnx
+@pytest.mark.parametrize("case", [
+    dict(axis=2),                                 # not the channel axis
+    dict(extra_consumer=True),                    # the concatenation is used elsewhere too
+    dict(group=7),                                # grouped: parts do not map to weight slices
+], ids=["axis-2", "shared-concat", "grouped"])
+def test_concat_rewrite_leaves_what_it_cannot_prove(case):
+    from avfast.export.rewrite import split_concat_convs
+
+    model = _concat_graph(**case) if case.get("axis") != 2 else _concat_axis2()
+    ops = _ops(model)
+    assert split_concat_convs(model) == 0
+    assert _ops(model) == ops
+
+
+def _concat_axis2():
+    """Concat along frames (axis 2) of two [2, 7, 3, 5, 5] tensors -> 1x1x1 Conv: not a channel concat."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((6, 7, 1, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Concat", ["x", "z"], ["cat"], name="cat", axis=2),
+             helper.make_node("Conv", ["cat", "w"], ["y"], name="conv", kernel_shape=[1, 1, 1])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 7, 3, 5, 5]) for n in ("x", "z")]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(5)])], [w],
+                              value_info=[helper.make_tensor_value_info("cat", TensorProto.FLOAT, [2, 7, 6, 5, 5])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@requires_onnx
+def test_concat_rewrite_keeps_a_channel_broadcast():
+    """An Expand that broadcasts the channel axis (1 -> 3) cannot move after the Conv (it mixes channels):
+    the Conv is split, the Expand stays."""
+    from avfast.export.rewrite import split_concat_convs
+
+    model = _concat_graph(channel_broadcast=True)
+    before = _run_concat(model)
+    assert split_concat_convs(model) == 1
+    assert _ops(model).count("Expand") == 1
+    _close(_run_concat(model), before)

@@ -1,7 +1,7 @@
 """Exporting the joint U-Net to ONNX.
 
 The exporter is torch.onnx's dynamo-based one (`torch.export` + onnxscript, `optimize=True`). On the
-`tiny` model (18 frames) it gives 1,186 nodes of 18 standard operator types with every shape folded to
+`tiny` model (18 frames) it gives 1,194 nodes of 17 standard operator types with every shape folded to
 a constant; the TorchScript exporter (opset 17) gives 5,285 nodes of 29 types for the same model, about
 3,500 of them shape arithmetic (Shape/Gather/Unsqueeze/Constant/Cast chains that recompute static
 sizes at run time). Both match PyTorch within 2e-6; the dynamo graph is the one TensorRT and ONNX
@@ -94,13 +94,14 @@ def check_options(precision: str, opset: int | None, batch: int, dynamic_batch: 
 
 def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: int | None = None,
                 audio_length: int | None = None, precision: str = "fp32", opset: int | None = None,
-                dynamic_batch: tuple[int, int] | None = None, split_qkv: bool = True) -> GraphInfo:
+                dynamic_batch: tuple[int, int] | None = None, rewrite: bool = True) -> GraphInfo:
     """Writes the model's ONNX graph to `path` (weights inside, or in `<path>.data` above 1 GiB).
 
     Static shapes [batch, ...] unless `dynamic_batch` = (min, max) makes the batch a graph dimension.
     `precision` is a float one (int8 is `run_export`'s quantisation of this fp32 graph: avfast.export.int8).
     The caller chooses where `path` lies; `python -m avfast.export` exports into a staging folder and
-    renames the checked result into place.
+    renames the checked result into place. `rewrite` applies avfast.export.rewrite's passes (the same
+    function with fewer reference-kernel ops; counts in GraphInfo.rewrites); False keeps the exporter's graph.
     """
     require("onnx", "exporting to ONNX")
     require("onnxscript", "exporting to ONNX")
@@ -148,7 +149,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
     weight_bytes = sum(p.numel() * p.element_size() for p in cpu_model.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
     program.save(str(path), external_data=external)
-    rewrites = {"split_projections": _split_projections(path, external)} if split_qkv else {}
+    rewrites = _rewrite(path, external) if rewrite else {}
     seconds = time.perf_counter() - start
 
     def io(name: str, shape, dtype: str) -> dict:
@@ -168,20 +169,21 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
                      inputs, outputs, seconds, rewrites)
 
 
-def _split_projections(path: Path, external: bool) -> int:
-    """Applies `split_projections` to the saved graph at `path` (rewritten in place); returns its count."""
+def _rewrite(path: Path, external: bool) -> dict[str, int]:
+    """Applies avfast.export.rewrite's passes to the saved graph at `path` (rewritten in place); returns
+    each pass's count of patterns rewritten."""
     import onnx
 
-    from .rewrite import split_projections
+    from .rewrite import split_concat_convs, split_projections
 
     model = onnx.load(str(path))
-    count = split_projections(model)
-    if count:
+    counts = {"split_projections": split_projections(model), "split_concat_convs": split_concat_convs(model)}
+    if any(counts.values()):
         data = path.with_name(path.name + ".data")
         if external:
             data.unlink(missing_ok=True)  # onnx appends to an existing external-data file
         onnx.save(model, str(path), save_as_external_data=external, location=data.name if external else None)
-    return count
+    return counts
 
 
 def _match_group_norm_types(model) -> None:
