@@ -174,10 +174,10 @@ def _rewrite(path: Path, external: bool) -> dict[str, int]:
     each pass's count of patterns rewritten."""
     import onnx
 
-    from .rewrite import split_concat_convs, split_projections
+    from . import rewrite
 
     model = onnx.load(str(path))
-    counts = {"split_projections": split_projections(model), "split_concat_convs": split_concat_convs(model)}
+    counts = {name: getattr(rewrite, name)(model) for name in rewrite.PASSES}
     if any(counts.values()):
         data = path.with_name(path.name + ".data")
         if external:

@@ -27,6 +27,7 @@ from .._precision import QUANTIZED_PRECISIONS
 from .checks import check_graph
 from .graph import check_options, export_onnx
 from .parity import BOUNDS, ParityError, measure_parity, parity_inputs
+from .rewrite import PASSES as REWRITE_PASSES
 from .timing import machine_name, ms_per_fe
 
 # ONNX Runtime's CPU provider has no bf16 kernels (Gemm, Conv): a bf16 graph is checked, not run, on CPU.
@@ -390,7 +391,8 @@ def export_cached(model: torch.nn.Module, runtime: str, *, batch_size: int = 1, 
         hi = max(hi, batch_size)
         profile = (lo, min(max(opt, lo), hi), hi)
     fields = {"weights": weights_checksum(model.state_dict()), "config": cfg.to_dict(), "batch": batch_size,
-              "frames": frames, "audio": audio_length, "precision": precision, "profile": profile, "trt": trt}
+              "frames": frames, "audio": audio_length, "precision": precision, "profile": profile, "trt": trt,
+              "rewrites": list(REWRITE_PASSES)}  # an export made before a new graph rewrite is not reused
     if precision in QUANTIZED_PRECISIONS:  # a changed calibration or float-layer choice is a new export
         from dataclasses import asdict
 

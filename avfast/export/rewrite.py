@@ -32,6 +32,9 @@ from collections import defaultdict
 
 import numpy as np
 
+# The passes export_onnx applies, in order (part of the export cache's key: a new pass is a new graph)
+PASSES = ("split_projections", "split_concat_convs")
+
 
 def _attribute(node, name: str, default=None):
     from onnx import helper

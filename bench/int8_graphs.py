@@ -1,0 +1,112 @@
+"""The export's graph rewrites and the int8 float-layer choice, A/B on OpenVINO: ms per FE of the stock graph
+(no rewrites; int8 with the fusion and wide-range layers float, the choice before the rewrites) against the
+rewritten one (int8 with `KEEP_FLOAT`), in bf16 and int8, at one preset's B1 (docs/int8.md, "Speed").
+
+    nice python -m bench.int8_graphs [--preset paper-128] [--rounds 24] [--pause PID,PID] [--work DIR]
+
+All compiled models live in one process and are called round-robin (one call each per round, the order
+rotated), so slow drifts of a shared machine hit every row alike; `--pause` stops the given processes
+(SIGSTOP, then SIGCONT) while timing. Medians and ratios of medians are printed and, with --json, written.
+Exports are made once into --work (reused when present). Stand-in weights: timing does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _build(preset: str, work: Path, frames: int, audio_length: int) -> dict[str, tuple[Path, str | None]]:
+    from avfast import models
+    from avfast.export import randomize_zero_layers_
+    from avfast.export.graph import export_onnx
+    from avfast.export.int8 import KEEP_FLOAT, CalibrationSettings, QuantizeOptions, collect_calibration, quantize_onnx
+
+    model = randomize_zero_layers_(models.create(preset), seed=0).eval()
+    graphs = {"stock": (work / "stock.onnx", False, ("fusion", "wide_range")),
+              "rewritten": (work / "rewritten.onnx", True, KEEP_FLOAT)}
+    calibration = None
+    rows = {}
+    for name, (path, rewrite, keep) in graphs.items():
+        if not path.is_file():
+            export_onnx(model, path, batch=1, frames=frames, audio_length=audio_length, rewrite=rewrite)
+        q = work / f"{name}-int8-{'-'.join(keep) or 'none'}.onnx"
+        if not q.is_file():
+            if calibration is None:
+                calibration = collect_calibration(model, frames, audio_length, CalibrationSettings(
+                    clips=2, steps=6, every=2, first_step_clips=0))
+            quantize_onnx(path, q, calibration, 1, QuantizeOptions(keep_float=keep))
+        rows[f"{name} bf16"] = (path, "bf16")
+        rows[f"{name} int8"] = (q, None)
+    return rows
+
+
+def _time(rows: dict, rounds: int, pause: list[int], frames: int, audio_length: int, config) -> dict[str, list[float]]:
+    from avfast.runtime import load
+
+    runtimes = {k: load("openvino", p, precision=prec, first_step=False) for k, (p, prec) in rows.items()}
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1, config.video_channels, frames, config.height, config.width, generator=g)
+    a = torch.randn(1, config.mel_bins, audio_length, generator=g)
+    t = torch.full((1,), config.num_train_steps / 2)
+    names = list(runtimes)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    with torch.no_grad():
+        for r in runtimes.values():
+            for _ in range(3):
+                r(v, a, t, t)
+        for pid in pause:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1)
+            for i in range(rounds):
+                for k in names[i % len(names):] + names[:i % len(names)]:
+                    start = time.perf_counter()
+                    runtimes[k](v, a, t, t)
+                    times[k].append(1e3 * (time.perf_counter() - start))
+        finally:
+            for pid in pause:
+                os.kill(pid, signal.SIGCONT)
+    return times
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.int8_graphs")
+    ap.add_argument("--preset", default="paper-128")
+    ap.add_argument("--frames", type=int, default=18)
+    ap.add_argument("--audio-length", type=int, default=112)
+    ap.add_argument("--rounds", type=int, default=24)
+    ap.add_argument("--pause", default="", help="comma-separated PIDs to stop while timing")
+    ap.add_argument("--work", default=None, help="folder for the exports (default: a temporary one)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import tempfile
+
+    from avfast.models.config import preset
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="avfast-int8-graphs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = _build(args.preset, work, args.frames, args.audio_length)
+    config = preset(args.preset)
+    times = _time(rows, args.rounds, [int(p) for p in args.pause.split(",") if p], args.frames, args.audio_length,
+                  config)
+    med = {k: statistics.median(x) for k, x in times.items()}
+    for k, m in med.items():
+        graph = k.split()[0]
+        print(f"{k:16s} {m:7.1f} ms  {graph} bf16 / this {med[graph + ' bf16'] / m:.2f}x  "
+              f"stock bf16 / this {med['stock bf16'] / m:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"preset": args.preset, "rounds": args.rounds, "median_ms": med,
+                                               "ms": times}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
