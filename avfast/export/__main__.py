@@ -154,8 +154,10 @@ def _report(result) -> None:
     m = result.manifest
     for path in result.files:
         print(f"wrote {path}")
+    rewrites = ", ".join(f"{k} {v}" for k, v in (m.get("rewrites") or {}).items())
     print(f"graph: {m['nodes']} nodes, opset {m['opset']}, {len(m['operators'])} operator types, all in TensorRT's "
-          f"supported list; inputs " + ", ".join(f"{i['name']}{i['shape']}" for i in m["inputs"]))
+          f"supported list; inputs " + ", ".join(f"{i['name']}{i['shape']}" for i in m["inputs"])
+          + (f"; rewritten: {rewrites}" if rewrites else ""))
     q = m.get("quantization")
     if q:
         c, g = q["calibration"], q["graph"]
