@@ -259,7 +259,7 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
     for task in settings.tasks:
         # Untimed first: an exported runtime is exported (or read from the cache) and compiled on its first
         # call at each batch size, which is not a clip's cost (it counted in v2a's s/clip before).
-        for start in sorted({0, n - n % settings.batch if n % settings.batch else 0}):
+        for start in sorted({0, (n - 1) // settings.batch * settings.batch}):  # the first and the last batch size
             generate(folder, task, real.slice(start, min(start + settings.batch, n)), settings.steps, settings.sampler,
                      settings.seed + start, settings.condition_mode, settings.runtime, settings.precision,
                      settings.gamma)

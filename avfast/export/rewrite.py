@@ -76,6 +76,23 @@ def _index(graph):
             {o.name for o in graph.output})
 
 
+def _constant_conv(node, initializers: dict) -> bool:
+    """A Conv of groups 1 whose weight (and bias, if any) are initializers: its slices can be new initializers."""
+    return (node is not None and node.op_type == "Conv" and _attribute(node, "group", 1) == 1
+            and node.input[1] in initializers
+            and not (len(node.input) > 2 and node.input[2] and node.input[2] not in initializers))
+
+
+def _conv_like(conv, inputs: list[str], output: str, name: str):
+    """A Conv node with `conv`'s attributes and name scopes (int8's layer groups find it by them)."""
+    from onnx import helper
+
+    node = helper.make_node("Conv", inputs, [output], name=name)
+    node.attribute.extend(conv.attribute)
+    node.metadata_props.extend(conv.metadata_props)
+    return node
+
+
 def split_projections(model) -> int:
     """Rewrites every Conv -> [Unsqueeze ->] Split(axis=1) in `model` (an onnx.ModelProto, in place) into
     one Conv [-> Unsqueeze] per part. Returns the number of Splits removed."""
@@ -97,14 +114,10 @@ def split_projections(model) -> int:
             if axes is None or not all(int(a) >= 2 for a in np.asarray(axes).reshape(-1)):
                 continue  # a negative or leading axis could move the channel axis
             between, src = src, producer.get(src.input[0])
-        if src is None or src.op_type != "Conv" or src.input[1] not in initializers:
-            continue
-        if len(src.input) > 2 and src.input[2] and src.input[2] not in initializers:
+        if not _constant_conv(src, initializers):
             continue
         chain = [src] + ([between] if between is not None else [])
         if any(len(consumers[n.output[0]]) != 1 or n.output[0] in graph_outputs for n in chain):
-            continue
-        if _attribute(src, "group", 1) != 1:
             continue
         weight = numpy_helper.to_array(initializers[src.input[1]])
         bias = numpy_helper.to_array(initializers[src.input[2]]) if len(src.input) > 2 and src.input[2] else None
@@ -122,10 +135,7 @@ def split_projections(model) -> int:
                                                                  b_name))
                 inputs.append(b_name)
             conv_out = out if between is None else f"{src.output[0]}__part{k}"
-            conv = helper.make_node("Conv", inputs, [conv_out], name=f"{src.name}__part{k}")
-            conv.attribute.extend(src.attribute)
-            conv.metadata_props.extend(src.metadata_props)  # name scopes: int8's layer groups find it by them
-            new_nodes.append(conv)
+            new_nodes.append(_conv_like(src, inputs, conv_out, f"{src.name}__part{k}"))
             if between is not None:
                 unsq = helper.make_node("Unsqueeze", [conv_out, *between.input[1:]], [out],
                                         name=f"{between.name}__part{k}")
@@ -137,8 +147,6 @@ def split_projections(model) -> int:
         if between is not None:
             replaced[id(between)] = []
         done += 1
-    if not done:
-        return 0
     _replace_nodes(graph, replaced)
     return done
 
@@ -187,9 +195,7 @@ def split_concat_convs(model) -> int:
     replaced: dict[int, list] = {}
     done = 0
     for conv in graph.node:
-        if conv.op_type != "Conv" or conv.input[1] not in initializers or _attribute(conv, "group", 1) != 1:
-            continue
-        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in initializers:
+        if not _constant_conv(conv, initializers):
             continue
         concat = producer.get(conv.input[0])
         if concat is None or concat.op_type != "Concat" or len(consumers[concat.output[0]]) != 1 \
@@ -224,10 +230,7 @@ def split_concat_convs(model) -> int:
             if k == 0 and len(conv.input) > 2 and conv.input[2]:
                 inputs.append(conv.input[2])
             part_out = f"{conv.output[0]}__in{k}"
-            part = helper.make_node("Conv", inputs, [part_out], name=f"{conv.name}__in{k}")
-            part.attribute.extend(conv.attribute)
-            part.metadata_props.extend(conv.metadata_props)  # name scopes: int8's layer groups find it by them
-            new_nodes.append(part)
+            new_nodes.append(_conv_like(conv, inputs, part_out, f"{conv.name}__in{k}"))
             if partial is not None:
                 total = conv.output[0] if k == len(sources) - 1 else f"{conv.output[0]}__sum{k}"
                 add = helper.make_node("Add", [partial, part_out], [total], name=f"{conv.name}__add{k}")
@@ -241,15 +244,15 @@ def split_concat_convs(model) -> int:
         replaced[id(conv)] = new_nodes
         replaced[id(concat)] = []
         done += 1
-    if not done:
-        return 0
     _replace_nodes(graph, replaced)
     return done
 
 
 def _replace_nodes(graph, replaced: dict[int, list]) -> None:
     """Puts each node's replacement (by id) in its place, then drops unused initializers and the
-    value_info of tensors that no longer exist."""
+    value_info of tensors that no longer exist (nothing, when nothing was replaced)."""
+    if not replaced:
+        return
     nodes = []
     for n in graph.node:
         nodes.extend(replaced.get(id(n), [n]))
