@@ -1,6 +1,8 @@
 """The export's graph rewrites and the int8 float-layer choice, A/B on OpenVINO: ms per FE of the stock graph
 (no rewrites; int8 with the fusion and wide-range layers float, the choice before the rewrites) against the
-rewritten one (int8 with `KEEP_FLOAT`), in bf16 and int8, at one preset's B1 (docs/int8.md, "Speed").
+rewritten one (int8 with `KEEP_FLOAT`), in bf16 and int8, at one preset's B1 (docs/int8.md, "Speed"). Int8
+rows run their float layers at the runtime's default (`int8_float_precision()`: bf16 on a bf16 CPU); the
+`rewritten int8 f32` row compiles the same int8 graph with its float layers in f32, as before that default.
 
     nice python -m bench.int8_graphs [--preset paper-128] [--rounds 24] [--pause PID,PID] [--work DIR]
 
@@ -45,6 +47,7 @@ def _build(preset: str, work: Path, frames: int, audio_length: int) -> dict[str,
             quantize_onnx(path, q, calibration, 1, QuantizeOptions(keep_float=keep))
         rows[f"{name} bf16"] = (path, "bf16")
         rows[f"{name} int8"] = (q, None)
+    rows["rewritten int8 f32"] = (rows["rewritten int8"][0], "fp32")
     return rows
 
 
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     med = {k: statistics.median(x) for k, x in times.items()}
     for k, m in med.items():
         graph = k.split()[0]
-        print(f"{k:16s} {m:7.1f} ms  {graph} bf16 / this {med[graph + ' bf16'] / m:.2f}x  "
+        print(f"{k:20s} {m:7.1f} ms  {graph} bf16 / this {med[graph + ' bf16'] / m:.2f}x  "
               f"stock bf16 / this {med['stock bf16'] / m:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"preset": args.preset, "rounds": args.rounds, "median_ms": med,

@@ -201,17 +201,41 @@ def test_openvino_runs_the_int8_export_on_int8_kernels():
     from avfast.export import BOUNDS
     from avfast.runtime import load
 
+    from avfast.runtime.ov import int8_float_precision
+
     model, _, path = _int8_export()
-    rt = load("openvino", path)
-    assert rt.int8_layers["int8_layers"] > rt.int8_layers["compute_layers"] / 2, rt.int8_layers
     g = torch.Generator().manual_seed(11)
     v, a = torch.randn(1, 3, FRAMES, 32, 32, generator=g), torch.randn(1, 80, AUDIO, generator=g)
-    out_v, out_a = rt(v, a, 400.0, 400.0)
     with torch.no_grad():
         ref_v, ref_a = model(v, a, 400.0, 400.0)
-    assert out_v.dtype == torch.float32
-    for o, r in ((out_v, ref_v), (out_a, ref_a)):
-        assert (o - r).abs().max() <= BOUNDS["int8"] * r.abs().max()
+    # the default (float layers at int8_float_precision(): bf16 on a bf16 CPU) and f32 float layers
+    for precision, expected in ((None, int8_float_precision()), ("fp32", "fp32")):
+        rt = load("openvino", path, precision=precision)
+        assert rt.inference_precision == expected
+        hint = rt.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        assert hint == {"fp32": "f32", "bf16": "bf16"}[expected], hint
+        assert rt.int8_layers["int8_layers"] > rt.int8_layers["compute_layers"] / 2, rt.int8_layers
+        out_v, out_a = rt(v, a, 400.0, 400.0)
+        assert out_v.dtype == torch.float32
+        for o, r in ((out_v, ref_v), (out_a, ref_a)):
+            assert (o - r).abs().max() <= BOUNDS["int8"] * r.abs().max()
+
+
+@requires_openvino
+def test_int8_float_layers_default_to_bf16_only_where_the_cpu_computes_bf16():
+    from avfast.runtime.ov import int8_float_precision
+
+    class Core:  # OpenVINO's Core as far as the choice reads it
+        def __init__(self, caps):
+            self.caps = caps
+
+        def get_property(self, device, name):
+            assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+            return self.caps
+
+    assert int8_float_precision(Core(["FP32", "BF16", "INT8"])) == "bf16"
+    assert int8_float_precision(Core(["FP32", "INT8"])) == "fp32"
+    assert int8_float_precision() in ("bf16", "fp32")
 
 
 @requires_onnx

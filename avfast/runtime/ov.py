@@ -7,8 +7,11 @@ on this project's AVX-512-bf16 CPU 1.5x faster than f32 at paper-128, within the
 a CPU without bf16 instructions the plugin computes in f32.
 
 An int8 export (QDQ pairs from NNCF, avfast.export.int8) compiles to FakeQuantize-fed int8 convolutions
-and matmuls; the layers NNCF left in float run at `inference_precision` (default f32, "bf16" for the
-plugin's bf16 kernels). Its first-step graph, where it has one (avfast.runtime.base), is compiled the
+and matmuls; the layers NNCF left in float run at `inference_precision`. Its default for an int8 export,
+`int8_float_precision()`, is bf16 where the CPU computes bf16 natively (the plugin reports BF16 among its
+OPTIMIZATION_CAPABILITIES), as the plugin itself does for an unhinted graph, else f32: the float layers
+(normalisation, elementwise, layout changes) are memory-bound, and bf16 halves their traffic (measured in
+docs/int8.md: parity, quality and speed). Its first-step graph, where it has one (avfast.runtime.base), is compiled the
 same way next to it. Loading checks that the compiled model really runs int8 layers
 (`int8_layers`, from the execution graph's runtime precisions) and refuses one that runs none.
 """
@@ -43,6 +46,14 @@ def openvino_int8_layers(compiled) -> dict:
             "compute_layers": sum(compute.values()), "by_type": {f"{k} {p}": v for (k, p), v in sorted(by.items())}}
 
 
+def int8_float_precision(core=None) -> str:
+    """What an int8 export's float layers run at by default: "bf16" where the CPU plugin computes bf16
+    natively, else "fp32"."""
+    if core is None:
+        core = require("openvino", "the openvino runtime").Core()
+    return "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
+
+
 class OpenVinoDenoiser(Runtime):
     """`OpenVinoDenoiser("export/out/tiny-fp32-b1-f18.onnx")`: compiles the ONNX for OpenVINO's CPU plugin."""
 
@@ -53,7 +64,8 @@ class OpenVinoDenoiser(Runtime):
         ov = require("openvino", "the openvino runtime")
         if inference_precision not in (None, "fp32", "bf16"):
             raise ValueError(f"openvino: inference_precision must be 'fp32' or 'bf16' (or None: the export's "
-                             f"precision; an int8 export's float layers then run in f32), got {inference_precision!r}")
+                             f"precision; an int8 export's float layers then run at int8_float_precision()), got "
+                             f"{inference_precision!r}")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"openvino: no ONNX file at {path}")
@@ -65,7 +77,7 @@ class OpenVinoDenoiser(Runtime):
         manifest = read_manifest(path) or {}
         config = {"PERFORMANCE_HINT": "LATENCY"}
         exported = manifest.get("precision", "fp32")
-        precision = inference_precision or ("fp32" if exported == "int8" else exported)
+        precision = inference_precision or (int8_float_precision(core) if exported == "int8" else exported)
         if precision in ("fp32", "bf16"):
             config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
         self.inference_precision = precision
