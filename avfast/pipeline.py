@@ -60,6 +60,7 @@ from .diffusion.windowed import (audio_columns_for_seconds, check_window_noise, 
                                  shared_window_noise, windowed)
 from .export.runtimes import create_runtime
 from .models import codec
+from .models.config import REFINE_PASSES
 
 __all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "make_vocoder"]
 
@@ -68,6 +69,11 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 RUNTIMES = ("torch",) + _runtime.NAMES
 
 PathLike = str | os.PathLike
+# Refinement pass k (k >= 1) of clip i draws its starting noise from seed + i + k * REFINE_SEED_STRIDE: a fresh
+# draw, not the joint pass's noise again (measured: the same noise gives an a2v pass the joint pass's video
+# back). The CPU generator keeps a seed's low 32 bits, so the stride is odd and far from any nearby seed
+# modulo 2**32 (the 32-bit golden-ratio constant): no clip within a billion seeds shares a pass's noise.
+REFINE_SEED_STRIDE = 0x9E3779B9
 
 
 # --------------------------------------------------------------------------------- the clip
@@ -196,6 +202,21 @@ class _Counted:
         self.calls += 1
         self.peak_batch = max(self.peak_batch, int(args[0].shape[0]))
         return self.denoiser(*args, **kwargs)
+
+
+def check_refine(refine: str | Sequence[str], task: str) -> tuple[str, ...]:
+    """`refine=` as a tuple of conditional tasks ("v2a" / "a2v"), checked; only a joint call takes one."""
+    passes = (refine,) if isinstance(refine, str) else refine
+    if not isinstance(passes, Sequence) or not all(isinstance(p, str) for p in passes):
+        raise ValueError(f"`refine` must be a task or a sequence of tasks ('v2a', 'a2v'), got {refine!r}")
+    passes = tuple(passes)
+    bad = [p for p in passes if p not in REFINE_PASSES]
+    if bad:
+        raise ValueError(f"`refine` passes must be {' or '.join(map(repr, REFINE_PASSES))}, got {bad[0]!r}")
+    if passes and task != "joint":
+        raise ValueError(f"`refine` redraws a modality of a joint clip; task {task!r} already keeps its "
+                         f"condition (use task='joint')")
+    return passes
 
 
 def _check_seconds(seconds: Any, task: str) -> None:
@@ -453,9 +474,10 @@ class Pipeline:
                  sampler: str | None = None, seed: int = 0, batch: int | None = None, gamma: float | None = None,
                  guidance: float = 0.0,
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
-                 spacing: str = "trailing", condition_mode: str = "replace", max_batch: int | None = None,
+                 spacing: str = "trailing", condition_mode: str | None = None, max_batch: int | None = None,
                  progress: bool | None = None, seconds: float | str | None = None, overlap: int | None = None,
-                 window_batch: int | None = None, window_noise: str | None = None) -> Clip:
+                 window_batch: int | None = None, window_noise: str | None = None,
+                 refine: str | Sequence[str] | None = None) -> Clip:
         """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
 
         task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
@@ -477,6 +499,14 @@ class Pipeline:
             for the whole clip) or "shared" (every window starts from a permutation of the first window's
             noise frames and columns, FreeNoise-style: `avfast.diffusion.windowed.shared_window_noise`,
             clip i from seed + i). All three need `seconds`.
+        refine: joint only: conditional passes run after the joint pass, in order, each redrawing one
+            modality for the other (a Gibbs sweep through the model's own conditionals), e.g. "v2a" (the
+            sound redrawn for the joint video) or ("a2v", "v2a") (the video redrawn for the joint sound,
+            then the sound for that video); () the joint pass alone; None the model's own
+            (`config.joint_refine`; the shipped default's is ("v2a",)). Each pass has the call's sampler
+            settings and `condition_mode` (guidance applies to the passes, not the joint pass), fresh noise
+            (REFINE_SEED_STRIDE) and one more clip's sampling cost. See docs/sampling.md ("Joint clips in
+            passes") for what it buys.
         """
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
@@ -498,6 +528,8 @@ class Pipeline:
             raise ValueError(f"`guidance` > 0 (reconstruction guidance) needs gradients through the denoiser, and "
                              f"runtime {self.runtime!r} has none; use guidance=0 (replacement) or a PyTorch runtime")
         _check_seconds(seconds, task)
+        refine = (tuple(getattr(self.config, "joint_refine", ())) if task == "joint" else ()) if refine is None \
+            else check_refine(refine, task)
         frames_per_window = self.config.frames
         if window_noise is not None:
             check_window_noise(window_noise)
@@ -556,7 +588,8 @@ class Pipeline:
         use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
         videos, audios, calls, elapsed, windows, peak = [], [], 0, 0.0, 0, 0
-        bar = (_WindowProgress(steps * -(-B // chunk), f"{sampler} {task} {duration:g} s", progress)
+        bar = (_WindowProgress(steps * (1 + len(refine)) * -(-B // chunk), f"{sampler} {task} {duration:g} s",
+                               progress)
                if long else None)
         try:
             for start in range(0, B, chunk):
@@ -570,22 +603,29 @@ class Pipeline:
                                         audio_shape=self.config.audio_shape, fps=float(self.config.fps),
                                         mel_rate=self.config.sample_rate / self.mel.hop_length, callback=bar)
                     windows = len(denoiser.layout.windows)
-                start_noise = None
-                if long and window_noise == "shared":   # clip i from seed + i, as the sampler's own noise
-                    start_noise = shared_window_noise(denoiser.layout, self.config.video_shape,
-                                                      self.config.audio_shape, range(seed + start, seed + stop))
                 part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 began = time.perf_counter()
                 with warnings.catch_warnings():  # resolve() above already warned
                     warnings.simplefilter("ignore", DistilledStepsWarning)
-                    v, a = _sample(denoiser, task=task, condition=None if condition is None else condition[start:stop],
-                                   steps=steps, sampler=sampler, seed=seed + start, batch_size=stop - start,
-                                   eta=eta, spacing=spacing, guidance=guidance, condition_mode=condition_mode,
-                                   gamma=gamma, cfg_scale=cfg, labels=part_labels, noise=start_noise,
-                                   video_shape=denoiser.config.video_shape, audio_shape=denoiser.config.audio_shape,
-                                   progress=progress and not long, device=self.device, dtype=self.dtype)
+                    kept = None if condition is None else condition[start:stop]
+                    for i, pass_task in enumerate((task, *refine)):
+                        if i:   # a refinement pass keeps the modality the last pass drew and redraws the other
+                            kept = v if pass_task == "v2a" else a
+                        pass_seed = seed + start + i * REFINE_SEED_STRIDE   # clip j: pass_seed + j, fresh per pass
+                        start_noise = None
+                        if long and window_noise == "shared":   # from the same seeds as the sampler's own noise
+                            start_noise = shared_window_noise(denoiser.layout, self.config.video_shape,
+                                                              self.config.audio_shape,
+                                                              range(pass_seed, pass_seed + stop - start))
+                        v, a = _sample(denoiser, task=pass_task, condition=kept, steps=steps, sampler=sampler,
+                                       seed=pass_seed, batch_size=stop - start, eta=eta, spacing=spacing,
+                                       guidance=0.0 if refine and not i else guidance, condition_mode=condition_mode,
+                                       gamma=gamma, cfg_scale=cfg, labels=part_labels, noise=start_noise,
+                                       video_shape=denoiser.config.video_shape,
+                                       audio_shape=denoiser.config.audio_shape, progress=progress and not long,
+                                       device=self.device, dtype=self.dtype)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 elapsed += time.perf_counter() - began

@@ -27,6 +27,7 @@ from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
 from .diffusion.timesteps import SPACINGS
 from .diffusion.windowed import WINDOW_NOISES
+from .models.config import REFINE_PASSES
 
 __all__ = ["PROG", "RUNTIMES", "build_parser", "main", "run"]
 
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", choices=SPACINGS, default="trailing")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
     p.add_argument("--guidance", type=float, default=0.0, help="reconstruction guidance λ for v2a/a2v (0 = replacement)")
-    p.add_argument("--condition-mode", choices=CONDITION_MODES, default="replace")
+    p.add_argument("--condition-mode", choices=CONDITION_MODES, default=None,
+                   help="how the v2a / a2v condition reaches the model: replace (forward-noised) or clean (at t = 0); "
+                        "default: the model's own (config condition_mode; clean for the shipped default)")
     p.add_argument("--gamma", type=float, default=None,
                    help="timestep adjustment γ (1 = none); default: a distilled model's own, else 1")
     p.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0], metavar="S",
@@ -80,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
                         "clip) or shared (every window starts from a permutation of the first window's noise, "
                         "FreeNoise-style)")
+    p.add_argument("--refine", nargs="+", choices=REFINE_PASSES + ("none",), default=None, metavar="TASK",
+                   help="--task joint in passes: after the joint pass, redraw one modality for the other, in order "
+                        "(v2a: the sound for the joint video; a2v: the video for the sound); none: the joint pass "
+                        "alone. Default: the model's own (config joint_refine); see docs/sampling.md")
     p.add_argument("--out", metavar="DIR", default="samples")
     p.add_argument("--vocoder", metavar="WEIGHTS", help="MelGAN .safetensors; default: Griffin-Lim (lower quality)")
     p.add_argument("--autoencoder", metavar="DIR", help="frame autoencoder of a latent-space model (avfast's frame "
@@ -125,6 +132,13 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"--overlap must be >= 0 video frames (and less than the model's window), got {args.overlap}")
     if args.window_batch is not None and args.window_batch < 1:
         raise CliError(f"--window-batch must be >= 1, got {args.window_batch}")
+    if args.refine is not None:
+        if "none" in args.refine and len(args.refine) > 1:
+            raise CliError(f"--refine none (the joint pass alone) takes no other pass, got {' '.join(args.refine)}")
+        if args.task != "joint":
+            raise CliError(f"--refine redraws a modality of a joint clip; --task {args.task} already keeps its "
+                           f"condition")
+        args.refine = () if args.refine == ["none"] else tuple(args.refine)
     if args.task == "joint" and args.input is not None:
         raise CliError("--input is a condition for --task v2a or a2v; --task joint takes none")
     if args.task != "joint" and args.input is None:
@@ -284,7 +298,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                      batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing, guidance=args.guidance,
                      condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg, labels=args.label,
                      seconds=args.seconds, overlap=args.overlap, window_batch=args.window_batch,
-                     window_noise=args.window_noise)
+                     window_noise=args.window_noise, refine=args.refine)
         calls, seconds = calls + clips.calls, seconds + clips.seconds
         out.mkdir(parents=True, exist_ok=True)
         for clip in clips:

@@ -74,3 +74,13 @@ def test_per_clip_speed_up_over_the_teacher_is_the_same_runs_ratio():
     assert table[2].startswith("| tiny-latent teacher | joint |") and "| — |" in table[2]
     assert table[3].startswith("| tiny-latent | joint |") and "| 5.2× |" in table[3]  # 2600 / 500
     assert table[4].startswith("| tiny-latent | v2a |") and "| — | — |" in table[4]  # no v2a teacher row
+
+
+def test_a_joint_clip_in_passes_is_compared_with_the_teachers_joint_clip():
+    teacher = {**CLIP, "model": "tiny-latent teacher", "steps": 25, "sampler": "dpmpp2m", "evaluations": 25}
+    run = _doc([_row("bench/bench_per_clip.py::t", "per clip tiny-latent teacher joint 25 steps", 2600.0, **teacher),
+                _row("bench/bench_per_clip.py::p", "per clip tiny-latent joint+v2a 4 steps", 1000.0,
+                     **{**CLIP, "task": "joint+v2a", "evaluations": 8})], "t1")
+    table = report.render_block("per_clip_joint", run).splitlines()
+    assert table[3].startswith("| tiny-latent | joint+v2a | fp32 | 4 DDIM | 8 |")
+    assert "| 2.6× | 190× |" in table[3]  # 2600 / 1000 against the teacher's joint clip; 190 s / 1 s

@@ -158,6 +158,8 @@ CASES = [
      "runtimes that run on cpu here: torch"),
     ("sample-tensorrt-missing", [SAMPLE, "--runtime", "tensorrt", "--out", "out"], None, 2,
      "runtime 'tensorrt' cannot run here"),
+    ("sample-refine-unknown", [SAMPLE, "--refine", "joint", "--out", "out"], None, 2,
+     "argument --refine: invalid choice: 'joint'"),
     ("sample-runtime-unknown", [SAMPLE, "--runtime", "onnx", "--out", "out"], None, 2, "--runtime: 'onnx' is not available"),
     ("sample-device-foo", [SAMPLE, "--device", "foo", "--out", "out"], None, 2, "--device: 'foo' is not a device name"),
     ("sample-device-cuda-without-cuda", [SAMPLE, "--device", "cuda", "--out", "out"], None, 2, "no CUDA device"),

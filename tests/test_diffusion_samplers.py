@@ -367,3 +367,25 @@ def test_the_loop_does_not_synchronise_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert v.is_cuda and bool(torch.isfinite(v).all())
+
+
+def test_condition_mode_defaults_to_the_models_own():
+    """condition_mode=None: a model whose config says 'clean' gets its condition clean at t = 0; one without
+    a config (or with guidance > 0) gets replacement."""
+    from types import SimpleNamespace
+
+    den = correlated_gaussian()
+    cond_v = den.split(den.draw(1, torch.Generator().manual_seed(2)))[0]
+    rec = Recorder(den)
+    rec.config = SimpleNamespace(video_shape=den.video_shape, audio_shape=den.audio_shape, condition_mode="clean")
+    own = sample(rec, task="v2a", condition=cond_v, steps=3, seed=1, progress=False, dtype=F64)
+    assert rec.calls and all(not c["t_v"].any() for c in rec.calls)  # clean: t = 0 on every step
+    explicit = sample(rec, task="v2a", condition=cond_v, steps=3, seed=1, progress=False, dtype=F64,
+                      condition_mode="clean")
+    assert torch.equal(own[1], explicit[1])
+    rec.calls.clear()
+    sample(rec, task="v2a", condition=cond_v, steps=3, seed=1, progress=False, dtype=F64, guidance=0.1)
+    assert all(c["t_v"].all() for c in rec.calls)  # guidance needs replacement: the condition is noised
+    bare = Recorder(den)
+    sample(bare, task="v2a", condition=cond_v, steps=3, seed=1, **shapes(den))
+    assert all(c["t_v"].all() for c in bare.calls)

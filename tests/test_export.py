@@ -255,10 +255,12 @@ def test_default_model_is_the_shipped_default_or_stand_in_weights():
     from avfast.export.__main__ import _load_model
 
     model, preset, source = _load_model(argparse.Namespace(checkpoint=None, preset=None))
-    # the default is a distilled tiny-latent: its config records its step count on top of the preset
+    # the default is a distilled tiny-latent: its config records how it samples on top of the preset
+    from avfast.models.config import ModelConfig, SAMPLING_FIELDS
+
     assert preset == "tiny-latent"
-    assert model.config.replace(distilled_steps=0, distilled_sampler="", distilled_gamma=1.0, version=1) == \
-        avfast.models.preset("tiny-latent")
+    plain = {name: getattr(ModelConfig(), name) for name in SAMPLING_FIELDS}
+    assert model.config.replace(**plain, version=1) == avfast.models.preset("tiny-latent")
     if (avfast.models.DEFAULT_DIR / "model.safetensors").is_file():
         assert source == "the package's trained default model"
     else:

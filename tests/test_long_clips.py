@@ -57,6 +57,15 @@ def test_joint_long_clip(pipe):
     torch.testing.assert_close(again.pixels[0], clip.pixels[1], atol=1e-5, rtol=0)
 
 
+def test_joint_long_clip_in_passes(pipe):
+    """refine= on a long clip: every pass is windowed over the whole clip; v2a keeps the joint video."""
+    plain = pipe("joint", seconds=2.5, overlap=2, steps=2, seed=4)
+    clip = pipe("joint", seconds=2.5, overlap=2, steps=2, seed=4, refine="v2a")
+    assert clip.windows == plain.windows == 6 and clip.calls == 2 * plain.calls
+    assert torch.equal(clip.pixels, plain.pixels) and clip.waveform.shape == plain.waveform.shape
+    assert not torch.allclose(clip.waveform, plain.waveform, atol=1e-3)
+
+
 def test_v2a_long_video_sets_the_duration(pipe):
     video = _video(23)                                                       # 2.3 s
     clip = pipe("v2a", video=video, seconds="all", steps=2, sampler="ddim", guidance=0.5)

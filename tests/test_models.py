@@ -267,6 +267,24 @@ def test_config_json_round_trip():
         assert ModelConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_joint_refine_and_condition_mode_are_version_3_fields_only_where_set():
+    plain = PRESETS["tiny"]
+    assert "joint_refine" not in plain.to_dict() and plain.version == 1  # older avfast still reads it
+    refined = plain.replace(joint_refine=["v2a"])
+    assert refined.joint_refine == ("v2a",) and refined.version == 3
+    d = refined.to_dict()
+    assert d["joint_refine"] == ["v2a"] and d["version"] == 3
+    assert ModelConfig.from_dict(d) == refined
+    clean = plain.replace(condition_mode="clean")
+    assert clean.version == 3 and clean.to_dict()["condition_mode"] == "clean"
+    assert ModelConfig.from_dict(clean.to_dict()) == clean and "condition_mode" not in plain.to_dict()
+    with pytest.raises(ValueError, match=r"condition_mode must be one of \('replace', 'clean'\), got 'noisy'"):
+        plain.replace(condition_mode="noisy")
+    with pytest.raises(ValueError, match=r"joint_refine must be a list of tasks, each one of \('v2a', 'a2v'\), "
+                                         r"got \('joint',\)"):
+        plain.replace(joint_refine=("joint",))
+
+
 @pytest.mark.parametrize("corruption,match", [
     ("missing", "missing tensors"), ("extra", "unexpected tensors"), ("shape", "mis-shaped"),
     ("not_safetensors", "not a readable safetensors"), ("no_weights", "no file"),
@@ -387,3 +405,20 @@ def test_bad_config_values_are_named():
         ModelConfig(base_channels=96, head_dim=64, norm_groups=32)
     with pytest.raises(ValueError, match="unknown preset"):
         create("huge")
+
+
+def test_ship_records_the_students_joint_passes_only(tmp_path):
+    import shutil
+
+    from avfast.models import DEFAULT_DIR
+    from avfast.models.ship import ship
+
+    for name in ("student", "teacher"):
+        small().save_pretrained(tmp_path / name)
+        shutil.copytree(DEFAULT_DIR / "autoencoder", tmp_path / name / "autoencoder")
+    out = tmp_path / "default"
+    ship(tmp_path / "student", tmp_path / "teacher", out, joint_refine=("v2a",))
+    assert json.loads((out / "config.json").read_text())["joint_refine"] == ["v2a"]
+    assert from_pretrained(out).config.joint_refine == ("v2a",)
+    assert "joint_refine" not in json.loads((out / "teacher" / "config.json").read_text())
+    assert (out / "autoencoder" / "model.safetensors").is_file()

@@ -158,6 +158,45 @@ def test_precision_and_runtime(folder):
     assert 0 < float((a.pixels - b.pixels).abs().max()) < 0.2  # bf16 arithmetic, not fp32 bits
 
 
+def test_joint_in_passes_is_the_composed_conditional_calls(pipe):
+    """refine=("a2v", "v2a"): the joint pass, then the video redrawn for its sound, then the sound for that
+    video, pass k from fresh noise (seed + k * REFINE_SEED_STRIDE); equal to the sampler called three times."""
+    from avfast.diffusion import sample
+    from avfast.pipeline import REFINE_SEED_STRIDE
+
+    kw = dict(steps=2, sampler="ddim", batch_size=2, condition_mode="clean", progress=False)
+    v, a = sample(pipe.model, "joint", seed=4, **kw)
+    v2, _ = sample(pipe.model, "a2v", condition=a, seed=4 + REFINE_SEED_STRIDE, **kw)
+    _, a3 = sample(pipe.model, "v2a", condition=v2, seed=4 + 2 * REFINE_SEED_STRIDE, **kw)
+    clip = pipe("joint", steps=2, sampler="ddim", batch=2, seed=4, refine=("a2v", "v2a"), condition_mode="clean")
+    assert clip.calls == 3 * 2
+    torch.testing.assert_close(clip.pixels, pipe.decode_video(v2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(clip.waveform, pipe.decode_audio(a3, seed=4), rtol=0, atol=1e-6)
+    assert not torch.allclose(pipe.decode_video(v), clip.pixels, atol=1e-3)  # the passes changed the clip
+    one = pipe("joint", steps=2, sampler="ddim", seed=5, refine=("a2v", "v2a"), condition_mode="clean")
+    torch.testing.assert_close(one.pixels[0], clip.pixels[1], rtol=0, atol=1e-5)  # clip i from seed + i
+
+    plain = pipe("joint", steps=2, sampler="ddim", batch=2, seed=4)
+    sound_redrawn = pipe("joint", steps=2, sampler="ddim", batch=2, seed=4, refine="v2a")
+    assert torch.equal(sound_redrawn.pixels, plain.pixels)  # v2a keeps the joint video
+    assert not torch.allclose(sound_redrawn.waveform, plain.waveform, atol=1e-3)
+    assert sound_redrawn.calls == 2 * plain.calls
+
+
+def test_joint_passes_default_to_the_models_own(tmp_path):
+    """A config's joint_refine is what a joint call does unless refine= says otherwise; () is one pass."""
+    net = _net()
+    net.config = net.config.replace(joint_refine=("v2a",))
+    refined = Pipeline(net, progress=False)
+    own = refined("joint", steps=2, seed=1)
+    assert own.calls == 2 * 2
+    assert torch.equal(own.waveform, refined("joint", steps=2, seed=1, refine="v2a").waveform)
+    assert refined("joint", steps=2, seed=1, refine=()).calls == 2
+    assert refined("v2a", video=own.pixels, steps=2).calls == 2  # conditional tasks are one pass
+    net.save_pretrained(tmp_path)
+    assert Pipeline.from_pretrained(tmp_path).config.joint_refine == ("v2a",)
+
+
 def test_default_model_unavailable_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "DEFAULT_DIR", tmp_path / "absent")
     with pytest.raises(models.DefaultModelUnavailable, match="no trained default model"):
@@ -178,6 +217,10 @@ def test_default_model_unavailable_is_named(monkeypatch, tmp_path):
     (lambda p: p("joint", batch=0), ValueError, "`batch` must be an int >= 1"),
     (lambda p: p("joint", seed=-1), ValueError, "`seed` must be an int >= 0"),
     (lambda p: p("joint", steps=0), ValueError, "`steps` must be an int in [1, 1000]"),
+    (lambda p: p("joint", refine="joint"), ValueError, "`refine` passes must be 'v2a' or 'a2v', got 'joint'"),
+    (lambda p: p("joint", refine=[1]), ValueError, "`refine` must be a task or a sequence of tasks"),
+    (lambda p: p("v2a", video=torch.zeros(3, FRAMES, 32, 32), refine="v2a"), ValueError,
+     "task 'v2a' already keeps its condition (use task='joint')"),
     (lambda p: p("a2v", audio="missing.wav"), FileNotFoundError, "missing.wav"),
     (lambda p: Pipeline.from_pretrained("/nonexistent/dir"), FileNotFoundError, "is not a folder"),
     (lambda p: Pipeline.from_pretrained("default", runtime="onnx"), ValueError, "runtime 'onnx' is not available"),

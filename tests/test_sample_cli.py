@@ -58,6 +58,15 @@ def test_joint_writes_mp4_files_with_sound(checkpoint, tmp_path, capsys):
         assert clip.audio is not None and clip.audio.shape[0] > 0.8 * AUDIO_LENGTH * 256
 
 
+def test_joint_in_passes_from_the_command_line(checkpoint, tmp_path, capsys):
+    rc = main(["--checkpoint", str(checkpoint), "--steps", "2", "--refine", "a2v", "v2a", "--condition-mode", "clean",
+               "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert _summary(out)[0] == 3 * 2  # three passes of 2 steps
+    assert read_video(tmp_path / "joint_seed0.mp4", fps=10, size=None).audio is not None
+
+
 def test_v2a_keeps_the_input_video(checkpoint, clip_mp4, tmp_path, capsys):
     rc = main(["--checkpoint", str(checkpoint), "--task", "v2a", "--input", str(clip_mp4), "--steps", "2",
                "--guidance", "0.1", "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
@@ -97,6 +106,7 @@ def test_without_checkpoint_and_no_default_model_says_so(monkeypatch, tmp_path, 
     (["--cfg-scale", "2"], "needs `labels`"),
     (["--runtime", "nosuch"], "--runtime: 'nosuch' is not available; this build has torch"),
     (["--checkpoint", "/nonexistent/dir"], "is not a folder"),
+    (["--refine", "v2a", "--task", "a2v", "--input", "{wav}"], "--refine redraws a modality of a joint clip"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.wav"

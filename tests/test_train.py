@@ -368,3 +368,16 @@ def test_init_starts_from_a_model_folders_weights_and_refuses_another_model(tmp_
     assert len(_losses(tmp_path / "second")) == 4
     with pytest.raises(ValueError, match="init=.* is a different model from preset='tiny'"):
         loop._initial_model(micro_config(tmp_path / "third", init=str(base), model={**MICRO, "base_channels": 8}))
+
+
+def test_a_model_trained_with_clean_conditions_says_so(tmp_path):
+    """--clean-prob > 0 records condition_mode 'clean' in the model's config (samplers then pass v2a / a2v
+    conditions clean by default); an --init folder's sampling fields do not make it another model."""
+    clean = loop._initial_model(micro_config(tmp_path / "a", clean_prob=0.3))
+    assert clean.config.condition_mode == "clean" and clean.config.version == 3
+    assert loop._initial_model(micro_config(tmp_path / "b")).config.condition_mode == "replace"
+    clean.config = clean.config.replace(joint_refine=("v2a",))
+    clean.save_pretrained(tmp_path / "folder")
+    again = loop._initial_model(micro_config(tmp_path / "c", init=str(tmp_path / "folder")))
+    assert again.config.condition_mode == "replace" and again.config.joint_refine == ("v2a",)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in clean.state_dict().items())

@@ -232,7 +232,7 @@ def _run(predict: _Predictor, x: list[torch.Tensor], coefs: list[list[StepCoeffi
 # --------------------------------------------------------------------------------- public API
 def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None = None, steps: int | None = None,
            sampler: str | None = None, seed: int = 0, batch_size: int = 1, eta: float = 0.0,
-           spacing: str | None = None, guidance: float = 0.0, condition_mode: str = "replace",
+           spacing: str | None = None, guidance: float = 0.0, condition_mode: str | None = None,
            gamma: float | None = None,
            cfg_scale: float | Sequence[float] = (1.0, 1.0), labels: torch.Tensor | int | None = None,
            video_shape: Sequence[int] | None = None, audio_shape: Sequence[int] | None = None,
@@ -253,7 +253,9 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
         warns, anything else is refused).
     guidance: reconstruction-guidance weight λ ≥ 0 for v2a/a2v (0 = replacement). Needs autograd
         through the denoiser (`supports_grad` not False) and condition_mode="replace".
-    condition_mode: "replace" (forward-noise the condition) or "clean" (pass it at t = 0).
+    condition_mode: "replace" (forward-noise the condition) or "clean" (pass it at t = 0). None: the model's
+        own (`model.config.condition_mode`: "clean" for a model trained with clean conditions; "replace"
+        without a config, and with guidance > 0, which needs it).
     gamma: Sony's timestep adjustment γ > 0 (1 = none); video follows m(t), audio n(t). None: a distilled
         student's `distilled_gamma`, else 1.
     cfg_scale, labels: classifier-free guidance per modality (video, audio); pred = u + s (c - u),
@@ -274,13 +276,16 @@ def sample(model: Denoiser, task: str = "joint", condition: torch.Tensor | None 
         raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}")
     if spacing not in SPACINGS:
         raise ValueError(f"`spacing` must be one of {SPACINGS}, got {spacing!r}")
-    if condition_mode not in CONDITION_MODES:
-        raise ValueError(f"`condition_mode` must be one of {CONDITION_MODES}, got {condition_mode!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
     eta, guidance, gamma = _non_negative("eta", eta), _non_negative("guidance", guidance), check_gamma(gamma)
+    if condition_mode is None:
+        own = getattr(getattr(model, "config", None), "condition_mode", "replace")
+        condition_mode = "replace" if guidance or own not in CONDITION_MODES else own
+    if condition_mode not in CONDITION_MODES:
+        raise ValueError(f"`condition_mode` must be one of {CONDITION_MODES}, got {condition_mode!r}")
     if eta > 0 and sampler != "ddim":
         raise ValueError(f"`eta` > 0 (stochastic sampling) is a DDIM option; sampler {sampler!r} needs eta = 0")
     if task == "joint" and condition is not None:

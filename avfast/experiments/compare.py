@@ -62,7 +62,8 @@ def table(rows: list[tuple[str, dict]]) -> str:
         base = base or sec
         st = r["settings"]
         lines.append(
-            f"| {label} | {st['sampler']} {st['steps']} | {_cell(s['a2v']['residual_ratio'])} / "
+            f"| {label} | {st['sampler']} {st['steps']}{''.join(' + ' + p for p in st.get('refine') or ())} | "
+            f"{_cell(s['a2v']['residual_ratio'])} / "
             f"{_cell(s['joint']['residual_ratio'])} | {_cell(s['v2a']['av_align_ratio'])} | "
             f"{_cell(s['a2v']['av_align_ratio'])} | {_cell(s['joint']['av_align_ratio'])} | "
             f"{_cell(s['v2a']['hit_100ms'])} / {_cell(s['v2a']['hit_500ms'])} | "

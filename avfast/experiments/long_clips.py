@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from ..diffusion.windowed import WINDOW_NOISES
+from .quality import parse_refine
 
 TASKS = ("v2a", "a2v", "joint")
 DEFAULT_OUT = "bench/results/long_clips"
@@ -78,6 +79,7 @@ class LongClipSettings:
     threads: int = 0
     progress: bool = True
     window_noise: str = "independent"   # the long clips' starting noise (avfast.diffusion.windowed)
+    refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -105,6 +107,10 @@ class LongClipSettings:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
         if self.window_noise not in WINDOW_NOISES:
             raise ValueError(f"--window-noise must be 'independent' or 'shared', got {self.window_noise!r}")
+        from ..pipeline import check_refine
+
+        if self.refine is not None:
+            self.refine = check_refine(tuple(self.refine), "joint")
 
 
 # --- held-out clips ---------------------------------------------------------------------------------
@@ -222,12 +228,12 @@ def _generate(pipe, task: str, pixels, waves, settings: LongClipSettings, long: 
     for start in range(0, n, settings.batch):
         stop = min(start + settings.batch, n)
         given = {"v2a": {"video": pixels[start:stop]}, "a2v": {"audio": waves[start:stop]},
-                 "joint": {"batch": stop - start}}[task]
+                 "joint": {"batch": stop - start, "refine": settings.refine}}[task]
         extra = dict(seconds="all" if task != "joint" else settings.seconds, overlap=settings.overlap,
                      window_noise=settings.window_noise) if long else {}
         t0 = time.perf_counter()
         clip = pipe(task, steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
-                    condition_mode=settings.condition_mode if task != "joint" else "replace",
+                    condition_mode=settings.condition_mode,
                     progress=settings.progress and long, **given, **extra)
         seconds += time.perf_counter() - t0
         out_p.append(clip.pixels.float().clamp(-1, 1))
@@ -252,6 +258,8 @@ def run(settings: LongClipSettings, out: Path) -> dict:
         own = resolve(cfg, settings.steps, settings.sampler, None, None, default_steps=25,
                       default_sampler="dpmpp2m", warn=False)
         settings = replace(settings, steps=own.steps, sampler=own.sampler)
+    if settings.refine is None:   # the model's own joint passes, recorded as resolved
+        settings = replace(settings, refine=tuple(cfg.joint_refine))
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
     window_seconds = cfg.frames / fps
     if settings.overlap is not None and settings.overlap >= cfg.frames:
@@ -362,7 +370,8 @@ def markdown(results: dict) -> str:
         f"Model `{st['model']}` ({results['model']['sha256'][:12]}), {st['sampler']} {st['steps']} steps, "
         f"{st['clips']} held-out clips per row (data seed {st['data_seed']}), {len(lay['windows'])} windows of "
         f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames, "
-        f"{st.get('window_noise', 'independent')} window noise; sound: "
+        f"{st.get('window_noise', 'independent')} window noise"
+        f"{'; joint in passes: joint, then ' + ', then '.join(st['refine']) if st.get('refine') else ''}; sound: "
         f"{results['vocoder']}. 95 % bootstrap CIs over clips; ratios resample the two sets independently.",
         "",
         "| task | AV-Align long | AV-Align window | long / window | vs real: long / window | "
@@ -503,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
                          "%(default)s)")
+    ap.add_argument("--refine", nargs="+", default=None, choices=("v2a", "a2v", "none"), metavar="TASK",
+                    help="joint's passes after the joint one, each v2a or a2v, or none, for the long and the "
+                         "window clips (avfast.Pipeline's refine=; default: the model's own, config joint_refine)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -514,7 +526,7 @@ def main(argv=None) -> int:
         settings = LongClipSettings(args.model, args.clips, args.seconds, args.overlap, args.steps, args.sampler,
                                     args.seed, args.data_seed, args.batch, args.condition_mode,
                                     tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress,
-                                    args.window_noise)
+                                    args.window_noise, parse_refine(args.refine))
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")

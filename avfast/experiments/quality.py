@@ -68,6 +68,7 @@ class QualitySettings:
     precision: str = "fp32"     # its precision (fp32/bf16/fp16, int8 on openvino/onnxruntime)
     gamma: float | None = None  # joint's timestep adjustment γ (None: the model's own, a student's recorded one, else 1)
     tasks: tuple[str, ...] = TASKS  # a subset to score (a quick look at one task); README figures use all three
+    refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -89,6 +90,10 @@ class QualitySettings:
         if self.gamma is not None and (isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float))
                                        or not 0 < self.gamma < float("inf")):
             raise ValueError(f"--gamma must be a finite number > 0 (1 = no timestep adjustment), got {self.gamma!r}")
+        from ..pipeline import check_refine
+
+        if self.refine is not None:
+            self.refine = check_refine(tuple(self.refine), "joint")
         self.tasks = tuple(self.tasks)
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
@@ -169,12 +174,15 @@ def held_out(folder: Path, start: int, stop: int, data_seed: int) -> HeldOutBatc
 
 def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, steps: int, sampler: str,
              seed: int, condition_mode: str = "clean", runtime: str = "torch",
-             precision: str = "fp32", gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             precision: str = "fp32", gamma: float | None = None,
+             refine: tuple[str, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels [B, 3, F, H, W] in [-1, 1], waveform [B, N]) for one task on a batch of held-out clips.
 
     v2a returns the clips' own pixels with generated sound, a2v generated pixels with the clips' own sound,
     joint both generated (clip i's sampling noise and Griffin-Lim's starting phase come from seed + i).
     gamma: joint's timestep adjustment (v2a / a2v have one modality clean, so it does not apply to them).
+    refine: joint's conditional passes after the joint one (`avfast.Pipeline`'s refine=; None: the model's own
+        `joint_refine`), in condition_mode.
     The one place that turns a model folder into clips: a call to the folder's `avfast.Pipeline`.
     """
     if task not in TASKS:
@@ -184,8 +192,10 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
              "joint": {"batch": len(held_out_batch)}}[task]
     if task == "joint" and gamma is not None:
         given["gamma"] = gamma
-    clip = pipe(task, steps=steps, sampler=sampler, seed=seed, progress=False,
-                condition_mode=condition_mode if task != "joint" else "replace", **given)
+    if task == "joint":
+        given["refine"] = refine
+    clip = pipe(task, steps=steps, sampler=sampler, seed=seed, progress=False, condition_mode=condition_mode,
+                **given)
     return clip.pixels.float().clamp(-1, 1), clip.waveform.float()
 
 
@@ -238,7 +248,8 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
     # unset steps / sampler / gamma: the model's own (a distilled student's), recorded as resolved
     own = resolve(cfg, settings.steps, settings.sampler, None, settings.gamma, default_steps=25,
                   default_sampler="dpmpp2m", warn=False)
-    settings = replace(settings, steps=own.steps, sampler=own.sampler, gamma=own.gamma)
+    settings = replace(settings, steps=own.steps, sampler=own.sampler, gamma=own.gamma,
+                       refine=cfg.joint_refine if settings.refine is None else settings.refine)
     real = held_out(folder, 0, n, settings.data_seed)
     other = held_out(folder, n, 2 * n, settings.data_seed)  # disjoint: the real-vs-real floor
     real_feats = frame_features(real.pixels).numpy()
@@ -262,14 +273,14 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
         for start in sorted({0, (n - 1) // settings.batch * settings.batch}):  # the first and the last batch size
             generate(folder, task, real.slice(start, min(start + settings.batch, n)), settings.steps, settings.sampler,
                      settings.seed + start, settings.condition_mode, settings.runtime, settings.precision,
-                     settings.gamma)
+                     settings.gamma, settings.refine)
         pixels, waves, seconds = [], [], 0.0
         for start in range(0, n, settings.batch):
             stop = min(start + settings.batch, n)
             t0 = time.perf_counter()
             p, w = generate(folder, task, real.slice(start, stop), settings.steps, settings.sampler,
                             settings.seed + start, settings.condition_mode, settings.runtime, settings.precision,
-                            settings.gamma)
+                            settings.gamma, settings.refine)
             seconds += time.perf_counter() - t0
             pixels.append(p)
             waves.append(w)
@@ -351,6 +362,9 @@ def markdown(results: dict) -> str:
                   f"sound and a reference (v2a only)."]
     if s.get("gamma") not in (None, 1, 1.0) and "joint" in summary:
         lines.append(f"Joint at timestep adjustment γ = {s['gamma']:g}.")
+    if s.get("refine") and "joint" in summary:
+        lines.append(f"Joint in passes: the joint pass, then {', then '.join(s['refine'])} (refine=; each pass "
+                     f"{s['sampler']} {s['steps']} steps; docs/sampling.md).")
     runtime, precision = s.get("runtime", "torch"), s.get("precision", "fp32")
     if (runtime, precision) != ("torch", "fp32"):
         lines.append(f"Denoiser: runtime {runtime}, {precision}.")
@@ -436,6 +450,15 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(message)
 
 
+def parse_refine(values: list[str] | None) -> tuple[str, ...] | None:
+    """--refine's words: None (not given: the model's own), () for 'none', else the passes."""
+    if values is None:
+        return None
+    if "none" in values and len(values) > 1:
+        raise ValueError(f"--refine none (the joint pass alone) takes no other pass, got {' '.join(values)}")
+    return () if values == ["none"] else tuple(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m avfast.experiments.quality", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -456,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "or int8 (runtime openvino/onnxruntime)")
     ap.add_argument("--gamma", type=float, default=s.gamma,
                     help="joint's timestep adjustment γ (default: the model's own; 1 = none)")
+    ap.add_argument("--refine", nargs="+", default=None, choices=("v2a", "a2v", "none"), metavar="TASK",
+                    help="joint's passes after the joint one, in order, each v2a or a2v (--refine v2a: the sound "
+                         "redrawn for the joint video), or none (the joint pass alone); default: the model's own "
+                         "(config joint_refine)")
     ap.add_argument("--tasks", nargs="+", default=list(s.tasks), metavar="TASK",
                     help=f"tasks to score, of {', '.join(TASKS)} (default: all)")
     ap.add_argument("--readme", default=None, help="also put the table between this file's "
@@ -487,7 +514,8 @@ def main(argv=None) -> int:
             check_out_folder(out)  # a file or an unwritable place: one line before any work
             settings = QualitySettings(args.model, args.clips, args.data_seed, args.steps, args.sampler, args.seed,
                                        args.batch, args.condition_mode, args.threads, not args.no_progress,
-                                       args.runtime, args.precision, args.gamma, tuple(args.tasks))
+                                       args.runtime, args.precision, args.gamma, tuple(args.tasks),
+                                       parse_refine(args.refine))
             table = markdown(run_quality(settings, out))
         print(table, end="")
         for readme in targets:

@@ -98,11 +98,12 @@ def _load_model(args):
 
 
 def _same_architecture(a, b) -> bool:
+    from ..models.config import SAMPLING_FIELDS
+
     # not part of the weights' shapes: the layout, and what a distilled student records about its sampling
-    layout = ("frames", "audio_length", "gradient_checkpointing", "dropout", "distilled_steps", "distilled_sampler",
-              "distilled_gamma", "version")
+    layout = ("frames", "audio_length", "gradient_checkpointing", "dropout", "version", *SAMPLING_FIELDS)
     da, db = a.to_dict(), b.to_dict()
-    return all(da[k] == db[k] for k in da if k not in layout)
+    return all(da.get(k) == db.get(k) for k in {*da, *db} if k not in layout)
 
 
 def _options(args, model, preset: str, source: str):

@@ -18,9 +18,15 @@ from typing import Any
 # it, so configs without the newer fields stay readable by older avfast:
 #   1  the architecture and data layout
 #   2  + distilled_steps, distilled_sampler, distilled_gamma (a progressively distilled student)
-CONFIG_VERSION = 2
+#   3  + joint_refine (a joint clip's conditional passes after the joint one), condition_mode (how a v2a / a2v
+#        condition reaches the model by default)
+CONFIG_VERSION = 3
 DISTILLED_SAMPLERS = ("ddim",)
 DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
+REFINE_PASSES = ("v2a", "a2v")  # the conditional tasks a joint pass can be followed by
+CONDITION_MODES = ("replace", "clean")
+# What a config says about sampling, not about the weights: two configs that differ only here hold the same network.
+SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode")
 FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
 VIDEO_SPACES = ("pixels", "latent")
 ATTENTION_KINDS = ("spatial_temporal", "joint")
@@ -65,15 +71,26 @@ class ModelConfig:
     distilled_steps: int = 0
     distilled_sampler: str = ""
     distilled_gamma: float = 1.0
+    # how a joint clip is sampled by default (avfast.Pipeline's refine=): () one joint pass; ("v2a",) the
+    # joint pass, then the sound redrawn for its video. A sampling setting, not architecture, like distilled_*
+    joint_refine: tuple[str, ...] = ()
+    # how a v2a / a2v condition reaches the model unless a call says: "replace" (forward-noised, CMMD's) or
+    # "clean" (at t = 0: models trained with clean conditions, `--clean-prob` > 0, which the training run records)
+    condition_mode: str = "replace"
     version: int = 1                   # the oldest config format that holds this config (see CONFIG_VERSION)
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attention_levels = tuple(int(x) for x in self.attention_levels)
+        if isinstance(self.joint_refine, (list, tuple)):
+            self.joint_refine = tuple(self.joint_refine)
         if isinstance(self.distilled_gamma, int) and not isinstance(self.distilled_gamma, bool):
             self.distilled_gamma = float(self.distilled_gamma)
         if self.distilled_steps and isinstance(self.version, int) and self.version < 2:
             self.version = 2  # the distilled_* fields are version 2's
+        if (self.joint_refine or self.condition_mode != "replace") and isinstance(self.version, int) \
+                and self.version < 3:
+            self.version = 3  # joint_refine and condition_mode are version 3's
         _check_config(self)
 
     @property
@@ -106,6 +123,10 @@ class ModelConfig:
         if not self.distilled:  # a version-1 config: without the version-2 fields, so older avfast reads it
             for k in DISTILLED_FIELDS:
                 del d[k]
+        if not self.joint_refine:  # likewise version 3's fields
+            del d["joint_refine"]
+        if self.condition_mode == "replace":
+            del d["condition_mode"]
         return d
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -171,6 +192,9 @@ def _check_config(c: ModelConfig) -> None:
          f"'' otherwise", c.distilled_sampler)
     need(isinstance(c.distilled_gamma, float) and math.isfinite(c.distilled_gamma) and c.distilled_gamma > 0,
          "distilled_gamma must be a finite number > 0", c.distilled_gamma)
+    need(isinstance(c.joint_refine, tuple) and all(p in REFINE_PASSES for p in c.joint_refine),
+         f"joint_refine must be a list of tasks, each one of {REFINE_PASSES}", c.joint_refine)
+    need(c.condition_mode in CONDITION_MODES, f"condition_mode must be one of {CONDITION_MODES}", c.condition_mode)
     need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
     need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
          (c.mel_scale, c.fps, c.sample_rate))

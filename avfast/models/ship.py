@@ -16,11 +16,14 @@ from pathlib import Path
 
 from .._cli import Parser
 from . import DEFAULT_DIR
+from .config import REFINE_PASSES
 from .pretrained import from_pretrained
 from .weights import save_pretrained
 
 
-def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR) -> list[Path]:
+def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tuple[str, ...] = ()) -> list[Path]:
+    """Writes the student (its config's `joint_refine` set to `joint_refine`: how its joint clips are sampled
+    by default) and the teacher as the default model folder `out`."""
     for name, folder in (("student", student), ("teacher", teacher)):
         if not (Path(folder) / "config.json").is_file() or not (Path(folder) / "autoencoder").is_dir():
             raise ValueError(f"--{name}: {folder} is not a latent model folder (config.json, model.safetensors, "
@@ -31,6 +34,8 @@ def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR) -> list[Path]:
     written = []
     for src, dst in ((Path(student), out), (Path(teacher), out / "teacher")):
         m = from_pretrained(src)
+        if dst == out:
+            m.config = m.config.replace(joint_refine=tuple(joint_refine))
         save_pretrained(m, dst, state_dict={k: v.half() if v.is_floating_point() else v
                                             for k, v in m.state_dict().items()})
         shutil.copytree(src / "autoencoder", dst / "autoencoder", dirs_exist_ok=True)
@@ -44,9 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument("--student", required=True, help="the distilled student's folder (e.g. runs/distill/stages/4-steps)")
     ap.add_argument("--teacher", required=True, help="the teacher's folder")
     ap.add_argument("--out", default=str(DEFAULT_DIR), help="default: the package's default model folder")
+    ap.add_argument("--joint-refine", nargs="*", default=[], choices=REFINE_PASSES, metavar="TASK",
+                    help="the student's joint clips in passes by default: after the joint pass, these conditional "
+                         "passes (config joint_refine; the shipped default: v2a)")
     args = ap.parse_args(argv)
     try:
-        for d in ship(Path(args.student), Path(args.teacher), Path(args.out)):
+        for d in ship(Path(args.student), Path(args.teacher), Path(args.out), tuple(args.joint_refine)):
             print(f"wrote {d}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

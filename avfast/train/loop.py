@@ -274,17 +274,20 @@ def _global_mean(values: torch.Tensor, world: int) -> torch.Tensor:
 
 def _initial_model(cfg: TrainConfig) -> JointUNet:
     """The run's starting weights: random (seeded), or `cfg.init`'s, which must be the preset's model."""
-    mcfg = cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing)
+    # A model trained with clean conditions says so: samplers then pass its conditions clean by default.
+    mode = "clean" if cfg.clean_prob > 0 else "replace"
+    mcfg = cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode)
     if not cfg.init:
         return create(mcfg)
+    from ..models.config import SAMPLING_FIELDS
     from ..models.pretrained import load_model_folder
 
     model = load_model_folder(cfg.init)
-    if model.config.replace(gradient_checkpointing=False) != mcfg.replace(gradient_checkpointing=False):
+    network = {name: getattr(mcfg, name) for name in SAMPLING_FIELDS} | {"gradient_checkpointing": False, "version": 1}
+    if model.config.replace(**network) != mcfg.replace(**network):
         raise ValueError(f"TrainConfig: init={cfg.init!r} is a different model from preset={cfg.preset!r} with "
                          f"model={cfg.model!r}; pass the preset and overrides it was made with")
-    if cfg.gradient_checkpointing:
-        model.config = model.config.replace(gradient_checkpointing=True)
+    model.config = model.config.replace(gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode)
     return model
 
 
