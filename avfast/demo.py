@@ -144,7 +144,8 @@ def run(out: Path, checkpoint: str | None = None, steps: int | None = None, samp
     _figure(clips, reference, figure, fps, sr)
 
     print(f"\nmodel: {'default' if checkpoint is None else checkpoint} ({pipe.model.num_parameters / 1e6:.2f} M "
-          f"parameters), {made.sampler} {made.steps} steps, audio decoded by Griffin-Lim (no MelGAN weights ship)")
+          f"parameters), {made.sampler} {made.steps} steps{''.join(f', joint then {p}' for p in made.passes)}, audio "
+          f"decoded by Griffin-Lim (no MelGAN weights ship)")
     print(f"{'task':<7} {'file':<28} {'AV-Align':>8} {'s/clip':>7} {'ms/FE':>7}")
     for c in clips:
         print(f"{c.task:<7} {str(c.path):<28} {c.score:>8.3f} {c.seconds:>7.2f} {1000 * c.seconds / c.calls:>7.1f}")

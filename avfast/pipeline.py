@@ -99,6 +99,7 @@ class Clip:
     sampler: str = ""
     windows: int = 0       # windows per step of a long clip (0: the model's own length, no windowing)
     peak_batch: int = 0    # the largest batch of one model call (windows x clips x 2 with CFG)
+    passes: tuple[str, ...] = ()  # a joint clip's conditional passes after the joint one (refine=), e.g. ("v2a",)
 
     def __post_init__(self) -> None:
         if self.pixels.dim() != 5 or self.waveform.dim() != 2 or self.pixels.shape[0] != self.waveform.shape[0]:
@@ -643,7 +644,8 @@ class Pipeline:
         source = "input" if task == "a2v" else self.vocoder.method
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
                     task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=elapsed, audio_source=source,
-                    steps=settings.steps, sampler=settings.sampler, windows=windows, peak_batch=peak)
+                    steps=settings.steps, sampler=settings.sampler, windows=windows, peak_batch=peak,
+                    passes=refine)
 
     def __repr__(self) -> str:
         video = "pixels" if self.autoencoder is None else type(self.autoencoder).__name__

@@ -169,7 +169,7 @@ def test_joint_in_passes_is_the_composed_conditional_calls(pipe):
     v2, _ = sample(pipe.model, "a2v", condition=a, seed=4 + REFINE_SEED_STRIDE, **kw)
     _, a3 = sample(pipe.model, "v2a", condition=v2, seed=4 + 2 * REFINE_SEED_STRIDE, **kw)
     clip = pipe("joint", steps=2, sampler="ddim", batch=2, seed=4, refine=("a2v", "v2a"), condition_mode="clean")
-    assert clip.calls == 3 * 2
+    assert clip.calls == 3 * 2 and clip.passes == ("a2v", "v2a") and clip[1].passes == ("a2v", "v2a")
     torch.testing.assert_close(clip.pixels, pipe.decode_video(v2), rtol=0, atol=1e-6)
     torch.testing.assert_close(clip.waveform, pipe.decode_audio(a3, seed=4), rtol=0, atol=1e-6)
     assert not torch.allclose(pipe.decode_video(v), clip.pixels, atol=1e-3)  # the passes changed the clip
@@ -189,9 +189,10 @@ def test_joint_passes_default_to_the_models_own(tmp_path):
     net.config = net.config.replace(joint_refine=("v2a",))
     refined = Pipeline(net, progress=False)
     own = refined("joint", steps=2, seed=1)
-    assert own.calls == 2 * 2
+    assert own.calls == 2 * 2 and own.passes == ("v2a",)
     assert torch.equal(own.waveform, refined("joint", steps=2, seed=1, refine="v2a").waveform)
-    assert refined("joint", steps=2, seed=1, refine=()).calls == 2
+    alone = refined("joint", steps=2, seed=1, refine=())
+    assert alone.calls == 2 and alone.passes == ()
     assert refined("v2a", video=own.pixels, steps=2).calls == 2  # conditional tasks are one pass
     net.save_pretrained(tmp_path)
     assert Pipeline.from_pretrained(tmp_path).config.joint_refine == ("v2a",)
