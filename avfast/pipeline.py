@@ -529,8 +529,10 @@ class Pipeline:
             raise ValueError(f"`guidance` > 0 (reconstruction guidance) needs gradients through the denoiser, and "
                              f"runtime {self.runtime!r} has none; use guidance=0 (replacement) or a PyTorch runtime")
         _check_seconds(seconds, task)
-        refine = (tuple(getattr(self.config, "joint_refine", ())) if task == "joint" else ()) if refine is None \
-            else check_refine(refine, task)
+        if refine is None:   # the model's own joint passes (conditional tasks are one pass)
+            refine = tuple(getattr(self.config, "joint_refine", ())) if task == "joint" else ()
+        else:
+            refine = check_refine(refine, task)
         frames_per_window = self.config.frames
         if window_noise is not None:
             check_window_noise(window_noise)
