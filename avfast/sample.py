@@ -27,7 +27,7 @@ from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
 from .diffusion.timesteps import SPACINGS
 from .diffusion.windowed import WINDOW_NOISES
-from .models.config import REFINE_PASSES
+from .models.config import REFINE_WORDS, parse_refine
 
 __all__ = ["PROG", "RUNTIMES", "build_parser", "main", "run"]
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
                         "clip) or shared (every window starts from a permutation of the first window's noise, "
                         "FreeNoise-style)")
-    p.add_argument("--refine", nargs="+", choices=REFINE_PASSES + ("none",), default=None, metavar="TASK",
+    p.add_argument("--refine", nargs="+", choices=REFINE_WORDS, default=None, metavar="TASK",
                    help="--task joint in passes: after the joint pass, redraw one modality for the other, in order "
                         "(v2a: the sound for the joint video; a2v: the video for the sound); none: the joint pass "
                         "alone. Default: the model's own (config joint_refine); see docs/sampling.md")
@@ -132,13 +132,9 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"--overlap must be >= 0 video frames (and less than the model's window), got {args.overlap}")
     if args.window_batch is not None and args.window_batch < 1:
         raise CliError(f"--window-batch must be >= 1, got {args.window_batch}")
-    if args.refine is not None:
-        if "none" in args.refine and len(args.refine) > 1:
-            raise CliError(f"--refine none (the joint pass alone) takes no other pass, got {' '.join(args.refine)}")
-        if args.task != "joint":
-            raise CliError(f"--refine redraws a modality of a joint clip; --task {args.task} already keeps its "
-                           f"condition")
-        args.refine = () if args.refine == ["none"] else tuple(args.refine)
+    if args.refine is not None and args.task != "joint":
+        raise CliError(f"--refine redraws a modality of a joint clip; --task {args.task} already keeps its condition")
+    args.refine = parse_refine(args.refine)
     if args.task == "joint" and args.input is not None:
         raise CliError("--input is a condition for --task v2a or a2v; --task joint takes none")
     if args.task != "joint" and args.input is None:
@@ -313,7 +309,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
               f"largest model call {clips.peak_batch} inputs")
     passes = "".join(f" then {p}" for p in clips.passes)
-    print(f"{args.task}{passes}, {clips.sampler}, {clips.steps} steps{' per pass' if passes else ''}, runtime {args.runtime} on {pipe.device}: "
+    print(f"{args.task}{passes}, {clips.sampler}, {clips.steps} steps{' per pass' if passes else ''}, "
+          f"runtime {args.runtime} on {pipe.device}: "
           f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
           f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "
           f"excluded)")

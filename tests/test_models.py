@@ -407,6 +407,16 @@ def test_bad_config_values_are_named():
         create("huge")
 
 
+def test_a_refine_options_words():
+    from avfast.models.config import parse_refine
+
+    assert parse_refine(None) is None  # not given: the model's own
+    assert parse_refine(["none"]) == ()
+    assert parse_refine(["a2v", "v2a"]) == ("a2v", "v2a")
+    with pytest.raises(ValueError, match="--refine none .* takes no other pass, got v2a none"):
+        parse_refine(["v2a", "none"])
+
+
 def test_ship_records_the_students_joint_passes_only(tmp_path):
     import shutil
 

@@ -108,6 +108,7 @@ def test_without_checkpoint_and_no_default_model_says_so(monkeypatch, tmp_path, 
     (["--runtime", "nosuch"], "--runtime: 'nosuch' is not available; this build has torch"),
     (["--checkpoint", "/nonexistent/dir"], "is not a folder"),
     (["--refine", "v2a", "--task", "a2v", "--input", "{wav}"], "--refine redraws a modality of a joint clip"),
+    (["--refine", "none", "v2a"], "--refine none (the joint pass alone) takes no other pass, got none v2a"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.wav"

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from ..diffusion.windowed import WINDOW_NOISES
-from .quality import parse_refine
+from ..models.config import REFINE_WORDS, parse_refine
 
 TASKS = ("v2a", "a2v", "joint")
 DEFAULT_OUT = "bench/results/long_clips"
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
                          "%(default)s)")
-    ap.add_argument("--refine", nargs="+", default=None, choices=("v2a", "a2v", "none"), metavar="TASK",
+    ap.add_argument("--refine", nargs="+", default=None, choices=REFINE_WORDS, metavar="TASK",
                     help="joint's passes after the joint one, each v2a or a2v, or none, for the long and the "
                          "window clips (avfast.Pipeline's refine=; default: the model's own, config joint_refine)")
     ap.add_argument("--no-progress", action="store_true")

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .._io import block_targets
+from ..models.config import REFINE_WORDS, parse_refine
 
 TASKS = ("v2a", "a2v", "joint")
 DEFAULT_OUT = "bench/results/quality"
@@ -450,15 +451,6 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(message)
 
 
-def parse_refine(values: list[str] | None) -> tuple[str, ...] | None:
-    """--refine's words: None (not given: the model's own), () for 'none', else the passes."""
-    if values is None:
-        return None
-    if "none" in values and len(values) > 1:
-        raise ValueError(f"--refine none (the joint pass alone) takes no other pass, got {' '.join(values)}")
-    return () if values == ["none"] else tuple(values)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m avfast.experiments.quality", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -479,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "or int8 (runtime openvino/onnxruntime)")
     ap.add_argument("--gamma", type=float, default=s.gamma,
                     help="joint's timestep adjustment γ (default: the model's own; 1 = none)")
-    ap.add_argument("--refine", nargs="+", default=None, choices=("v2a", "a2v", "none"), metavar="TASK",
+    ap.add_argument("--refine", nargs="+", default=None, choices=REFINE_WORDS, metavar="TASK",
                     help="joint's passes after the joint one, in order, each v2a or a2v (--refine v2a: the sound "
                          "redrawn for the joint video), or none (the joint pass alone); default: the model's own "
                          "(config joint_refine)")

@@ -24,6 +24,7 @@ CONFIG_VERSION = 3
 DISTILLED_SAMPLERS = ("ddim",)
 DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
 REFINE_PASSES = ("v2a", "a2v")  # the conditional tasks a joint pass can be followed by
+REFINE_WORDS = REFINE_PASSES + ("none",)  # what a --refine option takes: passes, or none (one joint pass)
 CONDITION_MODES = ("replace", "clean")
 # What a config says about sampling, not about the weights: two configs that differ only here hold the same network.
 SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode")
@@ -161,6 +162,16 @@ class ModelConfig:
                 raise ValueError(f"config: {p} is not valid JSON ({e})") from None
             return cls.from_dict(d, str(p))
         return cls.from_dict(json.loads(str(path_or_text)))
+
+
+def parse_refine(words: list[str] | None) -> tuple[str, ...] | None:
+    """A --refine option's words (each of REFINE_WORDS) as Pipeline's refine=: None (not given: the model's
+    own), () for 'none' (one joint pass), else the passes in order."""
+    if words is None:
+        return None
+    if "none" in words and len(words) > 1:
+        raise ValueError(f"--refine none (the joint pass alone) takes no other pass, got {' '.join(words)}")
+    return () if list(words) == ["none"] else tuple(words)
 
 
 def _check_config(c: ModelConfig) -> None:
