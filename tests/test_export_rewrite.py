@@ -265,3 +265,38 @@ def test_concat_rewrite_keeps_a_channel_broadcast():
     assert split_concat_convs(model) == 1
     assert _ops(model).count("Expand") == 1
     _close(_run_concat(model), before)
+
+
+@requires_onnx
+@pytest.mark.slow
+def test_external_weights_export_is_rewritten_and_computes_the_same(tmp_path, monkeypatch):
+    """Above EXTERNAL_DATA_BYTES the weights go to `<name>.data`: the rewritten graph is written once, with
+    every initializer in that file, and computes what the embedded-weights export computes."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    import avfast.models
+    from avfast.export import graph, randomize_zero_layers_
+    from avfast.export.parity import parity_inputs
+
+    model = randomize_zero_layers_(avfast.models.create("tiny", frames=4, audio_length=24), seed=0).eval()
+    inside = graph.export_onnx(model, tmp_path / "inside.onnx", frames=4, audio_length=24)
+    monkeypatch.setattr(graph, "EXTERNAL_DATA_BYTES", 0)
+    outside = graph.export_onnx(model, tmp_path / "outside.onnx", frames=4, audio_length=24)
+    assert inside.external_data is None and outside.external_data == "outside.onnx.data"
+    assert outside.rewrites == inside.rewrites and sum(outside.rewrites.values()) > 0
+    data = tmp_path / "outside.onnx.data"
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert data.stat().st_size > 0.9 * weights
+    proto = onnx.load(str(tmp_path / "outside.onnx"), load_external_data=False)
+    kept = sum(t.ByteSize() for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL)
+    assert kept < 0.01 * weights       # only onnx's small tensors (<= 1 KiB each) stay in the graph file
+    feeds = {n: t.numpy() for n, t in zip(("v_t", "a_t", "t_v", "t_a"), parity_inputs(model, 1, 4, 24))}
+    a = ort.InferenceSession(str(tmp_path / "inside.onnx")).run(None, feeds)
+    b = ort.InferenceSession(str(tmp_path / "outside.onnx")).run(None, feeds)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with torch.no_grad():
+        ref = model(*(torch.from_numpy(feeds[k]) for k in ("v_t", "a_t", "t_v", "t_a")))
+    assert float(np.abs(b[0] - ref[0].numpy()).max()) < 1e-3 * float(np.abs(ref[0].numpy()).max())

@@ -51,6 +51,30 @@ def test_calibration_records_the_timesteps_it_says():
     assert "data seed 3" in described["source"]
 
 
+def test_calibration_is_recorded_once_per_model_shapes_and_settings(monkeypatch):
+    """Exports of one model at several batch sizes share one calibration set; other weights, shapes or
+    settings record their own."""
+    import avfast.diffusion.sampling as sampling
+    from avfast.export.int8 import collect_calibration
+
+    calls = []
+    real = sampling.sample
+    monkeypatch.setattr(sampling, "sample", lambda *a, **k: (calls.append(k["task"]), real(*a, **k))[1])
+    model, settings = tiny_model(), _settings(tasks=("joint",))
+    first = collect_calibration(model, FRAMES, AUDIO, settings)
+    assert calls == ["joint"]
+    assert collect_calibration(model, FRAMES, AUDIO, settings) is first and calls == ["joint"]
+    assert collect_calibration(model, FRAMES, AUDIO, _settings(tasks=("joint",), seed=1)) is not first
+    assert collect_calibration(model, FRAMES + 1, AUDIO, settings) is not first
+    assert collect_calibration(model, FRAMES, AUDIO, settings, first_step=True) is not first
+    assert len(calls) == 4
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    changed = collect_calibration(model, FRAMES, AUDIO, settings)
+    assert changed is not first and len(calls) == 5
+    assert not torch.equal(changed.inputs[-1][0], first.inputs[-1][0])   # the new weights' own trajectory
+
+
 def test_a_distilled_student_is_calibrated_on_its_own_step_grid():
     """A student refuses step counts its grid does not hold; its calibration follows its distilled sampler."""
     from avfast.diffusion.timesteps import timestep_grid

@@ -148,8 +148,11 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
     _match_group_norm_types(program.model)
     weight_bytes = sum(p.numel() * p.element_size() for p in cpu_model.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
-    program.save(str(path), external_data=external)
-    rewrites = _rewrite(path, external) if rewrite else {}
+    if rewrite:   # rewritten in memory and written once
+        rewrites = _rewrite_and_save(program.model_proto, path, external)
+    else:
+        program.save(str(path), external_data=external)
+        rewrites = {}
     seconds = time.perf_counter() - start
 
     def io(name: str, shape, dtype: str) -> dict:
@@ -169,20 +172,18 @@ def export_onnx(model: nn.Module, path: str | Path, *, batch: int = 1, frames: i
                      inputs, outputs, seconds, rewrites)
 
 
-def _rewrite(path: Path, external: bool) -> dict[str, int]:
-    """Applies avfast.export.rewrite's passes to the saved graph at `path` (rewritten in place); returns
-    each pass's count of patterns rewritten."""
+def _rewrite_and_save(model, path: Path, external: bool) -> dict[str, int]:
+    """Applies avfast.export.rewrite's passes to the exported ModelProto and writes it to `path` (weights in
+    `<path>.data` when `external`); returns each pass's count of patterns rewritten."""
     import onnx
 
     from . import rewrite
 
-    model = onnx.load(str(path))
     counts = {name: getattr(rewrite, name)(model) for name in rewrite.PASSES}
-    if any(counts.values()):
-        data = path.with_name(path.name + ".data")
-        if external:
-            data.unlink(missing_ok=True)  # onnx appends to an existing external-data file
-        onnx.save(model, str(path), save_as_external_data=external, location=data.name if external else None)
+    data = path.with_name(path.name + ".data")
+    if external:
+        data.unlink(missing_ok=True)  # onnx appends to an existing external-data file
+    onnx.save(model, str(path), save_as_external_data=external, location=data.name if external else None)
     return counts
 
 

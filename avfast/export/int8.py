@@ -35,7 +35,7 @@ were chosen by measurement (bench/int8_sensitivity.py, docs/int8.md).
 from __future__ import annotations
 
 import copy
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -216,11 +216,38 @@ def held_out_clips(config, n: int, data_seed: int = CALIBRATION_DATA_SEED) -> tu
     return (torch.stack(videos) if videos else None), torch.stack(audios)
 
 
+# The last few calibration sets, by what determines them: exports of one model at several batch sizes
+# (export_cached makes one per runtime batch size) sample the held-out clips once.
+_CALIBRATION_CACHE: "OrderedDict[tuple, Calibration]" = OrderedDict()
+_CALIBRATION_CACHE_SIZE = 4
+
+
 def collect_calibration(model: torch.nn.Module, frames: int, audio_length: int,
                         settings: CalibrationSettings = CalibrationSettings(), first_step: bool = False) -> Calibration:
     """Samples held-out clips with the fp32 model (eager, fused ops) and records the denoiser's inputs at
     `settings.recorded_steps()` for every task (see the module docstring). `first_step`: the first-step
-    graph's set instead: `settings.first_step_clips` clips per task, only the sampler's first call."""
+    graph's set instead: `settings.first_step_clips` clips per task, only the sampler's first call.
+
+    The set depends only on the weights, the config, the shapes and the settings (the sampling is seeded), so
+    the last few are kept in memory and a repeat call returns the same object: do not modify it."""
+    import json
+
+    from ..models.weights import weights_checksum
+
+    key = (weights_checksum(model.state_dict()), json.dumps(model.config.to_dict(), sort_keys=True, default=str),
+           int(frames), int(audio_length), repr(settings), bool(first_step))
+    if key in _CALIBRATION_CACHE:
+        _CALIBRATION_CACHE.move_to_end(key)
+        return _CALIBRATION_CACHE[key]
+    calibration = _collect_calibration(model, frames, audio_length, settings, first_step)
+    _CALIBRATION_CACHE[key] = calibration
+    while len(_CALIBRATION_CACHE) > _CALIBRATION_CACHE_SIZE:
+        _CALIBRATION_CACHE.popitem(last=False)
+    return calibration
+
+
+def _collect_calibration(model: torch.nn.Module, frames: int, audio_length: int, settings: CalibrationSettings,
+                         first_step: bool) -> Calibration:
     from ..diffusion.sampling import sample
     from ..runtime.torch_runtimes import EagerDenoiser
 
