@@ -10,11 +10,12 @@ A pipeline holds the denoiser (the model on any runtime of `avfast.runtime`, in 
 codec (pixels, or a frame autoencoder for latent models: a model folder's `autoencoder/` subfolder), the
 mel codec and the vocoder (MelGAN weights, or the Griffin-Lim fallback). A call takes the task, the
 condition as a file or a tensor, and the sampler's settings, and returns a `Clip`: pixels, waveform, fps
-and sample rate, with `save(path)` (mp4 with sound) and `av_align()`.
+and sample rate, with `save(path)` (mp4 with sound, or .wav for the sound alone) and `av_align()`.
 
 Inputs and outputs are data, not model space: video [3, F, H, W] or [B, 3, F, H, W] in [-1, 1] at the
 model's frame size, audio [N] or [B, N] in [-1, 1] at its sample rate (longer inputs are cut to the
-model's length, or to `seconds=`; seconds="all" keeps the whole input).
+model's length, or to `seconds=`; seconds="all" keeps the whole input). Conditions may be torch tensors or
+numpy arrays; uint8 video is read as 0..255 and int16 audio as 16-bit PCM (both mapped to [-1, 1]).
 
 Long clips: `seconds=` beyond the model's window (or seconds="all" for v2a / a2v: the condition's own
 length) samples overlapping windows denoised together at every step (`avfast.diffusion.windowed`), with
@@ -45,6 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import runtime as _runtime
@@ -62,9 +64,15 @@ from .export.runtimes import create_runtime
 from .models import codec
 from .models.config import REFINE_PASSES
 
-__all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "make_vocoder"]
+__all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "SAVE_SUFFIXES", "make_vocoder"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# What Clip.save writes: the video with its sound, or the sound alone.
+SAVE_SUFFIXES = (".mp4", ".wav")
+# Conditions given as data are in [-1, 1]; decoders and resamplers overshoot it a little (H.264, a VAE,
+# polyphase filters: a few percent), so only values beyond this are refused, as data on another scale
+# (0..255 pixels or 16-bit PCM held in floats), which the model would take as noise.
+DATA_RANGE_TOLERANCE = 1.5
 # "torch": the model as loaded (with autocast for bf16/fp16); the others are avfast.runtime's.
 RUNTIMES = ("torch",) + _runtime.NAMES
 
@@ -127,21 +135,39 @@ class Clip:
             raise ValueError(f"Clip.{what}: this holds {len(self)} clips; call it on one (clip[i], or iterate)")
 
     def save(self, path: PathLike) -> Path:
-        """Writes the clip as an mp4 (H.264) with its sound (AAC); the file appears whole or not at all."""
-        from .data.video import write_video
+        """Writes the clip as an mp4 (H.264) with its sound (AAC), or for a .wav path its sound alone (16-bit
+        PCM). Missing parent folders are made; the file appears whole or not at all."""
+        from .data.video import save_audio, write_video
 
         self._single("save")
         path = Path(path)
         if path.is_dir():
-            raise IsADirectoryError(f"Clip.save: {str(path)!r} is a folder; give a file name ending in .mp4")
-        tmp = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+            raise IsADirectoryError(f"Clip.save: {str(path)!r} is a folder; give a file name ending in .mp4 or .wav")
+        if path.suffix.lower() not in SAVE_SUFFIXES:
+            raise ValueError(f"Clip.save: {str(path)!r} must end in .mp4 (the video with its sound) or .wav (the "
+                             f"sound alone)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         try:
-            write_video(tmp, self.pixels[0], fps=self.fps, audio=self.waveform[0], sample_rate=self.sample_rate)
+            if path.suffix.lower() == ".wav":
+                save_audio(tmp, self.waveform[0], sample_rate=self.sample_rate)
+            else:
+                write_video(tmp, self.pixels[0], fps=self.fps, audio=self.waveform[0], sample_rate=self.sample_rate)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
                 tmp.unlink()
         return path
+
+    def __repr__(self) -> str:
+        # Shapes, not values: the dataclass's own repr printed every pixel and sample.
+        def tensor(x: torch.Tensor) -> str:
+            return f"{list(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+
+        return (f"Clip(task={self.task!r}, pixels {tensor(self.pixels)}, waveform {tensor(self.waveform)}, "
+                f"{self.duration:.2f} s at {self.fps:g} fps and {self.sample_rate} Hz, seeds={self.seeds}, "
+                f"sampler={self.sampler!r}, steps={self.steps}, calls={self.calls}, seconds={self.seconds:.2f}, "
+                f"windows={self.windows}, passes={self.passes}, audio_source={self.audio_source!r})")
 
     def av_align(self):
         """AV-Align of the clip (`avfast.metrics.av_align`): audio onsets against visual motion peaks."""
@@ -257,6 +283,29 @@ def _batched(x: torch.Tensor, dims: int) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == dims - 1 else x
 
 
+def _as_data(source: Any, name: str) -> torch.Tensor | None:
+    """A condition given as data: a tensor as it is, a numpy array as a tensor; None for a file path.
+    Anything else is refused, naming what came."""
+    if isinstance(source, torch.Tensor):
+        return source
+    if isinstance(source, np.ndarray):
+        try:   # a copy only where torch cannot share the array's memory (negative strides, e.g. x[::-1])
+            return torch.from_numpy(np.ascontiguousarray(source))
+        except TypeError:
+            raise TypeError(f"{name}: expected a numeric numpy array, got dtype {source.dtype}") from None
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    raise TypeError(f"{name}: expected a torch.Tensor, a numpy array or a file path, got {type(source).__name__}")
+
+
+def _check_range(x: torch.Tensor, name: str, what: str, scaled: str) -> None:
+    """Refuses float data far outside [-1, 1] (DATA_RANGE_TOLERANCE), naming the range found."""
+    low, high = (float(v) for v in torch.aminmax(x))
+    if max(-low, high) > DATA_RANGE_TOLERANCE:
+        raise ValueError(f"{name}: {what} holds values in [{low:g}, {high:g}]; expected floats in [-1, 1] "
+                         f"({scaled})")
+
+
 # --------------------------------------------------------------------------------- the pipeline
 class Pipeline:
     """Denoiser + video codec + mel codec + vocoder; `pipe(task, video=, audio=, ...)` -> `Clip`.
@@ -304,9 +353,14 @@ class Pipeline:
         `autoencoder/` subfolder unless `autoencoder=` is given), or of the package's default model
         for "default". `weights` picks another weights file of the folder (e.g. "ema.safetensors")."""
         from . import models
+        from ._cli import CliError, check_device
 
         if runtime not in RUNTIMES:  # before loading anything
             raise ValueError(f"runtime {runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
+        try:   # a device this torch lacks is one line here, not an assertion inside torch when the model moves
+            device = check_device(device, flag="`device`")
+        except CliError as e:
+            raise ValueError(str(e)) from None
         check_precision(precision)
         _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
         if str(path) in ("default", "default:teacher"):
@@ -376,18 +430,24 @@ class Pipeline:
         return torch.cat(waves).float().clamp(-1, 1).cpu()
 
     # ----------------------------------------------------------------------------- inputs
-    def read_video(self, source: PathLike | torch.Tensor, seconds: float | str | None = None) -> torch.Tensor:
-        """A file or tensor -> pixels [B, 3, frames, size, size] in [-1, 1], cut to the model's frames, or
-        to `seconds` of video (frames_for_seconds), or whole for seconds="all"."""
+    def read_video(self, source: PathLike | torch.Tensor | np.ndarray,
+                   seconds: float | str | None = None) -> torch.Tensor:
+        """A file, tensor or numpy array -> pixels [B, 3, frames, size, size] in [-1, 1], cut to the model's
+        frames, or to `seconds` of video (frames_for_seconds), or whole for seconds="all". Pixels given as data
+        are floats in [-1, 1], or uint8 0..255 (mapped to [-1, 1] as decoded files are); integers of other
+        types, and floats far outside [-1, 1] (such as 0..255), are refused."""
         cfg, size = self.config, self.frame_size
         _check_seconds(seconds, "v2a")
         frames = (cfg.frames if seconds is None else None if seconds == "all" else
                   frames_for_seconds(cfg, seconds))
-        if isinstance(source, torch.Tensor):
-            pixels = _batched(source, 5)
+        given = _as_data(source, "video")
+        if given is not None:
+            pixels = _batched(given, 5)
             if pixels.dim() != 5 or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (size, size):
                 raise ValueError(f"video: expected pixels [3, F, {size}, {size}] or [B, 3, F, {size}, {size}] in "
-                                 f"[-1, 1], got {list(source.shape)}")
+                                 f"[-1, 1], got {list(given.shape)}")
+            if not (pixels.is_floating_point() or pixels.dtype == torch.uint8):
+                raise TypeError(f"video: expected float pixels in [-1, 1] or uint8 pixels in 0..255, got {given.dtype}")
             what = "the video tensor"
         else:
             from .data.video import read_video
@@ -404,27 +464,36 @@ class Pipeline:
         if pixels.shape[2] < frames:
             needs = "the model needs" if seconds is None else f"seconds={seconds!r} needs"
             raise ValueError(f"video: {what} has {pixels.shape[2]} frames at {cfg.fps:g} fps; {needs} {frames}")
-        pixels = pixels[:, :, :frames].float()
+        pixels = pixels[:, :, :frames]
+        # uint8 is 0..255, as decoded frames are: mapped to [-1, 1] the way avfast.data.video maps a file's frames
+        pixels = pixels.float() / 127.5 - 1 if pixels.dtype == torch.uint8 else pixels.float()
         if not bool(torch.isfinite(pixels).all()):
             raise ValueError(f"video: {what} has NaN or infinite values")
+        if given is not None:
+            _check_range(pixels, "video", what, "for 0..255 pixels pass x / 127.5 - 1, or a uint8 tensor")
         return pixels
 
-    def read_audio(self, source: PathLike | torch.Tensor, seconds: float | str | None = None) -> torch.Tensor:
-        """A file (wav/flac/ogg, or a video with sound) or tensor -> waveform [B, num_samples] in [-1, 1]; with
-        `seconds`, the samples of that many seconds' mel columns (audio_columns_for_seconds x hop), or of the
-        whole input's for seconds="all"."""
+    def read_audio(self, source: PathLike | torch.Tensor | np.ndarray,
+                   seconds: float | str | None = None) -> torch.Tensor:
+        """A file (wav/flac/ogg, or the sound track of an mp4/m4a: its video track, if any, is not decoded),
+        tensor or numpy array -> waveform [B, num_samples] in [-1, 1]; with `seconds`, the samples of that
+        many seconds' mel columns (audio_columns_for_seconds x hop), or of the whole input's for
+        seconds="all". A waveform given as data is floats in [-1, 1], or int16 16-bit PCM (divided by
+        32768); integers of other types, and floats far outside [-1, 1], are refused."""
         sr, hop = self.config.sample_rate, self.mel.hop_length
         _check_seconds(seconds, "a2v")
         n = (self.num_samples if seconds is None else None if seconds == "all" else
              audio_columns_for_seconds(self.config, seconds) * hop)
-        if isinstance(source, torch.Tensor):
-            wave = _batched(source, 2)
-            if wave.dim() != 2 or not wave.is_floating_point():
-                raise ValueError(f"audio: expected a float waveform [N] or [B, N], got {list(source.shape)} "
-                                 f"{source.dtype}")
+        given = _as_data(source, "audio")
+        if given is not None:
+            wave = _batched(given, 2)
+            if wave.dim() != 2:
+                raise ValueError(f"audio: expected a waveform [N] or [B, N], got {list(given.shape)}")
+            if not (wave.is_floating_point() or wave.dtype == torch.int16):
+                raise TypeError(f"audio: expected a float waveform in [-1, 1] or int16 PCM samples, got {given.dtype}")
             what = "the audio tensor"
         else:
-            from .data.video import load_audio, read_video
+            from .data.video import load_audio, read_audio_stream
 
             path = os.fspath(source)
             if os.path.isdir(path):
@@ -432,8 +501,8 @@ class Pipeline:
             what = repr(path)
             if Path(path).suffix.lower() in AUDIO_SUFFIXES:
                 wave = load_audio(path, sample_rate=sr, resample=True)
-            else:
-                wave = read_video(path, fps=self.config.fps, size=None, sample_rate=sr).audio
+            else:   # the sound track alone: a video track (at any frame rate, or none) is never decoded
+                wave = read_audio_stream(path, sr)
                 if wave is None:
                     raise ValueError(f"audio: {path!r} has no audio stream")
             wave = wave[None]
@@ -444,9 +513,13 @@ class Pipeline:
         if wave.shape[1] < n:
             needs = "the model needs" if seconds is None else f"seconds={seconds!r} needs"
             raise ValueError(f"audio: {what} has {wave.shape[1] / sr:.2f} s of sound; {needs} {n / sr:.2f} s")
-        wave = wave[:, :n].float()
+        wave = wave[:, :n]
+        # int16 is 16-bit PCM (as soundfile and scipy read wav files): full scale 32768
+        wave = wave.float() / 32768 if wave.dtype == torch.int16 else wave.float()
         if not bool(torch.isfinite(wave).all()):
             raise ValueError(f"audio: {what} has NaN or infinite samples")
+        if given is not None:
+            _check_range(wave, "audio", what, "for 16-bit PCM values pass x / 32768, or an int16 tensor")
         return wave
 
     # ----------------------------------------------------------------------------- the denoiser
@@ -470,8 +543,8 @@ class Pipeline:
         return self._denoisers[key]
 
     # ----------------------------------------------------------------------------- the call
-    def __call__(self, task: str = "joint", video: PathLike | torch.Tensor | None = None,
-                 audio: PathLike | torch.Tensor | None = None, *, steps: int | None = None,
+    def __call__(self, task: str = "joint", video: PathLike | torch.Tensor | np.ndarray | None = None,
+                 audio: PathLike | torch.Tensor | np.ndarray | None = None, *, steps: int | None = None,
                  sampler: str | None = None, seed: int = 0, batch: int | None = None, gamma: float | None = None,
                  guidance: float = 0.0,
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
@@ -481,7 +554,8 @@ class Pipeline:
                  refine: str | Sequence[str] | None = None) -> Clip:
         """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
 
-        task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform).
+        task: "joint" (no condition), "v2a" (video= a file or pixels), "a2v" (audio= a file or waveform);
+            pixels and waveforms as torch tensors or numpy arrays (read_video and read_audio say which dtypes).
             A batched condition [B, ...] gives B clips; an unbatched one is repeated `batch` times.
         steps, sampler, eta, spacing, gamma, guidance, condition_mode, cfg, labels: as
             `avfast.diffusion.sample` (cfg = its cfg_scale: one scale, or (video, audio)). steps / sampler /
@@ -641,7 +715,7 @@ class Pipeline:
                 bar.close()
 
         with torch.no_grad():
-            pixels = data.float().cpu() if task == "v2a" else self.decode_video(torch.cat(videos))
+            pixels = data.float().cpu().clamp(-1, 1) if task == "v2a" else self.decode_video(torch.cat(videos))
             waves = data.float().cpu().clamp(-1, 1) if task == "a2v" else self.decode_audio(torch.cat(audios), seed)
         source = "input" if task == "a2v" else self.vocoder.method
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),

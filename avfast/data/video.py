@@ -73,11 +73,7 @@ def read_video(path, fps: float = FPS, size: Optional[int] = 128, sample_rate: i
     """
     av = require("av", "reading video files")
     path = _check_file(path, "video")
-    try:
-        container = av.open(path)
-    except Exception as exc:  # PyAV raises several error types for corrupt/unknown files
-        raise ValueError(f"video: cannot read {path!r} as a video file ({type(exc).__name__}: {exc})") from exc
-    with container:
+    with _open(av, path, "video") as container:
         if not container.streams.video:
             raise ValueError(f"video: {path!r} has no video stream")
         vstream = container.streams.video[0]
@@ -96,6 +92,9 @@ def read_video(path, fps: float = FPS, size: Optional[int] = 128, sample_rate: i
     times = np.asarray(times) - times[0]
     duration = times[-1] + 1.0 / (source_fps or fps)
     n_out = int(np.floor(duration * fps + 1e-6))
+    if n_out < 1:  # a still image, or a clip shorter than one output frame: nothing to sample
+        raise ValueError(f"video: {path!r} is {duration:.2f} s long, shorter than one frame at {fps:g} fps "
+                         f"({1 / fps:.2f} s)")
     if max_frames is not None:
         n_out = min(n_out, max_frames)
     targets = np.arange(n_out) / fps
@@ -103,17 +102,34 @@ def read_video(path, fps: float = FPS, size: Optional[int] = 128, sample_rate: i
     index = np.clip(np.searchsorted(times, targets + 1e-4, side="right") - 1, 0, len(frames) - 1)
     picked = torch.from_numpy(np.stack([frames[i] for i in index]))
     video = preprocess_frames(picked, size)
-    audio = _read_audio_stream(path, sample_rate)
+    audio = read_audio_stream(path, sample_rate)
     if audio is not None:
         audio = audio[: int(round(n_out / fps * sample_rate))]
     return Clip(video, audio, fps, sample_rate, source_fps or fps)
 
 
-def _read_audio_stream(path: str, sample_rate: int) -> Optional[torch.Tensor]:
+def _open(av, path: str, what: str):
+    try:
+        return av.open(path)
+    except Exception as exc:  # PyAV raises several error types for corrupt/unknown files
+        raise ValueError(f"{what}: cannot read {path!r} as a{'n' if what[0] in 'aeiou' else ''} {what} file "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def read_audio_stream(path, sample_rate: int = SAMPLE_RATE) -> Optional[torch.Tensor]:
+    """The first audio track of a media file (mp4, m4a, ...) as mono float [N] in [-1, 1] at `sample_rate`,
+    or None if it has none. Only the audio is decoded: the file needs no video track, and its video track
+    (at any frame rate) is never read."""
     av = require("av", "reading audio from video files")
-    with av.open(path) as container:
+    path = _check_file(path, "audio")
+    with _open(av, path, "audio") as container:
         if not container.streams.audio:
             return None
+        stream = container.streams.audio[0]
+        # AAC pads its last frame to 1024 samples; the stream's duration (from the mp4 edit list) is where
+        # the sound ends, so the padding is cut off below.
+        end = (round(float(stream.duration * stream.time_base) * sample_rate)
+               if stream.duration and stream.time_base else None)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks = []
         for frame in container.decode(audio=0):
@@ -123,7 +139,7 @@ def _read_audio_stream(path: str, sample_rate: int) -> Optional[torch.Tensor]:
             chunks.append(out.to_ndarray().reshape(-1))
     if not chunks:
         return None
-    return torch.from_numpy(np.concatenate(chunks).astype(np.float32)).clamp(-1, 1)
+    return torch.from_numpy(np.concatenate(chunks)[:end].astype(np.float32)).clamp(-1, 1)
 
 
 def _video_to_uint8(video: torch.Tensor) -> np.ndarray:
