@@ -14,10 +14,13 @@ optional packages before they start working (`avfast._deps.check_installed`).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import math
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -77,7 +80,11 @@ def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".avfast-write-probe-", dir=parent))
     except OSError as e:
-        raise CliError(f"{flag}: {str(out)!r} cannot be written ({parent}: {e.strerror or e})") from None
+        why = e.strerror or str(e)
+        if e.errno == errno.ENOENT:  # `parent` exists (found above): its file system makes no new entries (/proc)
+            why = f"its file system accepts no new files or folders ({why})"
+        raise CliError(f"{flag}: {str(out)!r} cannot be written: making a folder in {str(parent)!r} failed: "
+                       f"{why}") from None
     return out
 
 
@@ -112,10 +119,59 @@ def check_finite(value: float, flag: str, *, minimum: float | None = None, posit
     return value
 
 
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Warnings inside the block are printed as `<prog>: warning: <message>`, one line each like the
+    program's errors: Python's default form adds the library's file, line number and source line, which
+    a user of the command line cannot act on. The program's own setting, restored on leaving."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        print(f"{prog}: warning: {text}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+# --threads of the programs that sample (train and the experiments: "torch threads (0: torch's default)").
+THREADS_HELP = ("torch threads (0: torch's default, one per core). On a machine other jobs keep busy, 1 thread can "
+                "be many times faster than the default")
+
+
+def use_threads(threads: int, flag: str = "--threads") -> int:
+    """--threads: refuses a negative count, else sets torch's intra-op threads (0 leaves torch's default).
+    On a busy machine torch's default (one thread per core) waits on the cores other jobs hold: 1 thread
+    can then be many times faster."""
+    if threads < 0:
+        raise CliError(f"{flag} must be >= 0 (0: torch's default), got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return threads
+
+
+def reader_may_close_stdout(main: Callable[[], int | None]) -> int:
+    """`main()`'s exit status, where whoever reads stdout may stop reading early (`| head`): the rest of
+    the output then goes nowhere and the status is 0, not a BrokenPipeError traceback (the reader took
+    what it wanted)."""
+    try:
+        status = main()
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" in the interpreter's exit
+    except BrokenPipeError:
+        try:  # the interpreter flushes stdout again on its way out: let that write to nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file descriptor (a test's capture): nothing to flush
+            pass
+        return EXIT_OK
+    return EXIT_OK if status is None else int(status)
+
+
 def program(main: Callable[[], int]) -> NoReturn:
     """Runs a program's `main()` as the process: large allocations stay on the heap (avfast/heap.py; a
-    program's setting, never the library's), and its return value is the exit status."""
+    program's setting, never the library's), its return value is the exit status, and a reader closing
+    stdout early (`| head`) ends it quietly (reader_may_close_stdout)."""
     from .heap import keep_large_allocations_on_the_heap
 
     keep_large_allocations_on_the_heap()
-    sys.exit(main())
+    sys.exit(reader_may_close_stdout(main))

@@ -26,8 +26,10 @@ def _installed(module: str) -> bool:
 
 
 def _install_hint(modules: list[str]) -> str:
+    """One command that installs every extra the modules need (two commands run together on one line
+    would read as one, and fail)."""
     extras = sorted({EXTRAS.get(m, "media") for m in modules})
-    return " ".join(f'pip install "avfast[{e}]"' for e in extras)
+    return f'pip install "avfast[{",".join(extras)}]"'
 
 
 def require(module: str, purpose: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ._cli import CliError, Parser, guarded, program
+from ._cli import THREADS_HELP, CliError, Parser, guarded, one_line_warnings, program, use_threads
 from ._figures import save_figure
 
 PROG = "python -m avfast.demo"
@@ -108,9 +108,12 @@ def _figure(clips: list[DemoClip], reference: DemoClip, path: Path, fps: float, 
 
 
 def run(out: Path, checkpoint: str | None = None, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-        condition_mode: str = "clean", progress: bool = True) -> list[DemoClip]:
+        condition_mode: str = "clean", progress: bool = True, threads: int = 0) -> list[DemoClip]:
+    """The demo's three clips, scores and figure in `out`. checkpoint: a model folder, or "default" /
+    "default:teacher" (None: "default"). threads: torch threads (0: torch's default)."""
     from ._deps import check_installed
     from .pipeline import Pipeline
+    from .sample import check_checkpoint
 
     from ._cli import check_out_folder
 
@@ -120,8 +123,8 @@ def run(out: Path, checkpoint: str | None = None, steps: int | None = None, samp
         raise CliError(f"--steps must be >= 1, got {steps}")
     if seed < 0:
         raise CliError(f"--seed must be >= 0, got {seed}")
-    if checkpoint is not None and not Path(checkpoint).is_dir():
-        raise CliError(f"--checkpoint: {checkpoint!r} is not a folder (expected config.json + model.safetensors)")
+    check_checkpoint(checkpoint)
+    use_threads(threads)
     pipe = Pipeline.from_pretrained(checkpoint or "default", progress=progress)
     fps, sr = pipe.config.fps, pipe.config.sample_rate
     out.mkdir(parents=True, exist_ok=True)
@@ -157,20 +160,24 @@ def run(out: Path, checkpoint: str | None = None, steps: int | None = None, samp
 def main(argv=None) -> int:
     ap = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    ap.add_argument("--checkpoint", help="a model folder instead of the embedded default")
+    ap.add_argument("--checkpoint", help="a model folder instead of the embedded default; default:teacher the "
+                    "model the default was distilled from")
     ap.add_argument("--steps", type=int, default=None,
-                    help="sampler steps (default: the model's own: a distilled model's step count, else 25)")
+                    help="sampler steps; default: a distilled model's own step count (4 for the embedded default), "
+                         "else 25 (avfast.Pipeline's default; python -m avfast.sample takes 200)")
     ap.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"),
-                    help="default: the model's own (a distilled model's sampler, else dpmpp2m)")
+                    help="default: a distilled model's own sampler, else dpmpp2m (python -m avfast.sample: ddim)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--condition-mode", default="clean", choices=("clean", "replace"),
                     help="how v2a/a2v give the model its condition (the default model was trained for 'clean')")
+    ap.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     def work() -> None:
-        run(Path(args.out), args.checkpoint, args.steps, args.sampler, args.seed, args.condition_mode,
-            not args.no_progress)
+        with one_line_warnings(PROG):  # a distilled model's notes as `prog: warning: ...`, no source lines
+            run(Path(args.out), args.checkpoint, args.steps, args.sampler, args.seed, args.condition_mode,
+                not args.no_progress, args.threads)
 
     return guarded(PROG, work)
 

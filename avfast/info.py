@@ -8,9 +8,16 @@ import platform
 import re
 import sys
 
-from ._cli import Parser
+from ._cli import Parser, reader_may_close_stdout
 
-OPTIONAL = ("onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "xformers", "triton")
+# Every package of avfast's extras (pyproject.toml's optional-dependencies but `test`, its developer tools)
+# by distribution name -> the extra that installs it; tests/test_cli_newcomer.py holds the two together.
+OPTIONAL = {"triton": "triton", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "ort",
+            "onnxruntime-gpu": "ort-gpu", "tensorrt": "tensorrt", "openvino": "openvino", "nncf": "int8",
+            "xformers": "xformers", "av": "media", "soundfile": "media", "librosa": "media",
+            "opencv-python-headless": "media", "scipy": "media", "matplotlib": "media", "diffusers": "vae"}
+# Other distributions of the same module (cv2): any of them does the extra's job.
+ALTERNATIVES = {"opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless")}
 
 
 def _runtime_dependencies() -> tuple[str, ...]:
@@ -24,10 +31,12 @@ def _runtime_dependencies() -> tuple[str, ...]:
 
 
 def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    for name in (dist, *ALTERNATIVES.get(dist, ())):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def collect() -> dict:
@@ -71,8 +80,9 @@ def render(info: dict) -> str:
     lines.append(f"  cuda kernels compiled: {yes(info['cuda_kernels_compiled'])}"
                  + (f" for sm_{info['cuda_archs']}" if info["cuda_archs"] else ""))
     lines.append(f"  CUDA device: {', '.join(info['devices']) or 'none'}")
-    lines += ["", f"backends usable here: {', '.join(info['backends'])}", "", "optional components:"]
-    lines += [f"  {k:<16} {v or 'not installed'}" for k, v in info["optional"].items()]
+    lines += ["", f"backends usable here: {', '.join(info['backends'])}", "",
+              "optional components (pip install 'avfast[EXTRA]'):"]
+    lines += [f"  {k:<24} {v or 'not installed':<16} [{OPTIONAL.get(k, '?')}]" for k, v in info["optional"].items()]
     return "\n".join(lines)
 
 
@@ -80,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m avfast.info", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
-    info = collect()
-    print(json.dumps(info, indent=2) if args.json else render(info))
-    return 0
+
+    def report() -> int:
+        info = collect()
+        print(json.dumps(info, indent=2) if args.json else render(info))
+        return 0
+
+    # `avfast-info` (pyproject's script) calls main() without _cli.program: `avfast-info | head` must end
+    # quietly here too
+    return reader_may_close_stdout(report)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ._cli import CliError, Parser, guarded, program
+from ._cli import THREADS_HELP, CliError, Parser, guarded, one_line_warnings, program, use_threads
 from ._precision import PRECISIONS
 from .diffusion.sampling import CONDITION_MODES, TASKS
 from .diffusion.solvers import SAMPLERS
@@ -29,7 +29,7 @@ from .diffusion.timesteps import SPACINGS
 from .diffusion.windowed import WINDOW_NOISES
 from .models.config import REFINE_WORDS, parse_refine
 
-__all__ = ["PROG", "RUNTIMES", "build_parser", "main", "run"]
+__all__ = ["PROG", "RUNTIMES", "build_parser", "check_checkpoint", "main", "run"]
 
 PROG = "python -m avfast.sample"
 
@@ -52,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, default="joint")
     p.add_argument("--input", metavar="FILE", help="the condition for v2a (mp4) or a2v (mp4 with sound, or wav/flac/ogg)")
     p.add_argument("--steps", type=int, default=None,
-                   help="sampler steps; default: a distilled model's own step count (config distilled_steps), "
-                        "else 200. A distilled model refuses fewer steps or a count its own does not divide")
+                   help="sampler steps; default: a distilled model's own step count (config distilled_steps; 4 for "
+                        "the shipped default), else 200 (this program's default for other models; "
+                        "avfast.Pipeline and python -m avfast.demo take 25). A distilled model refuses fewer steps "
+                        "or a count its own does not divide")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="default: a distilled model's own sampler, else ddim")
+                   help="default: a distilled model's own sampler, else ddim (avfast.Pipeline and python -m "
+                        "avfast.demo: dpmpp2m)")
     p.add_argument("--spacing", choices=SPACINGS, default="trailing")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
     p.add_argument("--guidance", type=float, default=0.0, help="reconstruction guidance λ for v2a/a2v (0 = replacement)")
@@ -63,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the v2a / a2v condition reaches the model: replace (forward-noised) or clean (at t = 0); "
                         "default: the model's own (config condition_mode; clean for the shipped default)")
     p.add_argument("--gamma", type=float, default=None,
-                   help="timestep adjustment γ (1 = none); default: a distilled model's own, else 1")
+                   help="timestep adjustment γ (1 = none); default: the model's own (config sampling_gamma: 0.05 for "
+                        "the shipped default; else a distilled model's γ, else 1)")
     p.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0], metavar="S",
                    help="classifier-free guidance scale: one for both modalities, or video then audio")
     p.add_argument("--label", type=int, help="class label (models trained with labels)")
@@ -96,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network precision: autocast for the PyTorch runtimes, the export's precision for the "
                         "exported ones (openvino bf16: the fp32 graph on its bf16 kernels); default fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -123,6 +128,14 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"--runtime: {args.runtime!r} is not available; this build has {', '.join(RUNTIMES)}")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
+    use_threads(args.threads)  # set now: the checks below load the vocoder and read --input already
+    if args.gamma is not None:  # here, before resolving a distilled model's settings warns about a γ it refuses
+        from .diffusion.timesteps import check_gamma
+
+        try:
+            check_gamma(args.gamma)
+        except ValueError as e:
+            raise CliError(f"--gamma: {e}") from None
     args.seconds = _seconds(args.seconds, args.task)
     if args.seconds is None and (args.overlap is not None or args.window_batch is not None):
         raise CliError("--overlap and --window-batch shape the windows of a long clip; give --seconds too")
@@ -140,8 +153,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.task != "joint" and args.input is None:
         raise CliError(f"--task {args.task} needs --input FILE (the {'video' if args.task == 'v2a' else 'sound'} "
                        f"to condition on)")
-    if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
-        raise CliError(f"--checkpoint: {args.checkpoint!r} is not a folder (expected config.json + model.safetensors)")
+    check_checkpoint(args.checkpoint)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out: {args.out!r} is a file; give a folder for the mp4 files")
@@ -149,6 +161,23 @@ def _check(args: argparse.Namespace) -> None:
 
     check_installed(["av"], f"{PROG} (writing mp4 files)")
     _check_inputs(args)
+
+
+def check_checkpoint(checkpoint: str | None) -> Path:
+    """The model folder --checkpoint gives: a folder, or the names "default" and "default:teacher" of the
+    shipped models (resolved as Pipeline.from_pretrained resolves them), absent: "default". Refuses, in
+    one line, a path that is no folder and a shipped model this installation lacks (the demo's too)."""
+    from .models import resolve_model_name
+
+    name = checkpoint or "default"
+    folder = resolve_model_name(name)
+    if folder != Path(name):  # a name of a shipped model, not a path
+        if not (folder / "model.safetensors").is_file():
+            raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR")
+    elif not folder.is_dir():
+        raise CliError(f"--checkpoint: {checkpoint!r} is not a folder (expected config.json + model.safetensors, or "
+                       f"default / default:teacher)")
+    return folder
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -182,9 +211,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
     folder = models.resolve_model_name(args.checkpoint or "default")
     if not (folder / "config.json").is_file():
-        if args.checkpoint is None:
-            raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR")
-        raise CliError(f"--checkpoint: {args.checkpoint!r} has no config.json (expected config.json + model.safetensors)")
+        raise CliError(f"--checkpoint: {args.checkpoint or 'default'!r} has no config.json (expected config.json + "
+                       f"model.safetensors)")
     try:
         args.model_config = ModelConfig.from_json(folder / "config.json")
     except UnicodeDecodeError:
@@ -290,11 +318,17 @@ def run(args: argparse.Namespace) -> list[Path]:
         print(f"{args.batch} clips do not fit in memory at once: making and writing them {chunk} at a time")
     written, calls, seconds = [], 0, 0.0
     for start in range(0, args.batch, chunk):  # clip i from seed + i, whatever the pieces
-        clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed + start,
-                     batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing, guidance=args.guidance,
-                     condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg, labels=args.label,
-                     seconds=args.seconds, overlap=args.overlap, window_batch=args.window_batch,
-                     window_noise=args.window_noise, refine=args.refine)
+        try:
+            clips = pipe(args.task, **condition, steps=steps, sampler=sampler, seed=args.seed + start,
+                         batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing,
+                         guidance=args.guidance, condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg,
+                         labels=args.label, seconds=args.seconds, overlap=args.overlap,
+                         window_batch=args.window_batch, window_noise=args.window_noise, refine=args.refine)
+        except ValueError as e:
+            if _too_short(e, args):
+                raise CliError(f"--input: {e} (use --seconds all to make {'sound' if args.task == 'v2a' else 'video'} "
+                               f"for the whole input)") from None
+            raise
         calls, seconds = calls + clips.calls, seconds + clips.seconds
         out.mkdir(parents=True, exist_ok=True)
         for clip in clips:
@@ -317,11 +351,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def _too_short(error: ValueError, args: argparse.Namespace) -> bool:
+    """Whether `error` is the pipeline's refusal of an --input shorter than the model's clip ("... has 10
+    frames ...; the model needs 18"): --seconds all then makes a clip of the input's own length."""
+    return args.seconds is None and args.input is not None and "; the model needs" in str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> None:
-        run(args)
+        with one_line_warnings(PROG):  # a distilled model's notes as `prog: warning: ...`, no source lines
+            run(args)
 
     return guarded(PROG, work)
 

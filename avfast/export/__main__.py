@@ -1,13 +1,15 @@
-"""python -m avfast.export [--preset tiny|paper-128|paper-512] [--checkpoint DIR] [--trt]
+"""python -m avfast.export [--preset tiny|tiny-latent|paper-128|paper-512] [--checkpoint DIR] [--trt]
 [--precision fp32|fp16|bf16|int8] [--batch N] [--frames F] [--audio-length T] [--dynamic-batch] [--opset N]
 [--out DIR] [--bench-steps N] [--runtimes A,B]
 
-With no arguments: the package's trained default model (`tiny`, embedded in the package) into export/out/
-under the current directory, checked, compared and timed. --precision int8: the fp32 graph quantised by
-NNCF on calibration data recorded along the sampler's trajectory (avfast.export.int8; pip install
-'avfast[int8]'), checked to compute in int8, compared on ONNX Runtime and OpenVINO.
+With no arguments: the package's trained default model (a distilled `tiny-latent` embedded in the package;
+`--checkpoint default:teacher` its teacher) into export/out/tiny-latent-fp32-b1-f18.onnx under the current
+directory, checked, compared and timed. Any other --preset without --checkpoint is exported with stand-in
+random weights. --precision int8: the fp32 graph quantised by NNCF on calibration data recorded along the
+sampler's trajectory (avfast.export.int8; pip install 'avfast[int8]'), checked to compute in int8,
+compared on ONNX Runtime and OpenVINO.
 Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
-2 bad input. Errors are one sentence on stderr.
+2 bad input or a missing package. Errors are one sentence on stderr.
 """
 from __future__ import annotations
 
@@ -31,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = Parser(prog=PROG, description="Export the joint U-Net to ONNX (and TensorRT with --trt), "
                                 "check it, compare it with PyTorch and time it per runtime.")
-    p.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the checkpoint's)")
-    p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=f"model preset (default: the checkpoint's, else {DEFAULT_PRESET}). Without --checkpoint, "
+                        f"{DEFAULT_PRESET} is the package's trained default model and any other preset gets "
+                        f"stand-in random weights (seed 0)")
+    p.add_argument("--checkpoint", metavar="DIR", help="model folder (config.json + model.safetensors); default: "
+                   "the package's trained default model; default:teacher the model it was distilled from")
     p.add_argument("--trt", action="store_true", help="also build and time a TensorRT engine (needs a GPU)")
     p.add_argument("--precision", choices=PRECISIONS, help="graph precision (default: the preset's profile; int8: "
                    "post-training quantisation with NNCF)")
@@ -76,15 +82,21 @@ def _load_model(args):
     from .weights import randomize_zero_layers_
 
     if args.checkpoint is not None:
-        folder = Path(args.checkpoint)
+        # "default" / "default:teacher" name the shipped models, as for Pipeline.from_pretrained
+        folder = models.resolve_model_name(args.checkpoint)
+        named = folder != Path(args.checkpoint)
+        if named and not (folder / "model.safetensors").is_file():
+            raise CliError(f"--checkpoint {args.checkpoint}: this avfast installation has no trained default model "
+                           f"(expected {folder}/model.safetensors); pass a model folder")
         if not folder.is_dir():
-            raise CliError(f"--checkpoint: {folder} is not a folder (expected config.json + model.safetensors)")
+            raise CliError(f"--checkpoint: {folder} is not a folder (expected config.json + model.safetensors, or "
+                           f"default / default:teacher)")
         model = models.from_pretrained(folder)
         preset = next((n for n, c in models.PRESETS.items() if _same_architecture(c, model.config)), None)
         if args.preset is not None and preset != args.preset:
-            raise CliError(f"--checkpoint {folder} holds a {preset or 'custom'} model, not the --preset {args.preset} "
-                           f"it was given with (leave out --preset to export the checkpoint as it is)")
-        return model, preset, f"checkpoint {folder}"
+            raise CliError(f"--checkpoint {args.checkpoint} holds a {preset or 'custom'} model, not the --preset "
+                           f"{args.preset} it was given with (leave out --preset to export the checkpoint as it is)")
+        return model, preset, f"the package's {args.checkpoint} model" if named else f"checkpoint {folder}"
     preset = args.preset or DEFAULT_PRESET
     if preset == DEFAULT_PRESET:
         try:
@@ -134,6 +146,24 @@ def _options(args, model, preset: str, source: str):
                          opset=args.opset, dynamic_batch=dynamic, trt=args.trt,
                          trt_workspace_gib=prof.get("trt_workspace_gib", 4), bench_calls=max(args.bench_steps, 1),
                          runtimes=runtimes, weights_source=source, progress=not args.no_progress)
+
+
+def _check_packages(options) -> None:
+    """Every package this export will import, checked together before any work (found, not imported), so
+    one line names all that are missing and the one command that installs them, instead of one package
+    per attempt."""
+    from .._precision import QUANTIZED_PRECISIONS
+    from ..runtime.available import missing_packages
+    from .pipeline import CPU_PRECISIONS
+
+    needed = ["onnx", "onnxscript"]  # torch.onnx's dynamo exporter and the graph checks
+    if options.precision in CPU_PRECISIONS:
+        needed.append("onnxruntime")  # the parity check (ONNX Runtime's CPU provider runs no bf16: not for bf16)
+    if options.precision in QUANTIZED_PRECISIONS:
+        needed.append("nncf")  # the int8 quantisation
+    missing = missing_packages(needed)
+    if missing:  # --trt's TensorRT is not among them: without it the checked ONNX is still written (exit 1)
+        raise CliError(f"exporting at {options.precision} needs {missing}")
 
 
 def _check_memory(model, options) -> None:
@@ -188,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_numbers(args)
         model, preset, source = _load_model(args)
         options = _options(args, model, preset, source)
+        _check_packages(options)
         _check_memory(model, options)
         result = run_export(model, options)
     except (CliError, ValueError, TypeError, FileNotFoundError) as e:

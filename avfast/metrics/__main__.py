@@ -236,12 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp):
+    def common(sp, size_help: str = "square frame size after centre crop (128)", size: int | None = 128):
         sp.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
         sp.add_argument("--fps", type=_positive(float), default=10.0, help="video frame rate to resample to (10)")
         sp.add_argument("--sample-rate", type=_positive(int), default=16_000,
                         help="audio rate to resample to (16000)")
-        sp.add_argument("--size", type=_positive(int), default=128, help="square frame size after centre crop (128)")
+        sp.add_argument("--size", type=_positive(int), default=size, help=size_help)
 
     def add(name: str, helptext: str):
         return sub.add_parser(name, help=helptext, epilog=EXIT_STATUS,
@@ -250,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = add("av-align", "AV-Align IoU (Sony baseline, Eq. 14-15) per mp4")
     a.add_argument("folder")
     a.add_argument("--flow-threshold", type=_non_negative_float, default=0.1,
-                   help="min mean flow at a video peak (0.1)")
-    common(a)
+                   help="min mean flow at a video peak, in pixels per frame (0.1)")
+    # Each file at its own size by default, as the demo and Clip.av_align score it: the flow threshold is in
+    # pixels, so a resize scales the flow and moves which peaks count (32x32 clips at 128: other scores).
+    common(a, "centre-crop to a square and resize to this many pixels (default: each file's own frames, no crop "
+              "or resize). AV-Align's flow threshold is in pixels, so resizing changes the scores", None)
     b = add("beats", "beat hit rate of generated vs reference audio (CMMD, 3.1)")
     b.add_argument("generated")
     b.add_argument("reference")

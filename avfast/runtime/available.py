@@ -7,6 +7,7 @@ minutes of export first (or, for onnxruntime-cuda, a silent run on ONNX Runtime'
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 
 import torch
 
@@ -28,6 +29,18 @@ def _found(module: str) -> bool:
         return False
 
 
+def missing_packages(modules: Iterable[str]) -> str | None:
+    """None when every module is installed here (found, not imported), else which are not and the one
+    command that installs them all: "the Python packages 'onnx', 'onnxruntime', not installed here:
+    pip install 'avfast[onnx,ort]'"."""
+    missing = [m for m in dict.fromkeys(modules) if not _found(m)]
+    if not missing:
+        return None
+    extras = ",".join(sorted({EXTRAS.get(m, m) for m in missing}))
+    return (f"the Python package{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, not installed "
+            f"here: pip install 'avfast[{extras}]'")
+
+
 def why_unavailable(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str | None:
     """None when runtime `name` can run on `device` here, else why not (with what to install or use)."""
     if name == "torch" or name in TORCH_RUNTIMES:
@@ -36,11 +49,9 @@ def why_unavailable(name: str, device: str | torch.device = "cpu", precision: st
         return f"unknown runtime {name!r}"
     device = torch.device(device)
     packages = _PACKAGES[name] + (("nncf",) if precision == "int8" else ())
-    missing = [m for m in packages if not _found(m)]
+    missing = missing_packages(packages)
     if missing:
-        extras = sorted({EXTRAS.get(m, m) for m in missing})
-        return (f"it needs the Python package{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, "
-                f"not installed here: {' '.join(f'pip install {chr(39)}avfast[{e}]{chr(39)}' for e in extras)}")
+        return f"it needs {missing}"
     if name in _CUDA:
         if not torch.cuda.is_available():
             return (f"it runs on a CUDA GPU, and torch sees none here (torch {torch.__version__}, CUDA build: "
