@@ -147,7 +147,8 @@ def run(out: Path, checkpoint: str | None = None, steps: int | None = None, samp
     _figure(clips, reference, figure, fps, sr)
 
     print(f"\nmodel: {'default' if checkpoint is None else checkpoint} ({pipe.model.num_parameters / 1e6:.2f} M "
-          f"parameters), {made.sampler} {made.steps} steps{''.join(f', joint then {p}' for p in made.passes)}, audio "
+          f"parameters), {made.sampler} {made.steps} steps{'' if made.gamma == 1 else f' at γ = {made.gamma:g}'}"
+          f"{''.join(f', joint then {p}' for p in made.passes)}, audio "
           f"decoded by Griffin-Lim (no MelGAN weights ship)")
     print(f"{'task':<7} {'file':<28} {'AV-Align':>8} {'s/clip':>7} {'ms/FE':>7}")
     for c in clips:

@@ -108,6 +108,7 @@ class Clip:
     windows: int = 0       # windows per step of a long clip (0: the model's own length, no windowing)
     peak_batch: int = 0    # the largest batch of one model call (windows x clips x 2 with CFG)
     passes: tuple[str, ...] = ()  # a joint clip's conditional passes after the joint one (refine=), e.g. ("v2a",)
+    gamma: float = 1.0     # the timestep adjustment γ it was sampled at (config sampling_gamma unless the call gave one)
 
     def __post_init__(self) -> None:
         if self.pixels.dim() != 5 or self.waveform.dim() != 2 or self.pixels.shape[0] != self.waveform.shape[0]:
@@ -166,7 +167,7 @@ class Clip:
 
         return (f"Clip(task={self.task!r}, pixels {tensor(self.pixels)}, waveform {tensor(self.waveform)}, "
                 f"{self.duration:.2f} s at {self.fps:g} fps and {self.sample_rate} Hz, seeds={self.seeds}, "
-                f"sampler={self.sampler!r}, steps={self.steps}, calls={self.calls}, seconds={self.seconds:.2f}, "
+                f"sampler={self.sampler!r}, steps={self.steps}, gamma={self.gamma:g}, calls={self.calls}, seconds={self.seconds:.2f}, "
                 f"windows={self.windows}, passes={self.passes}, audio_source={self.audio_source!r})")
 
     def av_align(self):
@@ -721,7 +722,7 @@ class Pipeline:
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
                     task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=elapsed, audio_source=source,
                     steps=settings.steps, sampler=settings.sampler, windows=windows, peak_batch=peak,
-                    passes=refine)
+                    passes=refine, gamma=float(settings.gamma))
 
     def __repr__(self) -> str:
         video = "pixels" if self.autoencoder is None else type(self.autoencoder).__name__

@@ -343,7 +343,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
               f"largest model call {clips.peak_batch} inputs")
     passes = "".join(f" then {p}" for p in clips.passes)
-    print(f"{args.task}{passes}, {clips.sampler}, {clips.steps} steps{' per pass' if passes else ''}, "
+    gamma = "" if clips.gamma == 1 else f", γ = {clips.gamma:g}"
+    print(f"{args.task}{passes}, {clips.sampler}, {clips.steps} steps{' per pass' if passes else ''}{gamma}, "
           f"runtime {args.runtime} on {pipe.device}: "
           f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
           f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "

@@ -49,7 +49,9 @@ def test_default_and_teacher_ship_with_the_package_and_load(student, teacher):
     assert teacher.config.condition_mode == student.config.condition_mode == "clean"
     assert teacher.config.replace(condition_mode="replace", version=1) == base and not teacher.training
     assert student.config.replace(distilled_steps=0, distilled_sampler="", distilled_gamma=1.0, joint_refine=(),
-                                  condition_mode="replace", version=1) == base
+                                  condition_mode="replace", sampling_gamma=None, version=1) == base
+    # distilled at γ = 1; samples at γ = 0.05, chosen on validation clips (data seed 5, docs/sampling.md)
+    assert student.config.distilled_gamma == 1.0 and student.config.sampling_gamma == 0.05
     assert student.config.distilled_steps == 4 and student.config.distilled_sampler == "ddim"
     assert student.config.joint_refine == ("v2a",)  # joint: the joint pass, then the sound redrawn for its video
     codec = _autoencoder(DEFAULT_DIR)

@@ -194,6 +194,36 @@ def test_other_step_counts_more_warns_fewer_or_not_dividing_refused(tmp_path):
         sample(student, gamma=2.0, progress=False)
 
 
+def test_the_models_own_sampling_gamma_is_used_without_a_warning(tmp_path):
+    """config sampling_gamma is the γ a call without one samples at (a student's and a plain model's); the
+    caller's own γ still wins, and the student warns only for a γ that is neither its distilled nor its own."""
+    from avfast.diffusion.distilled import resolve
+
+    student = from_pretrained(_student_folder(tmp_path))
+    own = student.config.replace(sampling_gamma=0.05)
+    assert resolve(student.config, None, None, None, None).gamma == student.config.distilled_gamma == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # the model's own γ, given or not: no warning
+        assert resolve(own, None, None, None, None).gamma == 0.05
+        assert resolve(own, None, None, None, 0.05).gamma == 0.05
+        assert resolve(own, None, None, None, 1.0).gamma == 1.0
+    with pytest.warns(DistilledStepsWarning, match="gamma = 2"):
+        assert resolve(own, None, None, None, 2.0).gamma == 2.0
+    plain = student.config.replace(distilled_steps=0, distilled_sampler="", sampling_gamma=0.5)
+    assert resolve(plain, None, None, None, None, default_steps=25).gamma == 0.5
+    assert resolve(plain.replace(sampling_gamma=None), None, None, None, None).gamma == 1.0
+    # and the sampler walks the γ grids: the same noise at the model's own γ and at an explicit 0.05 agree
+    student.config = own
+    a = sample(student, seed=3, progress=False)
+    b = sample(student, seed=3, gamma=0.05, progress=False)
+    c = sample(student, seed=3, gamma=1.0, progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+    from avfast.pipeline import Pipeline
+
+    pipe = Pipeline(student, progress=False)
+    assert pipe("joint", seed=3).gamma == 0.05 and pipe("joint", seed=3, gamma=1).gamma == 1.0   # a clip says its γ
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("options,message", [
     ({"start_steps": 12}, "start_steps must be steps x 2\\^k"),

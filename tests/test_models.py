@@ -285,6 +285,17 @@ def test_joint_refine_and_condition_mode_are_version_3_fields_only_where_set():
         plain.replace(joint_refine=("joint",))
 
 
+def test_sampling_gamma_is_a_version_4_field_only_where_set():
+    plain = PRESETS["tiny"]
+    assert "sampling_gamma" not in plain.to_dict() and plain.sampling_gamma is None
+    own = plain.replace(sampling_gamma=1)
+    assert own.sampling_gamma == 1.0 and isinstance(own.sampling_gamma, float) and own.version == 4
+    assert own.to_dict()["sampling_gamma"] == 1.0 and ModelConfig.from_dict(own.to_dict()) == own
+    for bad in (0.0, -1.0, float("inf"), float("nan"), "0.05", True):
+        with pytest.raises(ValueError, match="sampling_gamma must be None or a finite number > 0"):
+            plain.replace(sampling_gamma=bad)
+
+
 @pytest.mark.parametrize("corruption,match", [
     ("missing", "missing tensors"), ("extra", "unexpected tensors"), ("shape", "mis-shaped"),
     ("not_safetensors", "not a readable safetensors"), ("no_weights", "no file"),

@@ -197,5 +197,5 @@ def test_repr_is_short_and_names_the_clip(pipe):
     clip = pipe("joint", steps=1, batch=2, seed=4)
     text = repr(clip)
     assert text.startswith("Clip(task='joint', pixels [2, 3, 4, 32, 32] float32, waveform [2, 4096] float32, "
-                           "0.40 s at 10 fps and 16000 Hz, seeds=(4, 5), sampler='dpmpp2m', steps=1, calls=1")
+                           "0.40 s at 10 fps and 16000 Hz, seeds=(4, 5), sampler='dpmpp2m', steps=1, gamma=1, calls=1")
     assert "tensor(" not in text and "\n" not in text and len(text) < 400

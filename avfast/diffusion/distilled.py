@@ -14,11 +14,14 @@ out (None) from them, and checks what the caller gave:
   spacing  None or "trailing" (the distilled grids are trailing ones); another spacing is refused.
   sampler  None: the distilled one (ddim). dpmpp2m: allowed with a warning (its second-order
            correction assumes the teacher's small steps).
-  gamma    None: the distilled γ. Another γ: allowed with a warning (the student's steps were distilled
-           on the per-modality grids of its own γ; see avfast/distill/config.py).
+  gamma    None: the model's own: config `sampling_gamma` where set (a γ chosen on held-out validation clips,
+           which may differ from the distilled one), else the distilled γ. Another γ than the distilled
+           one, given by the caller: allowed with a warning (the student's steps were distilled on the
+           per-modality grids of its own γ; see avfast/distill/config.py).
   eta      > 0 (stochastic DDIM): allowed with a warning (the student matches deterministic DDIM).
 
-A model that is not distilled gets the caller's defaults and no checks beyond the sampler's own.
+A model that is not distilled gets the caller's defaults (γ: its `sampling_gamma` where set, else 1) and no
+checks beyond the sampler's own.
 """
 from __future__ import annotations
 
@@ -47,13 +50,15 @@ def resolve(config: Any, steps: int | None, sampler: str | None, spacing: str | 
             eta: float = 0.0, default_steps: int = 200, default_sampler: str = "ddim", warn: bool = True) -> Settings:
     """The sampler settings for a model with `config` (see the module docstring); None means 'the model's'."""
     n = distilled_steps(config)
+    own_gamma = getattr(config, "sampling_gamma", None)
     if steps is not None:  # a step count out of range is that, whatever the model (timesteps' own message)
         T = getattr(config, "num_train_steps", 1000)
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
             raise ValueError(f"`steps` must be an int in [1, {T}] (the model's num_train_steps), got {steps!r}")
     if not n:
         return Settings(default_steps if steps is None else steps, default_sampler if sampler is None else sampler,
-                        "trailing" if spacing is None else spacing, 1.0 if gamma is None else gamma)
+                        "trailing" if spacing is None else spacing,
+                        (1.0 if own_gamma is None else float(own_gamma)) if gamma is None else gamma)
     d_sampler = getattr(config, "distilled_sampler", "ddim") or "ddim"
     d_gamma = float(getattr(config, "distilled_gamma", 1.0))
     notes = []
@@ -76,9 +81,10 @@ def resolve(config: Any, steps: int | None, sampler: str | None, spacing: str | 
         sampler = d_sampler
     elif sampler != d_sampler:
         notes.append(f"sampler {sampler!r}, not the {d_sampler!r} it was distilled for")
-    if gamma is None:
-        gamma = d_gamma
-    elif isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and float(gamma) != d_gamma:
+    if gamma is None:   # the model's own: measured, so no warning
+        gamma = d_gamma if own_gamma is None else float(own_gamma)
+    elif isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and float(gamma) != d_gamma \
+            and (own_gamma is None or float(gamma) != float(own_gamma)):
         notes.append(f"gamma = {gamma:g}, not the {d_gamma:g} it was distilled for (its steps follow that γ's "
                      f"per-modality grids)")
     if isinstance(eta, (int, float)) and eta > 0:

@@ -67,7 +67,7 @@ class QualitySettings:
     progress: bool = True
     runtime: str = "torch"      # the denoiser's runtime (avfast.Pipeline's: torch or avfast.runtime.NAMES)
     precision: str = "fp32"     # its precision (fp32/bf16/fp16, int8 on openvino/onnxruntime)
-    gamma: float | None = None  # joint's timestep adjustment γ (None: the model's own, a student's recorded one, else 1)
+    gamma: float | None = None  # timestep adjustment γ, every task (None: the model's own: sampling_gamma, a student's, else 1)
     tasks: tuple[str, ...] = TASKS  # a subset to score (a quick look at one task); README figures use all three
     refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
 
@@ -181,7 +181,9 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
 
     v2a returns the clips' own pixels with generated sound, a2v generated pixels with the clips' own sound,
     joint both generated (clip i's sampling noise and Griffin-Lim's starting phase come from seed + i).
-    gamma: joint's timestep adjustment (v2a / a2v have one modality clean, so it does not apply to them).
+    gamma: the timestep adjustment γ of every pass (None: the model's own, config sampling_gamma, a student's
+        distilled γ, else 1). In v2a / a2v the condition is clean (or forward-noised on the same grid); γ moves
+        the generated modality's grid: v2a's sound on n(t), a2v's video on m(t).
     refine: joint's conditional passes after the joint one (`avfast.Pipeline`'s refine=; None: the model's own
         `joint_refine`), in condition_mode.
     The one place that turns a model folder into clips: a call to the folder's `avfast.Pipeline`.
@@ -191,7 +193,7 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
     pipe = _pipeline(str(model_folder), runtime, precision)
     given = {"v2a": {"video": held_out_batch.pixels}, "a2v": {"audio": held_out_batch.waves},
              "joint": {"batch": len(held_out_batch)}}[task]
-    if task == "joint" and gamma is not None:
+    if gamma is not None:
         given["gamma"] = gamma
     if task == "joint":
         given["refine"] = refine
@@ -361,8 +363,9 @@ def markdown(results: dict) -> str:
                   f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed "
                   f"{s['data_seed']}; 95 % bootstrap CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
                   f"sound and a reference (v2a only)."]
-    if s.get("gamma") not in (None, 1, 1.0) and "joint" in summary:
-        lines.append(f"Joint at timestep adjustment γ = {s['gamma']:g}.")
+    if s.get("gamma") not in (None, 1, 1.0):
+        lines.append(f"Timestep adjustment γ = {s['gamma']:g} (every task: the generated modality's grid; "
+                     f"docs/sampling.md).")
     if s.get("refine") and "joint" in summary:
         lines.append(f"Joint in passes: the joint pass, then {', then '.join(s['refine'])} (refine=; each pass "
                      f"{s['sampler']} {s['steps']} steps; docs/sampling.md).")
@@ -470,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default=s.precision, help="denoiser precision: fp32 (default), bf16, fp16, "
                                                              "or int8 (runtime openvino/onnxruntime)")
     ap.add_argument("--gamma", type=float, default=s.gamma,
-                    help="joint's timestep adjustment γ (default: the model's own; 1 = none)")
+                    help="timestep adjustment γ of every task (default: the model's own, config sampling_gamma; "
+                         "1 = none)")
     ap.add_argument("--refine", nargs="+", default=None, choices=REFINE_WORDS, metavar="TASK",
                     help="joint's passes after the joint one, in order, each v2a or a2v (--refine v2a: the sound "
                          "redrawn for the joint video), or none (the joint pass alone); default: the model's own "

@@ -20,14 +20,15 @@ from typing import Any
 #   2  + distilled_steps, distilled_sampler, distilled_gamma (a progressively distilled student)
 #   3  + joint_refine (a joint clip's conditional passes after the joint one), condition_mode (how a v2a / a2v
 #        condition reaches the model by default)
-CONFIG_VERSION = 3
+#   4  + sampling_gamma (the timestep adjustment γ a call samples at when it gives none)
+CONFIG_VERSION = 4
 DISTILLED_SAMPLERS = ("ddim",)
 DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
 REFINE_PASSES = ("v2a", "a2v")  # the conditional tasks a joint pass can be followed by
 REFINE_WORDS = REFINE_PASSES + ("none",)  # what a --refine option takes: passes, or none (one joint pass)
 CONDITION_MODES = ("replace", "clean")
 # What a config says about sampling, not about the weights: two configs that differ only here hold the same network.
-SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode")
+SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode", "sampling_gamma")
 FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
 VIDEO_SPACES = ("pixels", "latent")
 ATTENTION_KINDS = ("spatial_temporal", "joint")
@@ -78,6 +79,10 @@ class ModelConfig:
     # how a v2a / a2v condition reaches the model unless a call says: "replace" (forward-noised, CMMD's) or
     # "clean" (at t = 0: models trained with clean conditions, `--clean-prob` > 0, which the training run records)
     condition_mode: str = "replace"
+    # the timestep adjustment γ (Sony's Eq. 8; video on m(t), audio on n(t)) a call samples at when it gives
+    # none, chosen on held-out validation clips (None: a student's distilled_gamma, else 1). A student may
+    # sample best off the γ it was distilled at: the shipped default's is 0.05 (docs/sampling.md)
+    sampling_gamma: float | None = None
     version: int = 1                   # the oldest config format that holds this config (see CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -87,11 +92,15 @@ class ModelConfig:
             self.joint_refine = tuple(self.joint_refine)
         if isinstance(self.distilled_gamma, int) and not isinstance(self.distilled_gamma, bool):
             self.distilled_gamma = float(self.distilled_gamma)
+        if isinstance(self.sampling_gamma, int) and not isinstance(self.sampling_gamma, bool):
+            self.sampling_gamma = float(self.sampling_gamma)
         if self.distilled_steps and isinstance(self.version, int) and self.version < 2:
             self.version = 2  # the distilled_* fields are version 2's
         if (self.joint_refine or self.condition_mode != "replace") and isinstance(self.version, int) \
                 and self.version < 3:
             self.version = 3  # joint_refine and condition_mode are version 3's
+        if self.sampling_gamma is not None and isinstance(self.version, int) and self.version < 4:
+            self.version = 4  # sampling_gamma is version 4's
         _check_config(self)
 
     @property
@@ -128,6 +137,8 @@ class ModelConfig:
             del d["joint_refine"]
         if self.condition_mode == "replace":
             del d["condition_mode"]
+        if self.sampling_gamma is None:  # version 4's
+            del d["sampling_gamma"]
         return d
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -206,6 +217,9 @@ def _check_config(c: ModelConfig) -> None:
     need(isinstance(c.joint_refine, tuple) and all(p in REFINE_PASSES for p in c.joint_refine),
          f"joint_refine must be a list of tasks, each one of {REFINE_PASSES}", c.joint_refine)
     need(c.condition_mode in CONDITION_MODES, f"condition_mode must be one of {CONDITION_MODES}", c.condition_mode)
+    need(c.sampling_gamma is None or (isinstance(c.sampling_gamma, float) and math.isfinite(c.sampling_gamma)
+                                      and c.sampling_gamma > 0),
+         "sampling_gamma must be None or a finite number > 0", c.sampling_gamma)
     need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
     need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
          (c.mel_scale, c.fps, c.sample_rate))

@@ -21,9 +21,11 @@ from .pretrained import from_pretrained
 from .weights import save_pretrained
 
 
-def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tuple[str, ...] = ()) -> list[Path]:
+def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tuple[str, ...] = (),
+         sampling_gamma: float | None = None) -> list[Path]:
     """Writes the student (its config's `joint_refine` set to `joint_refine`: how its joint clips are sampled
-    by default) and the teacher as the default model folder `out`."""
+    by default, and `sampling_gamma`: the γ its calls sample at by default) and the teacher as the default
+    model folder `out`."""
     for name, folder in (("student", student), ("teacher", teacher)):
         if not (Path(folder) / "config.json").is_file() or not (Path(folder) / "autoencoder").is_dir():
             raise ValueError(f"--{name}: {folder} is not a latent model folder (config.json, model.safetensors, "
@@ -35,7 +37,7 @@ def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tu
     for src, dst in ((Path(student), out), (Path(teacher), out / "teacher")):
         m = from_pretrained(src)
         if dst == out:
-            m.config = m.config.replace(joint_refine=tuple(joint_refine))
+            m.config = m.config.replace(joint_refine=tuple(joint_refine), sampling_gamma=sampling_gamma)
         save_pretrained(m, dst, state_dict={k: v.half() if v.is_floating_point() else v
                                             for k, v in m.state_dict().items()})
         shutil.copytree(src / "autoencoder", dst / "autoencoder", dirs_exist_ok=True)
@@ -52,9 +54,13 @@ def main(argv=None) -> int:
     ap.add_argument("--joint-refine", nargs="*", default=[], choices=REFINE_PASSES, metavar="TASK",
                     help="the student's joint clips in passes by default: after the joint pass, these conditional "
                          "passes (config joint_refine; the shipped default: v2a)")
+    ap.add_argument("--sampling-gamma", type=float, default=None, metavar="GAMMA",
+                    help="the timestep adjustment γ the student samples at when a call gives none (config "
+                         "sampling_gamma; the shipped default: 0.05, chosen on validation clips, docs/sampling.md)")
     args = ap.parse_args(argv)
     try:
-        for d in ship(Path(args.student), Path(args.teacher), Path(args.out), tuple(args.joint_refine)):
+        for d in ship(Path(args.student), Path(args.teacher), Path(args.out), tuple(args.joint_refine),
+                      args.sampling_gamma):
             print(f"wrote {d}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
