@@ -263,3 +263,104 @@ def test_seam_measures_and_independent_ratio():
     ci = bootstrap_independent_ratio_ci([2.0, 2.2, 1.8], [1.0, 1.1, 0.9, 1.0])
     assert ci.mean == pytest.approx(2.0) and ci.low < 2.0 < ci.high
     assert bootstrap_independent_ratio_ci([1.0], [0.0, 0.0]) is None
+
+
+def test_cut_windows_cover_the_clip_once_and_keep_each_window_inside_itself():
+    from types import SimpleNamespace
+
+    from avfast.diffusion.windowed import window_layout
+    from avfast.experiments.long_clips import CUT_SEED_STRIDE, LongClipSettings, _generate_cut, cut_spans
+
+    for frames, overlap in ((72, 6), (41, 5), (18, 0), (25, 17)):
+        layout = window_layout(frames, round(frames * 6.25), 18, 112, overlap)
+        spans = cut_spans(layout)
+        assert [lo for lo, _ in spans[1:]] == [hi for _, hi in spans[:-1]]
+        assert spans[0][0] == 0 and spans[-1][1] == frames
+        assert all(w.frame_start <= lo < hi <= w.frame_stop for w, (lo, hi) in zip(layout.windows, spans))
+
+    # A stand-in pipeline whose output says which window made it, and which input it was given.
+    hop, fps, sr, size = 256, 10.0, 16_000, 4
+    calls = []
+
+    def fake(task, *, seed, batch=None, video=None, audio=None, **kw):
+        k = seed // CUT_SEED_STRIDE
+        n = video.shape[0] if video is not None else audio.shape[0] if audio is not None else batch
+        calls.append((task, k, video, audio))
+        frame = (k + 1) / 10 + 1e-3 * torch.arange(18.0).view(1, 1, 18, 1, 1)     # window k, frame f in it
+        sample = (k + 1) / 10 + 1e-5 * (torch.arange(112.0 * hop) % 1000)          # window k, sample s in it
+        return SimpleNamespace(pixels=frame.expand(n, 3, 18, size, size), waveform=sample.expand(n, -1))
+
+    class FakePipe:
+        mel = SimpleNamespace(hop_length=hop)
+        config = SimpleNamespace(fps=fps, sample_rate=sr)
+
+        def __call__(self, *args, **kwargs):
+            return fake(*args, **kwargs)
+
+    pipe = FakePipe()
+    layout = window_layout(72, 450, 18, 112, 6)
+    pixels = torch.arange(72.0).view(1, 1, 72, 1, 1).expand(3, 3, 72, size, size).contiguous()
+    waves = torch.arange(450.0 * hop).expand(3, -1).contiguous()
+    settings = LongClipSettings(clips=3, batch=2, tasks=("v2a",), progress=False)
+    for task in ("v2a", "a2v", "joint"):
+        calls.clear()
+        out_p, out_w, _ = _generate_cut(pipe, task, pixels, waves, settings, layout)
+        assert len(calls) == 2 * len(layout.windows)                 # two batches per window
+        for (lo, hi), k in zip(cut_spans(layout), range(len(layout.windows))):
+            w = layout.windows[k]
+            frame = (k + 1) / 10 + 1e-3 * torch.arange(lo - w.frame_start, hi - w.frame_start, dtype=torch.float32)
+            assert torch.equal(out_p[:, :, lo:hi], frame.view(1, 1, -1, 1, 1).expand(3, 3, -1, size, size))
+            s_lo = 0 if lo == 0 else round(lo / fps * sr)
+            s_hi = out_w.shape[1] if hi == 72 else round(hi / fps * sr)
+            a0 = w.audio_start * hop
+            sample = (k + 1) / 10 + 1e-5 * (torch.arange(s_lo - a0, s_hi - a0, dtype=torch.float32) % 1000)
+            assert torch.equal(out_w[:, s_lo:s_hi], sample.expand(3, -1))
+        for t, k, video, audio in calls:
+            w = layout.windows[k]
+            if t == "v2a":
+                assert video[0, 0, :, 0, 0].tolist() == list(range(w.frame_start, w.frame_stop))
+            if t == "a2v":
+                assert audio[0, 0] == w.audio_start * hop and audio.shape[1] == (w.audio_stop - w.audio_start) * hop
+
+
+def test_cut_joins_mark_the_changes_of_window():
+    from avfast.diffusion.windowed import window_layout
+    from avfast.experiments.long_clips import cut_join_positions, cut_spans
+
+    layout = window_layout(72, 450, 18, 112, 6)
+    video, audio = cut_join_positions(layout, 10.0, 16_000, 256)
+    cuts = [lo for lo, _ in cut_spans(layout)[1:]]
+    assert video == [c - 1 for c in cuts]
+    for c in cuts:                                   # 1.0 s = 62.5 columns: a cut inside column 62 marks 61 and 62
+        col, inside = divmod(round(c / 10 * 16_000), 256)
+        assert col - 1 in audio and ((col in audio) == bool(inside))
+    assert len(audio) <= 2 * len(cuts)
+
+
+def test_long_clip_doc_tables_are_the_committed_results():
+    """docs/long-clips.md's tables are generated (`long_clips --report-only --docs`), never edited by hand."""
+    import json
+    from pathlib import Path
+
+    from avfast._io import files_with_block
+    from avfast.experiments.long_clips import DEFAULT_OUT, DOC_BLOCK, JSON_NAME, TABLE_NAME, doc_block, markdown
+
+    root = Path(__file__).resolve().parents[1]
+    results = json.loads((root / DEFAULT_OUT / JSON_NAME).read_text())
+    assert (root / DEFAULT_OUT / TABLE_NAME).read_text() == markdown(results), \
+        f"{DEFAULT_OUT}/{TABLE_NAME} is stale: run python -m avfast.experiments.long_clips --report-only"
+    files = files_with_block(DOC_BLOCK, root)
+    assert root / "docs" / "long-clips.md" in files, "docs/long-clips.md lost its <!-- long_clips:begin --> block"
+    for path in files:
+        assert DOC_BLOCK.search(path.read_text()).group(2) == doc_block(results), (
+            f"{path.relative_to(root)}: long-clip tables are stale: run python -m avfast.experiments.long_clips "
+            "--report-only --docs")
+
+
+def test_docs_option_refuses_a_tree_without_the_block_before_any_work(tmp_path, monkeypatch, capsys):
+    from avfast.experiments.long_clips import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("no block\n")
+    assert main(["--docs", "--out", str(tmp_path / "o"), "--clips", "2"]) == 2
+    assert "no <!-- long_clips:begin -->" in capsys.readouterr().err and not (tmp_path / "o").exists()

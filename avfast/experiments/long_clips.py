@@ -9,13 +9,20 @@ Held-out synthetic clips (`avfast.data.synthetic.make_clip`; clip i drawn from a
            events per window-length as the training clips have (1-3), placed at random with the
            training clips' minimum gap;
   window   the model's own length (1.8 s for the default), 1-3 events, as in training.
+  cut      the long clips' own content one window at a time: each window of the long layout sampled
+           alone (the plain call on its seconds of the real input; joint from noise) and the windows cut
+           together at the middle of their overlaps. A long clip shows every one of its balls in every
+           frame (each hangs until its event, then rests), several times a training clip's, so its windows
+           are not the training kind: the cut clips say what one window of the model does on them.
 Each task (v2a: sound for the real video; a2v: video for the real sound; joint: both from noise) runs
 through `avfast.Pipeline`: the long clips with `seconds=` (windows denoised together, see
 docs/long-clips.md), the window clips plainly; the same sampler, steps and seeds. Measures, with 95 %
 bootstrap CIs over clips (`avfast.experiments.stats`):
   AV-Align        over the whole clip, generated and real, for both lengths; the ratio long / window of
                   the generated clips' means (the issue's bar: >= 0.9), and of the real clips' (how much
-                  the metric itself moves with length), with independent resampling of the two sets.
+                  the metric itself moves with length), with independent resampling of the two sets;
+                  and long / cut, paired over the same clips (does denoising the windows together lose
+                  anything against the same windows sampled alone?).
   beat hit rate   v2a: generated sound's beats against the real sound's, ±100 / ±500 ms, long / window.
   seams           per long generated clip: frame-to-frame change (mean |x_f - x_f-1|, video of a2v /
                   joint) and audio energy change (|Δ dB| of the per-mel-column RMS, sound of v2a /
@@ -35,13 +42,16 @@ of the first window's, FreeNoise-style; `avfast.diffusion.windowed.shared_window
 are unchanged.
 Output in --out: long_clips.json, long_clips.md, long_clips.png (per-frame residual mean |x -
 median3x3(x)| and optical-flow magnitude along a long a2v and joint clip, and the joint clip's audio
-energy, window joins and overlaps marked).
+energy, window joins and overlaps marked). `--docs` puts the tables between the long_clips markers of every
+file of README.md and docs/*.md that holds them (docs/long-clips.md); `--report-only` redoes the tables (and
+--docs) from <out>/long_clips.json without sampling.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -61,6 +71,10 @@ MAX_EVENTS = 3          # per window-length, as the training clips (avfast.train
 MIN_GAP = 6             # frames between events (make_clip's default)
 AWAY_FRAMES = 2         # a transition this far from every join counts as "away"
 AWAY_COLUMNS = 8        # mel columns (128 ms)
+DOC_BLOCK = re.compile(r"(<!-- long_clips:begin -->\n)(.*?)(<!-- long_clips:end -->)", flags=re.S)
+DOC_MARKERS = "<!-- long_clips:begin --> ... <!-- long_clips:end -->"
+CANNOT_DO_OPENING = "What windows cannot do:"
+CUT_SEED_STRIDE = 1_000_003  # window k of the cut-together clips samples from seed + clip + k * this
 
 
 @dataclass
@@ -80,6 +94,7 @@ class LongClipSettings:
     progress: bool = True
     window_noise: str = "independent"   # the long clips' starting noise (avfast.diffusion.windowed)
     refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
+    gamma: float | None = None    # timestep adjustment γ of every task (None: the model's own, config sampling_gamma)
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -105,6 +120,9 @@ class LongClipSettings:
             raise ValueError(f"--tasks must be some of {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.gamma is not None and (isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float))
+                                       or not 0 < self.gamma < math.inf):
+            raise ValueError(f"--gamma must be a finite number > 0 (1 = no timestep adjustment), got {self.gamma!r}")
         if self.window_noise not in WINDOW_NOISES:
             raise ValueError(f"--window-noise must be 'independent' or 'shared', got {self.window_noise!r}")
         from ..pipeline import check_refine
@@ -116,7 +134,9 @@ class LongClipSettings:
 # --- held-out clips ---------------------------------------------------------------------------------
 
 def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0):
-    """n clips of `seconds` at the pipeline's frame size: (pixels [n, 3, F, S, S], waves [n, N], events).
+    """n clips of `seconds` at the pipeline's frame size: (pixels [n, 3, F, S, S], waves [n, N], event times,
+    event kinds). Every ball of a clip is in view in every frame (it hangs until its event, then rests), so a
+    long clip's windows show all of its balls: more than a training clip holds (`balls` in the results).
 
     Clip i: generator seeded data_seed * 1_000_003 + offset + i; 1-3 events per window-length of the clip
     (summed over its window-lengths), placed at random over the whole clip."""
@@ -130,7 +150,7 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
     samples = audio_columns_for_seconds(cfg, seconds) * pipe.mel.hop_length
     lengths = max(1, round(frames / cfg.frames))          # window-lengths in the clip
     fit = max(1, (frames - 6) // MIN_GAP + 1)              # make_clip: 3 frames at each end, MIN_GAP between
-    pixels, waves, events = [], [], []
+    pixels, waves, events, kinds = [], [], [], []
     for i in range(n):
         g = torch.Generator().manual_seed(data_seed * 1_000_003 + offset + i)
         n_events = int(sum(torch.randint(1, MAX_EVENTS + 1, (lengths,), generator=g)))
@@ -141,7 +161,8 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
         pixels.append(clip.video[:, :frames])
         waves.append(torch.nn.functional.pad(wave, (0, samples - wave.shape[0])))
         events.append(clip.event_times)
-    return torch.stack(pixels), torch.stack(waves), events
+        kinds.append(clip.event_kinds)
+    return torch.stack(pixels), torch.stack(waves), events, kinds
 
 
 # --- measures -----------------------------------------------------------------------------------------
@@ -204,6 +225,14 @@ def _ci(values) -> dict | None:
     return bootstrap_ci(values).to_dict() if len(values) >= 2 else None
 
 
+def _paired_ratio(numerator: list[float], denominator: list[float]) -> dict | None:
+    """mean / mean over the same clips, with a paired bootstrap CI (clip i's two scores drawn together)."""
+    from .stats import bootstrap_ratio_ci
+
+    interval = bootstrap_ratio_ci(numerator, denominator)
+    return None if interval is None else interval.to_dict()
+
+
 def _ratio(long: list[float], window: list[float]) -> dict | None:
     from .stats import bootstrap_independent_ratio_ci
 
@@ -233,13 +262,72 @@ def _generate(pipe, task: str, pixels, waves, settings: LongClipSettings, long: 
                      window_noise=settings.window_noise) if long else {}
         t0 = time.perf_counter()
         clip = pipe(task, steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
-                    condition_mode=settings.condition_mode,
+                    gamma=settings.gamma, condition_mode=settings.condition_mode,
                     progress=settings.progress and long, **given, **extra)
         seconds += time.perf_counter() - t0
         out_p.append(clip.pixels.float().clamp(-1, 1))
         out_w.append(clip.waveform.float())
         windows, peak = clip.windows, max(peak, clip.peak_batch)
     return torch.cat(out_p), torch.cat(out_w), seconds, windows, peak
+
+
+def cut_spans(layout) -> list[tuple[int, int]]:
+    """The frames each window keeps when windows sampled one at a time are cut together: window k from the
+    middle of its overlap with window k-1 to the middle of its overlap with window k+1 (every frame of the
+    clip once, each inside the window that keeps it)."""
+    ws = layout.windows
+    cuts = [0] + [(a.frame_stop + b.frame_start) // 2 for a, b in zip(ws, ws[1:])] + [layout.frames]
+    return list(zip(cuts, cuts[1:]))
+
+
+def cut_join_positions(layout, fps: float, sample_rate: int, hop: int) -> tuple[list[int], list[int]]:
+    """Where the cut-together clips change window, as `join_positions` indexes: video transition lo-1 -> lo at
+    each cut frame lo, audio column steps around its cut sample (the step into the column holding it, and out
+    of that column too when the cut falls inside it)."""
+    video, audio = [], set()
+    for lo, _ in cut_spans(layout)[1:]:
+        video.append(lo - 1)
+        sample = round(lo / fps * sample_rate)
+        column = sample // hop
+        audio.add(column - 1)
+        if sample % hop:
+            audio.add(column)
+    return video, sorted(c for c in audio if 0 <= c < layout.audio_length - 1)
+
+
+def _generate_cut(pipe, task: str, pixels, waves, settings: LongClipSettings, layout):
+    """The long clips' content one window at a time: each window of the layout sampled alone (the plain
+    pipeline call on that window's seconds of the real input: v2a its frames, a2v its sound; joint from
+    noise), then the windows cut together at the middle of their overlaps (`cut_spans`: hard cuts, no
+    shared state). What one window of the model does on the long clips' own content, to set the long
+    clip against the same kind of windows; `window` clips are the training kind."""
+    hop, fps, sr = pipe.mel.hop_length, float(pipe.config.fps), int(pipe.config.sample_rate)
+    n, samples = pixels.shape[0], waves.shape[1]
+    out_p, out_w = torch.empty_like(pixels), torch.zeros_like(waves)
+    spans = cut_spans(layout)
+    seconds = 0.0
+    for k, (w, (lo, hi)) in enumerate(zip(layout.windows, spans)):
+        a0 = w.audio_start * hop
+        s_lo = 0 if lo == 0 else min(samples, round(lo / fps * sr))
+        s_hi = samples if hi == layout.frames else min(samples, round(hi / fps * sr))
+        for start in range(0, n, settings.batch):
+            stop = min(start + settings.batch, n)
+            given = {"v2a": {"video": pixels[start:stop, :, w.frame_start:w.frame_stop]},
+                     "a2v": {"audio": waves[start:stop, a0:w.audio_stop * hop]},
+                     "joint": {"batch": stop - start, "refine": settings.refine}}[task]
+            t0 = time.perf_counter()
+            clip = pipe(task, steps=settings.steps, sampler=settings.sampler, gamma=settings.gamma,
+                        seed=settings.seed + start + CUT_SEED_STRIDE * k, condition_mode=settings.condition_mode,
+                        progress=False, **given)
+            seconds += time.perf_counter() - t0
+            made_p, made_w = clip.pixels.float().clamp(-1, 1), clip.waveform.float()
+            if made_p.shape[2] != w.frame_stop - w.frame_start or made_w.shape[1] < s_hi - a0:
+                raise RuntimeError(f"window {k}: the plain call made {made_p.shape[2]} frames and "
+                                   f"{made_w.shape[1]} samples, the window needs {w.frame_stop - w.frame_start} "
+                                   f"and {s_hi - a0}")
+            out_p[start:stop, :, lo:hi] = made_p[:, :, lo - w.frame_start:hi - w.frame_start]
+            out_w[start:stop, s_lo:s_hi] = made_w[:, s_lo - a0:s_hi - a0]
+    return out_p, out_w, seconds
 
 
 def run(settings: LongClipSettings, out: Path) -> dict:
@@ -252,12 +340,12 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     log = print if settings.progress else (lambda *a, **k: None)
     folder, pipe = _pipeline(settings.model)
     cfg, hop = pipe.config, pipe.mel.hop_length
-    if settings.steps is None or settings.sampler is None:  # the model's own (a distilled student's), recorded
+    if settings.steps is None or settings.sampler is None or settings.gamma is None:  # the model's own, recorded
         from ..diffusion.distilled import resolve
 
-        own = resolve(cfg, settings.steps, settings.sampler, None, None, default_steps=25,
+        own = resolve(cfg, settings.steps, settings.sampler, None, settings.gamma, default_steps=25,
                       default_sampler="dpmpp2m", warn=False)
-        settings = replace(settings, steps=own.steps, sampler=own.sampler)
+        settings = replace(settings, steps=own.steps, sampler=own.sampler, gamma=own.gamma)
     if settings.refine is None:   # the model's own joint passes, recorded as resolved
         settings = replace(settings, refine=tuple(cfg.joint_refine))
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
@@ -282,8 +370,10 @@ def run(settings: LongClipSettings, out: Path) -> dict:
                    "video_joins": v_joins, "audio_joins": a_joins},
         "real": {
             "long": {"av_align": scores(long_real[0], long_real[1]), "events": [len(e) for e in long_real[2]],
+                     "balls": [k.count("hit") for k in long_real[3]],
                      "drift": window_drift(long_real[0], cfg.frames)},
-            "window": {"av_align": scores(win_real[0], win_real[1]), "events": [len(e) for e in win_real[2]]},
+            "window": {"av_align": scores(win_real[0], win_real[1]), "events": [len(e) for e in win_real[2]],
+                       "balls": [k.count("hit") for k in win_real[3]]},
             "seams": {"video": seam_scores(frame_change(long_real[0]), v_joins, AWAY_FRAMES),
                       "audio": seam_scores(np.abs(np.diff(column_energy_db(long_real[1], hop), axis=1)), a_joins,
                                            AWAY_COLUMNS)},
@@ -293,7 +383,7 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     figure_clips: dict = {}
     for task in settings.tasks:
         entry: dict = {}
-        for name, (real_p, real_w, _), long in (("window", win_real, False), ("long", long_real, True)):
+        for name, (real_p, real_w, _, _), long in (("window", win_real, False), ("long", long_real, True)):
             pixels, waves, seconds, windows, peak = _generate(pipe, task, real_p, real_w, settings, long)
             row = {"av_align": scores(pixels, waves), "seconds_per_clip": seconds / n, "windows": windows,
                    "peak_batch": peak}
@@ -311,6 +401,21 @@ def run(settings: LongClipSettings, out: Path) -> dict:
                     figure_clips[task] = (pixels[0], waves[0])
             entry[name] = row
             log(f"{task} {name}: {n} clips, {seconds / n:.2f} s/clip" + (f", {windows} windows" if long else ""))
+        if len(layout.windows) > 1:   # the long clips' content, one window at a time, cut together
+            pixels, waves, seconds = _generate_cut(pipe, task, long_real[0], long_real[1], settings, layout)
+            row = {"av_align": scores(pixels, waves), "seconds_per_clip": seconds / n}
+            if task == "v2a":
+                hits = [beat_hit_rate(w, r, sr, tuple(TOLERANCES.values())).hit_rates
+                        for w, r in zip(waves, long_real[1])]
+                row |= {k: [h[t] for h in hits] for k, t in TOLERANCES.items()}
+            cv, ca = cut_join_positions(layout, fps, sr, hop)
+            if task != "v2a":
+                row["seams_video"] = seam_scores(frame_change(pixels), cv, AWAY_FRAMES)
+            if task != "a2v":
+                row["seams_audio"] = seam_scores(np.abs(np.diff(column_energy_db(waves, hop), axis=1)), ca,
+                                                 AWAY_COLUMNS)
+            entry["cut"] = row
+            log(f"{task} cut: {n} clips, {seconds / n:.2f} s/clip, {len(layout.windows)} windows one at a time")
         results["tasks"][task] = entry
     results["summary"] = summarize(results)
     out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +456,19 @@ def summarize(results: dict) -> dict:
                 s[f"seam_away_sd_{m}"] = float(np.mean(seams["away_sd"]))
         if "drift" in long:
             s["drift"] = _ci(long["drift"])
+        if "cut" in entry:   # the same clips' content one window at a time: paired with the long clips
+            cut = entry["cut"]
+            s["av_align_cut"] = _ci(cut["av_align"])
+            s["av_align_long_over_cut"] = _paired_ratio(long["av_align"], cut["av_align"])
+            s["av_align_vs_real_cut"] = _paired_ratio(cut["av_align"], results["real"]["long"]["av_align"])
+            s["av_align_vs_real_long_paired"] = _paired_ratio(long["av_align"], results["real"]["long"]["av_align"])
+            s["seconds_per_clip_cut"] = cut["seconds_per_clip"]
+            for m in ("video", "audio"):
+                if f"seams_{m}" in cut:
+                    s[f"seam_z_{m}_cut"] = _ci(cut[f"seams_{m}"]["z"])
+            for k in TOLERANCES:
+                if k in cut:
+                    s[f"{k}_cut"] = _ci(cut[k])
         summary[task] = s
     return summary
 
@@ -361,13 +479,19 @@ def _cell(ci: dict | None, fmt: str = ".3f") -> str:
     return f"{ci['mean']:{fmt}} [{ci['low']:{fmt}}, {ci['high']:{fmt}}]"
 
 
+def _pair(summary: dict, first: str, second: str) -> str:
+    """Two of a row's CIs as one cell, 'first / second'."""
+    return f"{_cell(summary.get(first), '.2f')} / {_cell(summary.get(second), '.2f')}"
+
+
 def markdown(results: dict) -> str:
     st, sm = results["settings"], results["summary"]
     lay = results["layout"]
     lines = [
         f"# Long clips: {st['seconds']:g} s from a {results['model']['window_seconds']:g}-s model",
         "",
-        f"Model `{st['model']}` ({results['model']['sha256'][:12]}), {st['sampler']} {st['steps']} steps, "
+        f"Model `{st['model']}` ({results['model']['sha256'][:12]}), {st['sampler']} {st['steps']} steps"
+        f"{'' if st.get('gamma') in (None, 1, 1.0) else ' at timestep adjustment γ = ' + format(st['gamma'], 'g')}, "
         f"{st['clips']} held-out clips per row (data seed {st['data_seed']}), {len(lay['windows'])} windows of "
         f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames, "
         f"{st.get('window_noise', 'independent')} window noise"
@@ -383,12 +507,38 @@ def markdown(results: dict) -> str:
                  f"{_cell(r['av_align_ratio'], '.2f')} | | | | |")
     for task in results["tasks"]:
         s = sm[task]
-        hits = [f"{_cell(s.get(f'{k}_long'), '.2f')} / {_cell(s.get(f'{k}_window'), '.2f')}" if f"{k}_long" in s
-                else "—" for k in TOLERANCES]
+        hits = [_pair(s, f"{k}_long", f"{k}_window") if f"{k}_long" in s else "—" for k in TOLERANCES]
         lines.append(f"| {task} | {_cell(s['av_align_long'])} | {_cell(s['av_align_window'])} | "
                      f"{_cell(s['av_align_ratio'], '.2f')} | {_cell(s.get('av_align_vs_real_long'), '.2f')} / "
                      f"{_cell(s.get('av_align_vs_real_window'), '.2f')} | {hits[0]} | {hits[1]} | "
                      f"{s['seconds_per_clip_long']:.2f} / {s['seconds_per_clip_window']:.2f} |")
+    cut_tasks = [t for t in results["tasks"] if "av_align_cut" in sm[t]]
+    if cut_tasks:
+        balls_long = np.mean(results["real"]["long"]["balls"])
+        balls_window = np.mean(results["real"]["window"]["balls"])
+        lines += [
+            "",
+            "Against windows of the same content: the long clips' own windows sampled one at a time (the plain "
+            "call on each window's seconds of the real input; joint from noise) and cut together at the middle "
+            "of their overlaps. A long held-out clip shows all of its balls in every frame (each hangs until "
+            f"its event, then rests): {balls_long:.1f} in view on average, against {balls_window:.1f} in a "
+            "window clip (the training kind), so its windows are not the training kind. Long / cut windows is "
+            "paired over the same clips. Seams as z (below) at the window joins (long) and at the cuts (cut).",
+            "",
+            "| task | AV-Align long | AV-Align cut windows | long / cut windows | vs real: long / cut windows | "
+            "hit ±100 ms long / cut | hit ±500 ms long / cut | video z long / cut | audio z long / cut | s/clip cut |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for task in cut_tasks:
+            s = sm[task]
+            hits = [_pair(s, f"{k}_long", f"{k}_cut") if f"{k}_cut" in s else "—" for k in TOLERANCES]
+            lines.append(f"| {task} | {_cell(s['av_align_long'])} | {_cell(s['av_align_cut'])} | "
+                         f"{_cell(s['av_align_long_over_cut'], '.2f')} | "
+                         f"{_cell(s['av_align_vs_real_long_paired'], '.2f')} / {_cell(s['av_align_vs_real_cut'], '.2f')} | "
+                         f"{hits[0]} | {hits[1]} | " + " | ".join(
+                             _pair(s, f"seam_z_{m}", f"seam_z_{m}_cut") if f"seam_z_{m}_cut" in s else "—"
+                             for m in ("video", "audio")) +
+                         f" | {s['seconds_per_clip_cut']:.2f} |")
     lines += [
         "",
         "Seams: the measure at window joins against the spread away from them, z = (mean at joins - mean "
@@ -414,7 +564,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {task} | {v} | {a} | {_cell(s.get('drift'), '.4f')} |")
     lines += [
         "",
-        "What windows cannot do: each window sees only its own "
+        CANNOT_DO_OPENING + " each window sees only its own "
         f"{results['model']['window_seconds']:g} s (and, through the overlaps, its neighbours' predictions), so "
         "nothing carries the scene from the first window to the last. Timing and local continuity hold across "
         "joins; identity does not: a ball's colour, the background hue or the number of objects can change from "
@@ -512,26 +662,63 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
                          "%(default)s)")
+    ap.add_argument("--gamma", type=float, default=None, help="timestep adjustment γ of every task (default: the "
+                    "model's own, config sampling_gamma; 1 = none)")
     ap.add_argument("--refine", nargs="+", default=None, choices=REFINE_WORDS, metavar="TASK",
                     help="joint's passes after the joint one, each v2a or a2v, or none, for the long and the "
                          "window clips (avfast.Pipeline's refine=; default: the model's own, config joint_refine)")
+    ap.add_argument("--docs", action="store_true", help="also put the tables into every file of README.md and "
+                    f"docs/*.md (under the current folder) that holds the {DOC_MARKERS} markers")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no generation: the table (and --docs) again from <out>/long_clips.json")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
 
+def doc_block(results: dict) -> str:
+    """What docs/long-clips.md shows between its long_clips markers: the results' settings line and tables, without
+    the title and the closing paragraph on what windows cannot do (the page says that at length)."""
+    lines = markdown(results).split("\n")
+    lines = lines[2:] if lines[0].startswith("# ") else lines
+    end = next((i for i, line in enumerate(lines) if line.startswith(CANNOT_DO_OPENING)), len(lines))
+    return "\n".join(lines[:end]).rstrip("\n") + "\n"
+
+
+def update_doc(text: str, block: str) -> str:
+    if not DOC_BLOCK.search(text):
+        raise ValueError(f"--docs: the file has no {DOC_MARKERS} block")
+    return DOC_BLOCK.sub(lambda m: m.group(1) + block + m.group(3), text)
+
+
 def main(argv=None) -> int:
+    from .._io import block_targets
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        out = Path(args.out)
+        targets = block_targets(DOC_BLOCK, DOC_MARKERS, None, args.docs)  # fail before the run, not after it
+        if args.report_only:
+            if not (out / JSON_NAME).is_file():
+                raise FileNotFoundError(f"--report-only: no results at {out / JSON_NAME}; run without it first")
+            results = json.loads((out / JSON_NAME).read_text())
+            (out / TABLE_NAME).write_text(markdown(results))
+            print(markdown(results), end="")
+            for path in targets:
+                path.write_text(update_doc(path.read_text(), doc_block(results)))
+                print(f"{path}: long-clip tables regenerated")
+            return 0
         settings = LongClipSettings(args.model, args.clips, args.seconds, args.overlap, args.steps, args.sampler,
                                     args.seed, args.data_seed, args.batch, args.condition_mode,
                                     tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress,
-                                    args.window_noise, parse_refine(args.refine))
-        out = Path(args.out)
+                                    args.window_noise, parse_refine(args.refine), args.gamma)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
         results = run(settings, out)
         print(markdown(results), end="")
+        for path in targets:
+            path.write_text(update_doc(path.read_text(), doc_block(results)))
+            print(f"{path}: long-clip tables regenerated")
         print(f"results: {out / JSON_NAME}; table: {out / TABLE_NAME}; figure: {out / FIGURE_NAME}")
         return 0
     except (ValueError, FileNotFoundError, ImportError) as e:
