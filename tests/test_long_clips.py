@@ -237,6 +237,28 @@ def test_cli_bad_duration_and_overlap_exit_2_with_one_line(argv, message, folder
 
 
 
+def test_cli_refuses_a_clip_longer_than_memory_holds_before_sampling(folder, tmp_path, capsys, monkeypatch):
+    """--seconds 1e9 was killed by the kernel after minutes; the CLI estimates a long clip's memory (it grows
+    with the duration: state, decoded pixels and sound) and refuses in one line, naming the longest that fits."""
+    pytest.importorskip("av", reason="the CLI checks for PyAV first")
+    import avfast._memory
+    from avfast.sample import long_clip_bytes
+
+    cfg = models.create("tiny", **MICRO).config
+    per_second = long_clip_bytes(cfg, 1.0, SIZE)
+    assert long_clip_bytes(cfg, 100.0, SIZE) == pytest.approx(100 * per_second, rel=1e-6)
+    assert long_clip_bytes(cfg, 1.0, 2 * SIZE) > per_second                      # pixels grow with the frame area
+    monkeypatch.setattr(avfast._memory, "available_bytes", lambda device: int(200 * per_second))
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(folder), "--seconds", "1e9", "--steps", "1", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--seconds 1e+09: a clip that long needs about" in err and "the longest that fits is about 100 s" in err
+    assert err.count("\n") == 1 and not out.exists()
+    assert main(["--checkpoint", str(folder), "--seconds", "2", "--steps", "1", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0                         # a clip that fits is made
+
+
 # ------------------------------------------------------------------ the measurement's helpers
 def test_seam_measures_and_independent_ratio():
     import numpy as np
