@@ -374,14 +374,18 @@ def run(args: argparse.Namespace) -> list[Path]:
                     f"MelGAN vocoder ({args.vocoder})" if not pipe.vocoder.is_fallback else
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")
     print(f"audio: {audio_source}")
-    if clips.windows:
+    if clips.windows > 1:
         print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
               f"largest model call {clips.peak_batch} inputs")
+    elif clips.windows == 1:   # shorter than a window, or exactly one: the model runs once on the whole clip
+        n = clips.pixels.shape[2]
+        print(f"{clips.duration:g} s: one window of {n} frame{'' if n == 1 else 's'}")
     passes = "".join(f" then {p}" for p in clips.passes)
     gamma = "" if clips.gamma == 1 else f", γ = {clips.gamma:g}"
     print(f"{args.task}{passes}, {clips.sampler}, {clips.steps} steps{' per pass' if passes else ''}{gamma}, "
           f"runtime {args.runtime} on {pipe.device}: "
-          f"{clips.calls} denoiser calls in {clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
+          f"{clips.calls} {'function evaluations of the whole clip' if clips.windows else 'denoiser calls'} in "
+          f"{clips.seconds:.2f} s = {1000 * clips.seconds / clips.calls:.1f} ms/FE "
           f"(sampling loop included), {clips.seconds / args.batch:.2f} s per clip (batch {args.batch}, decoding "
           f"excluded)")
     return written

@@ -386,3 +386,12 @@ def test_docs_option_refuses_a_tree_without_the_block_before_any_work(tmp_path, 
     (tmp_path / "README.md").write_text("no block\n")
     assert main(["--docs", "--out", str(tmp_path / "o"), "--clips", "2"]) == 2
     assert "no <!-- long_clips:begin -->" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_cli_summary_of_a_clip_shorter_than_a_window(folder, tmp_path, capsys):
+    pytest.importorskip("av", reason="the CLI writes mp4 files")
+    assert main(["--checkpoint", str(folder), "--seconds", "0.1", "--steps", "1", "--out", str(tmp_path / "o"),
+                 "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "0.1 s: one window of 1 frame\n" in out and "overlapping" not in out
+    assert "function evaluations of the whole clip" in out
