@@ -6,8 +6,9 @@ Three clips from the package's trained default model (`avfast.Pipeline.from_pret
   joint  video and sound together from noise
 Each is written as an mp4 with sound, scored with AV-Align (the Sony baseline's IoU form; the bundled clip's own
 score is printed as the ceiling), and drawn in one figure that lines up the audio onsets with the
-visual motion. Prints ms per function evaluation and seconds per clip. The same seed and settings
-write the same bytes (sampler noise and Griffin-Lim phase both come from the seed).
+visual motion. Prints ms per function evaluation and seconds per clip. The same seed, settings and
+--threads write the same bytes (sampler noise and Griffin-Lim phase both come from the seed; another thread
+count sums in another order, which can move a pixel by one level).
 
 The bundled files were made by `make_assets()` from held-out synthetic clips (seed 1: the default
 model was trained on seed 0's clips only).
