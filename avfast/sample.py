@@ -153,7 +153,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.task != "joint" and args.input is None:
         raise CliError(f"--task {args.task} needs --input FILE (the {'video' if args.task == 'v2a' else 'sound'} "
                        f"to condition on)")
-    check_checkpoint(args.checkpoint)
+    args.model_folder = check_checkpoint(args.checkpoint)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out: {args.out!r} is a file; give a folder for the mp4 files")
@@ -167,17 +167,14 @@ def check_checkpoint(checkpoint: str | None) -> Path:
     """The model folder --checkpoint gives: a folder, or the names "default" and "default:teacher" of the
     shipped models (resolved as Pipeline.from_pretrained resolves them), absent: "default". Refuses, in
     one line, a path that is no folder and a shipped model this installation lacks (the demo's too)."""
-    from .models import resolve_model_name
+    from .models import DefaultModelUnavailable, checkpoint_folder
 
-    name = checkpoint or "default"
-    folder = resolve_model_name(name)
-    if folder != Path(name):  # a name of a shipped model, not a path
-        if not (folder / "model.safetensors").is_file():
-            raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR")
-    elif not folder.is_dir():
-        raise CliError(f"--checkpoint: {checkpoint!r} is not a folder (expected config.json + model.safetensors, or "
-                       f"default / default:teacher)")
-    return folder
+    try:
+        return checkpoint_folder(checkpoint)
+    except DefaultModelUnavailable:
+        raise CliError("no trained default model ships with this avfast yet; pass --checkpoint DIR") from None
+    except FileNotFoundError as e:
+        raise CliError(f"--checkpoint: {e}") from None
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -206,10 +203,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     if args.autoencoder is not None and not Path(args.autoencoder).is_dir():
         raise CliError(f"--autoencoder: {args.autoencoder!r} is {'a file' if Path(args.autoencoder).exists() else 'not there'}; "
                        f"give the autoencoder's folder")
-    from . import models
     from .models.config import ModelConfig
 
-    folder = models.resolve_model_name(args.checkpoint or "default")
+    folder = args.model_folder  # _check: the --checkpoint folder, or the shipped model a name gives
     if not (folder / "config.json").is_file():
         raise CliError(f"--checkpoint: {args.checkpoint or 'default'!r} has no config.json (expected config.json + "
                        f"model.safetensors)")
@@ -311,12 +307,12 @@ def check_long_clip_memory(config, seconds: float, device: str, frame_size: int)
     have = available_bytes(device)
     if have is None:
         return None
-    one = long_clip_bytes(config, seconds, frame_size)
+    one, per_second = long_clip_bytes(config, seconds, frame_size), long_clip_bytes(config, 1.0, frame_size)
     if one > have // 2:
-        longest = int((have // 2) / max(long_clip_bytes(config, 1.0, frame_size), 1))
         raise CliError(f"--seconds {seconds:g}: a clip that long needs about {one / GiB:.1f} GiB of memory "
-                       f"(estimated, {long_clip_bytes(config, 1.0, frame_size) / 1e6:.1f} MB per second of clip), more "
-                       f"than half of the {have / GiB:.1f} GiB available; the longest that fits is about {longest} s")
+                       f"(estimated, {per_second / 1e6:.1f} MB per second of clip), more than half of the "
+                       f"{have / GiB:.1f} GiB available; the longest that fits is about "
+                       f"{int((have // 2) / max(per_second, 1))} s")
     return max(1, int((have // 2) // max(one, 1)))
 
 

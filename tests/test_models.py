@@ -443,3 +443,18 @@ def test_ship_records_the_students_joint_passes_only(tmp_path):
     assert from_pretrained(out).config.joint_refine == ("v2a",)
     assert "joint_refine" not in json.loads((out / "teacher" / "config.json").read_text())
     assert (out / "autoencoder" / "model.safetensors").is_file()
+
+
+def test_checkpoint_folder_names_shipped_models_and_refuses_what_is_not_a_folder(tmp_path, monkeypatch):
+    import avfast.models as models
+
+    assert models.checkpoint_folder(None) == models.checkpoint_folder("default") == models.default_folder("student")
+    assert models.checkpoint_folder("default:teacher") == models.default_folder("teacher")
+    assert models.checkpoint_folder(tmp_path) == tmp_path
+    with pytest.raises(FileNotFoundError, match=r"'.*a_file' is not a folder .*default / default:teacher"):
+        (tmp_path / "a_file").write_text("x")
+        models.checkpoint_folder(str(tmp_path / "a_file"))
+    monkeypatch.setattr(models, "DEFAULT_DIR", tmp_path / "none")
+    monkeypatch.setattr(models, "default_folder", lambda which="student": tmp_path / "none" / which)
+    with pytest.raises(models.DefaultModelUnavailable, match="no trained default model"):
+        models.checkpoint_folder("default:teacher")

@@ -83,14 +83,11 @@ def _load_model(args):
 
     if args.checkpoint is not None:
         # "default" / "default:teacher" name the shipped models, as for Pipeline.from_pretrained
-        folder = models.resolve_model_name(args.checkpoint)
+        try:
+            folder = models.checkpoint_folder(args.checkpoint)
+        except FileNotFoundError as e:  # DefaultModelUnavailable too
+            raise CliError(f"--checkpoint {args.checkpoint}: {e}") from None
         named = folder != Path(args.checkpoint)
-        if named and not (folder / "model.safetensors").is_file():
-            raise CliError(f"--checkpoint {args.checkpoint}: this avfast installation has no trained default model "
-                           f"(expected {folder}/model.safetensors); pass a model folder")
-        if not folder.is_dir():
-            raise CliError(f"--checkpoint: {folder} is not a folder (expected config.json + model.safetensors, or "
-                           f"default / default:teacher)")
         model = models.from_pretrained(folder)
         preset = next((n for n, c in models.PRESETS.items() if _same_architecture(c, model.config)), None)
         if args.preset is not None and preset != args.preset:

@@ -68,5 +68,21 @@ def resolve_model_name(name: "str | Path") -> Path:
     return Path(name)
 
 
-__all__ = ["DEFAULT_DIR", "DefaultModelUnavailable", "FUSIONS", "JointUNet", "ModelConfig", "PRESETS", "create",
+def checkpoint_folder(name: "str | Path | None") -> Path:
+    """The model folder a checkpoint argument names: a folder, or "default" / "default:teacher" (None:
+    "default"), checked before anything loads. DefaultModelUnavailable for a shipped model this installation
+    lacks; FileNotFoundError for a path that is no folder."""
+    name = "default" if name is None else name
+    folder = resolve_model_name(name)
+    if folder != Path(name):  # a shipped model's name, not a path
+        if not (folder / "model.safetensors").is_file():
+            raise DefaultModelUnavailable(f"this avfast installation has no trained default model (expected "
+                                          f"{folder}/model.safetensors); pass a model folder")
+    elif not folder.is_dir():
+        raise FileNotFoundError(f"{str(name)!r} is not a folder (expected config.json + model.safetensors, or "
+                                f"default / default:teacher)")
+    return folder
+
+
+__all__ = ["DEFAULT_DIR", "DefaultModelUnavailable", "checkpoint_folder", "FUSIONS", "JointUNet", "ModelConfig", "PRESETS", "create",
            "default", "default_folder", "DEFAULT_MODELS", "resolve_model_name", "from_pretrained", "preset", "save_pretrained", "weights_checksum"]
