@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from . import _ext
+from ._deps import install_hint
 
 BACKENDS = ("reference", "cpu", "cuda", "triton", "xformers")
 
@@ -85,7 +86,7 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
         return None if _ext.load("cuda") is not None else _ext.missing_message("cuda")
     if name == "triton":
         if not triton_importable():
-            return "Triton is not installed (pip install 'avfast[triton]')"
+            return f"Triton is not installed ({install_hint(['triton'])})"
         if device.type == "cuda" or (device.type == "cpu" and triton_interpreter()):
             return None
         return (f"Triton runs on CUDA tensors (or on CPU tensors under TRITON_INTERPRET=1, set before "
@@ -94,7 +95,7 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
         if device.type != "cuda":
             return f"the xformers backend runs on CUDA tensors, got {device.type} tensors"
         if importlib.util.find_spec("xformers") is None:
-            return "xformers is not installed (pip install 'avfast[xformers]')"
+            return f"xformers is not installed ({install_hint(['xformers'])})"
         return None
     raise ValueError(f"unknown backend {name!r}")
 

@@ -9,13 +9,12 @@ import re
 import sys
 
 from ._cli import Parser, reader_may_close_stdout
+from ._deps import EXTRAS, PIP_NAMES
 
 # Every package of avfast's extras (pyproject.toml's optional-dependencies but `test`, its developer tools)
-# by distribution name -> the extra that installs it; tests/test_cli_newcomer.py holds the two together.
-OPTIONAL = {"triton": "triton", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "ort",
-            "onnxruntime-gpu": "ort-gpu", "tensorrt": "tensorrt", "openvino": "openvino", "nncf": "int8",
-            "xformers": "xformers", "av": "media", "soundfile": "media", "librosa": "media",
-            "opencv-python-headless": "media", "scipy": "media", "matplotlib": "media", "diffusers": "vae"}
+# by distribution name -> the extra that installs it, from avfast._deps' table (by import name) and the GPU
+# build of ONNX Runtime (the same import name as the CPU one); tests/test_cli_newcomer.py holds it to pyproject.
+OPTIONAL = {PIP_NAMES.get(module, module): extra for module, extra in EXTRAS.items()} | {"onnxruntime-gpu": "ort-gpu"}
 # Other distributions of the same module (cv2): any of them does the extra's job.
 ALTERNATIVES = {"opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless")}
 
@@ -81,7 +80,7 @@ def render(info: dict) -> str:
                  + (f" for sm_{info['cuda_archs']}" if info["cuda_archs"] else ""))
     lines.append(f"  CUDA device: {', '.join(info['devices']) or 'none'}")
     lines += ["", f"backends usable here: {', '.join(info['backends'])}", "",
-              "optional components (pip install 'avfast[EXTRA]'):"]
+              'optional components (pip install "avfast[EXTRA]"):']
     lines += [f"  {k:<24} {v or 'not installed':<16} [{OPTIONAL.get(k, '?')}]" for k, v in info["optional"].items()]
     return "\n".join(lines)
 

@@ -178,16 +178,16 @@ def test_an_unwritable_out_names_the_folder_tried_and_why():
 def test_a_runtime_missing_packages_gets_one_pip_command(monkeypatch):
     from avfast.runtime import available
 
-    monkeypatch.setattr(available, "_found", lambda module: False)
+    monkeypatch.setattr(available, "installed", lambda module: False)
     why = available.why_unavailable("onnxruntime")
-    assert why.endswith("not installed here: pip install 'avfast[onnx,ort]'") and why.count("pip install") == 1, why
+    assert why.endswith('not installed here: pip install "avfast[onnx,ort]"') and why.count("pip install") == 1, why
     assert "'onnx', 'onnxscript', 'onnxruntime'" in why
 
 
 def test_missing_media_and_vae_packages_get_one_pip_command(monkeypatch):
     from avfast import _deps
 
-    monkeypatch.setattr(_deps, "_installed", lambda module: False)
+    monkeypatch.setattr(_deps, "installed", lambda module: False)
     with pytest.raises(_deps.MissingDependency) as e:
         _deps.check_installed(["av", "diffusers"], "this")
     assert str(e.value).endswith('not installed here: pip install "avfast[media,vae]"'), str(e.value)
@@ -198,12 +198,12 @@ def test_export_names_every_missing_package_before_any_work(tmp_path, monkeypatc
     from avfast.export.__main__ import main
     from avfast.runtime import available
 
-    monkeypatch.setattr(available, "_found", lambda module: module not in ("onnx", "onnxscript", "onnxruntime"))
+    monkeypatch.setattr(available, "installed", lambda module: module not in ("onnx", "onnxscript", "onnxruntime"))
     out = tmp_path / "out"
     assert main(["--bench-steps", "0", "--no-progress", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("python -m avfast.export: error: exporting at fp32 needs the Python packages 'onnx', "
-                   "'onnxscript', 'onnxruntime', not installed here: pip install 'avfast[onnx,ort]'"), err
+                   "'onnxscript', 'onnxruntime', not installed here: pip install \"avfast[onnx,ort]\""), err
     assert not out.exists()
 
 

@@ -218,7 +218,7 @@ def test_cli_fp16_dynamic_batch_trt_without_tensorrt(tmp_path, capsys):
                                "--frames", "4", "--bench-steps", "1", "--runtimes", "onnxruntime",
                                "--out", str(out), "--no-progress"], capsys)
     assert code == 1, err
-    assert "pip install 'avfast[tensorrt]'" in err and len(err.strip().splitlines()) == 1
+    assert 'pip install "avfast[tensorrt]"' in err and len(err.strip().splitlines()) == 1
     files = sorted(p.name for p in out.iterdir())
     assert files == ["model-fp16-bdyn-f4.json", "model-fp16-bdyn-f4.onnx"]  # no staging folder left behind
     m = json.loads((out / "model-fp16-bdyn-f4.json").read_text())

@@ -40,7 +40,7 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path, name, module, ex
     from avfast import runtime
 
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail like a missing package
-    with pytest.raises(runtime.RuntimeUnavailable, match=rf"pip install 'avfast\[{extra}\]'"):
+    with pytest.raises(runtime.RuntimeUnavailable, match=rf'pip install "avfast\[{extra}\]"'):
         runtime.load(name, tmp_path / "x.onnx")
 
 

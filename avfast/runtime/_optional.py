@@ -4,14 +4,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .._deps import EXTRAS, install_hint
+
 
 class RuntimeUnavailable(RuntimeError):
     """A runtime's package or device is missing here; the message says what to install or use instead."""
 
 
-# The pip extra of avfast that provides each optional package.
-EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "ort", "tensorrt": "tensorrt", "openvino": "openvino",
-          "nncf": "int8"}
+__all__ = ["EXTRAS", "RuntimeUnavailable", "require", "require_cuda"]  # EXTRAS: avfast._deps' table
 
 
 def require(module: str, purpose: str, extra: str | None = None) -> ModuleType:
@@ -19,9 +19,9 @@ def require(module: str, purpose: str, extra: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        extra = extra or EXTRAS.get(module, module)
+        hint = install_hint(extras=[extra]) if extra else install_hint([module])
         raise RuntimeUnavailable(f"{purpose} needs the Python package {module!r}, which cannot be imported here "
-                                 f"({e}); install it with: pip install 'avfast[{extra}]'") from None
+                                 f"({e}); install it with: {hint}") from None
 
 
 def require_cuda(purpose: str):

@@ -6,12 +6,12 @@ minutes of export first (or, for onnxruntime-cuda, a silent run on ONNX Runtime'
 """
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 
 import torch
 
-from ._optional import EXTRAS, RuntimeUnavailable
+from .._deps import install_hint, installed
+from ._optional import RuntimeUnavailable
 
 TORCH_RUNTIMES = ("eager-reference", "eager-fused", "compile")
 # What each exported runtime needs: the packages of exporting on demand (onnx, onnxscript) and its own.
@@ -22,23 +22,15 @@ _PACKAGES = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
 _CUDA = ("onnxruntime-cuda", "tensorrt")
 
 
-def _found(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def missing_packages(modules: Iterable[str]) -> str | None:
     """None when every module is installed here (found, not imported), else which are not and the one
-    command that installs them all: "the Python packages 'onnx', 'onnxruntime', not installed here:
-    pip install 'avfast[onnx,ort]'"."""
-    missing = [m for m in dict.fromkeys(modules) if not _found(m)]
+    command that installs them all: `the Python packages 'onnx', 'onnxruntime', not installed here:
+    pip install "avfast[onnx,ort]"`."""
+    missing = [m for m in dict.fromkeys(modules) if not installed(m)]
     if not missing:
         return None
-    extras = ",".join(sorted({EXTRAS.get(m, m) for m in missing}))
     return (f"the Python package{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, not installed "
-            f"here: pip install 'avfast[{extras}]'")
+            f"here: {install_hint(missing)}")
 
 
 def why_unavailable(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str | None:
@@ -64,7 +56,7 @@ def why_unavailable(name: str, device: str | torch.device = "cpu", precision: st
             providers = onnxruntime.get_available_providers()
             if "CUDAExecutionProvider" not in providers:
                 return (f"this onnxruntime has no CUDA execution provider (it has {', '.join(providers)}); "
-                        f"install the GPU build: pip install 'avfast[ort-gpu]'")
+                        f"install the GPU build: {install_hint(extras=['ort-gpu'])}")
     elif device.type != "cpu" and name in ("openvino", "onnxruntime"):  # their CPU builds: state on the CPU
         return f"it runs on the CPU, and the device asked for is {device}; use --device cpu"
     return None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._deps import install_hint
 from ._optional import RuntimeUnavailable, require, require_cuda
 from .base import IOSpec, Runtime
 from .manifest import first_step_graph, spec_and_config
@@ -42,7 +43,7 @@ class OnnxRuntimeDenoiser(Runtime):
                 raise RuntimeUnavailable(
                     f"{self.name}: this onnxruntime has no CUDA execution provider (it has "
                     f"{', '.join(ort.get_available_providers())}); replace it with the GPU build: "
-                    f"pip uninstall onnxruntime && pip install 'avfast[ort-gpu]'")
+                    f"pip uninstall onnxruntime && {install_hint(extras=['ort-gpu'])}")
             index = device.index if device.index is not None else torch.cuda.current_device()
             device = torch.device("cuda", index)
             stream = torch.cuda.current_stream(device).cuda_stream
