@@ -279,7 +279,7 @@ def _initial_model(cfg: TrainConfig) -> JointUNet:
     mcfg = cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode)
     if not cfg.init:
         return create(mcfg)
-    from ..models.config import SAMPLING_FIELDS
+    from ..models.config import DISTILLED_FIELDS, SAMPLING_FIELDS
     from ..models.pretrained import load_model_folder
 
     model = load_model_folder(cfg.init)
@@ -287,7 +287,13 @@ def _initial_model(cfg: TrainConfig) -> JointUNet:
     if model.config.replace(**network) != mcfg.replace(**network):
         raise ValueError(f"TrainConfig: init={cfg.init!r} is a different model from preset={cfg.preset!r} with "
                          f"model={cfg.model!r}; pass the preset and overrides it was made with")
-    model.config = model.config.replace(gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode)
+    # What was measured on the init weights does not hold for the new ones: the timestep adjustment γ chosen
+    # for them (sampling_gamma) and, for a distilled student, its step grid (a diffusion fine-tune is no
+    # longer a student). The joint passes (joint_refine) are a way of sampling, not a measured value: kept.
+    fresh = ModelConfig()
+    model.config = model.config.replace(
+        gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode,
+        **{name: getattr(fresh, name) for name in (*DISTILLED_FIELDS, "sampling_gamma")})
     return model
 
 
