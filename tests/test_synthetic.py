@@ -50,3 +50,66 @@ def test_click_track_times():
     audio, times = click_track(120, 2.0)
     assert times == pytest.approx([0.0, 0.5, 1.0, 1.5])
     assert audio.shape == (32_000,) and audio[8000:8050].abs().max() > 0.3
+
+
+# --- transient balls: scenes cut by flashes (long clips whose windows look like training clips) -----------
+
+def test_persistent_clips_are_the_clips_made_before_transient_existed():
+    # Sums recorded from make_clip as it was before `transient` (HEAD 12dd945): the default path's random
+    # draws and pixels must not move, or every model's training data and every held-out set would change.
+    clip = make_clip(duration=3.0, n_events=3, kinds="mixed", generator=5, size=32)
+    assert float(clip.video.double().sum()) == pytest.approx(-43020.40003929136, rel=1e-12)
+    assert float(clip.audio.double().abs().sum()) == pytest.approx(691.7296960218434, rel=1e-12)
+    assert clip.ball_frames == [(0, 29)] * clip.event_kinds.count("hit")
+
+
+def test_transient_with_hits_only_is_one_scene_the_persistent_clip():
+    kw = dict(duration=3.0, n_events=3, kinds="hit", generator=7, size=32)
+    a, b = make_clip(**kw), make_clip(transient=True, **kw)
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio) and a.ball_frames == b.ball_frames
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_transient_balls_live_between_the_flashes_around_their_hit(seed):
+    from avfast.data.synthetic import MAX_SCENE_BALLS
+
+    kw = dict(duration=7.2, n_events=9, transient=True, noise_level=0.0, generator=seed, size=32)
+    kinds = make_clip(kinds="mixed", **kw).event_kinds    # mixed, capped at MAX_SCENE_BALLS hits in a row
+    clip = make_clip(kinds=kinds, **kw)                   # the same events, no draw for the kinds
+    frames = clip.video.shape[1]
+    hits = [round(t * 10) for t, k in zip(clip.event_times, clip.event_kinds) if k == "hit"]
+    flashes = [round(t * 10) for t, k in zip(clip.event_times, clip.event_kinds) if k == "flash"]
+    assert len(clip.ball_frames) == len(hits)
+    cuts = [0] + flashes + [frames]
+    for impact, (lo, hi) in zip(hits, clip.ball_frames):
+        before = max(c for c in cuts[:-1] if c <= impact)
+        after = min(c for c in cuts[1:] if c > impact)
+        assert (lo, hi) == (before, after - 1)        # from the flash before its hit to the frame before the next
+        assert lo == 0 or lo <= impact - 5            # after a flash: in view, hanging, before its fall starts
+    in_view = torch.zeros(frames)
+    for lo, hi in clip.ball_frames:
+        in_view[lo:hi + 1] += 1
+    assert in_view.max() <= MAX_SCENE_BALLS
+    # Pixels: frames with no ball in view and no flash are the bare background, all alike; a ball's scene
+    # differs from it. The flash frame itself already shows the new scene (the swap hides in the flash).
+    background = make_clip(kinds=["flash"] * 9, **kw).video[:, 0]  # the same draws up to the balls: its background
+    for f in range(frames):
+        if f not in flashes:
+            assert torch.equal(clip.video[:, f], background) == (in_view[f] == 0), f
+
+
+def test_transient_balls_add_no_flow_peak_of_their_own():
+    # AV-Align counts every optical-flow peak; a ball that appeared or left by itself (a fade, a slide) made
+    # peaks with no sound (a 7-frame fade: 0.1-0.2 px/frame, over the 0.1 threshold). In a flash it adds none:
+    # every peak of a transient clip is within a frame of an event.
+    pytest.importorskip("cv2", reason="optical flow needs opencv-python-headless (the [test] extra)")
+    from avfast.metrics.av_align import video_peaks
+
+    peaks_seen = 0
+    for seed in range(8):
+        clip = make_clip(duration=7.2, n_events=9, kinds="mixed", transient=True, generator=100 + seed, size=32)
+        events = [round(t * 10) for t in clip.event_times]
+        peaks = [round(t * 10) for t in video_peaks(clip.video, fps=10)]
+        assert all(min(abs(p - e) for e in events) <= 1 for p in peaks), (seed, peaks, events)
+        peaks_seen += len(peaks)
+    assert peaks_seen >= 40   # the hits and most flashes are found (a flash over an empty scene can be missed)

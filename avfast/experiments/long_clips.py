@@ -7,13 +7,16 @@ Held-out synthetic clips (`avfast.data.synthetic.make_clip`; clip i drawn from a
 --data-seed and i, never 0, the training data's seed) of two lengths:
   long     --seconds (7.2 by default: four windows' worth), events spread over the whole clip: as many
            events per window-length as the training clips have (1-3), placed at random with the
-           training clips' minimum gap;
+           training clips' minimum gap. --content scenes (the default): each ball is in view only between
+           the flashes around its hit (`make_clip(transient=True)`: the flashes cut the clip into scenes of
+           1-3 balls), so a long clip shows about as many balls at a time as a training clip and its windows
+           look like training clips. --content persistent: every ball in every frame (each hangs until its
+           event, then rests), about 4 at a time in a 7.2-s clip, more than any training clip holds.
   window   the model's own length (1.8 s for the default), 1-3 events, as in training.
   cut      the long clips' own content one window at a time: each window of the long layout sampled
            alone (the plain call on its seconds of the real input; joint from noise) and the windows cut
-           together at the middle of their overlaps. A long clip shows every one of its balls in every
-           frame (each hangs until its event, then rests), several times a training clip's, so its windows
-           are not the training kind: the cut clips say what one window of the model does on them.
+           together at the middle of their overlaps: what one window of the model does on the long clips'
+           own content, paired with the long clips.
 Each task (v2a: sound for the real video; a2v: video for the real sound; joint: both from noise) runs
 through `avfast.Pipeline`: the long clips with `seconds=` (windows denoised together, see
 docs/long-clips.md), the window clips plainly; the same sampler, steps and seeds. Measures, with 95 %
@@ -64,6 +67,7 @@ from ..diffusion.windowed import WINDOW_NOISES
 from ..models.config import REFINE_WORDS, parse_refine
 
 TASKS = ("v2a", "a2v", "joint")
+CONTENTS = ("scenes", "persistent")  # long clips' balls: between the flashes around their hit, or always in view
 DEFAULT_OUT = "bench/results/long_clips"
 JSON_NAME, TABLE_NAME, FIGURE_NAME = "long_clips.json", "long_clips.md", "long_clips.png"
 TOLERANCES = {"hit_100ms": 0.1, "hit_500ms": 0.5}
@@ -95,6 +99,7 @@ class LongClipSettings:
     window_noise: str = "independent"   # the long clips' starting noise (avfast.diffusion.windowed)
     refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
     gamma: float | None = None    # timestep adjustment γ of every task (None: the model's own, config sampling_gamma)
+    content: str = "scenes"       # the long clips' balls (CONTENTS): make_clip(transient=True) for scenes
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -123,6 +128,8 @@ class LongClipSettings:
         if self.gamma is not None and (isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float))
                                        or not 0 < self.gamma < math.inf):
             raise ValueError(f"--gamma must be a finite number > 0 (1 = no timestep adjustment), got {self.gamma!r}")
+        if self.content not in CONTENTS:
+            raise ValueError(f"--content must be 'scenes' or 'persistent', got {self.content!r}")
         if self.window_noise not in WINDOW_NOISES:
             raise ValueError(f"--window-noise must be 'independent' or 'shared', got {self.window_noise!r}")
         from ..pipeline import check_refine
@@ -133,10 +140,12 @@ class LongClipSettings:
 
 # --- held-out clips ---------------------------------------------------------------------------------
 
-def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0):
+def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0, transient: bool = False):
     """n clips of `seconds` at the pipeline's frame size: (pixels [n, 3, F, S, S], waves [n, N], event times,
-    event kinds). Every ball of a clip is in view in every frame (it hangs until its event, then rests), so a
-    long clip's windows show all of its balls: more than a training clip holds (`balls` in the results).
+    event kinds, balls in view per frame). transient=False: every ball of a clip is in view in every frame (it
+    hangs until its event, then rests), as in a training clip, so a long clip's windows show all of its balls,
+    more than a training clip holds; transient=True: a ball only between the flashes around its hit
+    (`make_clip(transient=True)`). Balls in view: the mean over frames of the balls (partly) in view.
 
     Clip i: generator seeded data_seed * 1_000_003 + offset + i; 1-3 events per window-length of the clip
     (summed over its window-lengths), placed at random over the whole clip."""
@@ -150,19 +159,20 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
     samples = audio_columns_for_seconds(cfg, seconds) * pipe.mel.hop_length
     lengths = max(1, round(frames / cfg.frames))          # window-lengths in the clip
     fit = max(1, (frames - 6) // MIN_GAP + 1)              # make_clip: 3 frames at each end, MIN_GAP between
-    pixels, waves, events, kinds = [], [], [], []
+    pixels, waves, events, kinds, balls = [], [], [], [], []
     for i in range(n):
         g = torch.Generator().manual_seed(data_seed * 1_000_003 + offset + i)
         n_events = int(sum(torch.randint(1, MAX_EVENTS + 1, (lengths,), generator=g)))
         clip = make_clip(duration=frames / cfg.fps, fps=int(cfg.fps), sample_rate=cfg.sample_rate,
                          size=pipe.frame_size, n_events=min(n_events, fit), kinds="mixed", min_gap_frames=MIN_GAP,
-                         generator=g)
+                         generator=g, transient=transient)
         wave = clip.audio[:samples]
         pixels.append(clip.video[:, :frames])
         waves.append(torch.nn.functional.pad(wave, (0, samples - wave.shape[0])))
         events.append(clip.event_times)
         kinds.append(clip.event_kinds)
-    return torch.stack(pixels), torch.stack(waves), events, kinds
+        balls.append(sum(min(hi, frames - 1) - lo + 1 for lo, hi in clip.ball_frames if lo < frames) / frames)
+    return torch.stack(pixels), torch.stack(waves), events, kinds, balls
 
 
 # --- measures -----------------------------------------------------------------------------------------
@@ -352,7 +362,8 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     window_seconds = cfg.frames / fps
     if settings.overlap is not None and settings.overlap >= cfg.frames:
         raise ValueError(f"--overlap must be less than the model's {cfg.frames} frames, got {settings.overlap}")
-    long_real = held_out_clips(pipe, settings.seconds, n, settings.data_seed)
+    long_real = held_out_clips(pipe, settings.seconds, n, settings.data_seed,
+                               transient=settings.content == "scenes")
     win_real = held_out_clips(pipe, window_seconds, n, settings.data_seed, offset=500_000)
     layout = windowed(pipe.model, seconds=settings.seconds, overlap=settings.overlap).layout
     v_joins, a_joins = join_positions(layout)
@@ -370,10 +381,10 @@ def run(settings: LongClipSettings, out: Path) -> dict:
                    "video_joins": v_joins, "audio_joins": a_joins},
         "real": {
             "long": {"av_align": scores(long_real[0], long_real[1]), "events": [len(e) for e in long_real[2]],
-                     "balls": [k.count("hit") for k in long_real[3]],
+                     "balls": long_real[4],
                      "drift": window_drift(long_real[0], cfg.frames)},
             "window": {"av_align": scores(win_real[0], win_real[1]), "events": [len(e) for e in win_real[2]],
-                       "balls": [k.count("hit") for k in win_real[3]]},
+                       "balls": win_real[4]},
             "seams": {"video": seam_scores(frame_change(long_real[0]), v_joins, AWAY_FRAMES),
                       "audio": seam_scores(np.abs(np.diff(column_energy_db(long_real[1], hop), axis=1)), a_joins,
                                            AWAY_COLUMNS)},
@@ -383,7 +394,7 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     figure_clips: dict = {}
     for task in settings.tasks:
         entry: dict = {}
-        for name, (real_p, real_w, _, _), long in (("window", win_real, False), ("long", long_real, True)):
+        for name, (real_p, real_w, *_), long in (("window", win_real, False), ("long", long_real, True)):
             pixels, waves, seconds, windows, peak = _generate(pipe, task, real_p, real_w, settings, long)
             row = {"av_align": scores(pixels, waves), "seconds_per_clip": seconds / n, "windows": windows,
                    "peak_batch": peak}
@@ -473,6 +484,13 @@ def summarize(results: dict) -> dict:
     return summary
 
 
+def _content_words(settings: dict) -> str:
+    """The long clips' content, in the settings line (results from before --content had persistent balls)."""
+    if settings.get("content", "persistent") == "persistent":
+        return "long clips with every ball in view from the first frame to the last"
+    return "long clips in scenes (a ball in view only between the flashes around its hit)"
+
+
 def _cell(ci: dict | None, fmt: str = ".3f") -> str:
     if ci is None:
         return "—"
@@ -494,7 +512,7 @@ def markdown(results: dict) -> str:
         f"{'' if st.get('gamma') in (None, 1, 1.0) else ' at timestep adjustment γ = ' + format(st['gamma'], 'g')}, "
         f"{st['clips']} held-out clips per row (data seed {st['data_seed']}), {len(lay['windows'])} windows of "
         f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames, "
-        f"{st.get('window_noise', 'independent')} window noise"
+        f"{st.get('window_noise', 'independent')} window noise, {_content_words(st)}"
         f"{'; joint in passes: joint, then ' + ', then '.join(st['refine']) if st.get('refine') else ''}; sound: "
         f"{results['vocoder']}. 95 % bootstrap CIs over clips; ratios resample the two sets independently.",
         "",
@@ -520,9 +538,14 @@ def markdown(results: dict) -> str:
             "",
             "Against windows of the same content: the long clips' own windows sampled one at a time (the plain "
             "call on each window's seconds of the real input; joint from noise) and cut together at the middle "
-            "of their overlaps. A long held-out clip shows all of its balls in every frame (each hangs until "
-            f"its event, then rests): {balls_long:.1f} in view on average, against {balls_window:.1f} in a "
-            "window clip (the training kind), so its windows are not the training kind. Long / cut windows is "
+            "of their overlaps. " + (
+                "A long held-out clip shows all of its balls in every frame (each hangs until "
+                f"its event, then rests): {balls_long:.1f} in view on average, against {balls_window:.1f} in a "
+                "window clip (the training kind), so its windows are not the training kind."
+                if st.get("content", "persistent") == "persistent" else
+                "A long held-out clip shows a ball only between the flashes around its hit: "
+                f"{balls_long:.1f} in view on average, against {balls_window:.1f} in a window clip (the "
+                "training kind).") + " Long / cut windows is "
             "paired over the same clips. Seams as z (below) at the window joins (long) and at the cuts (cut).",
             "",
             "| task | AV-Align long | AV-Align cut windows | long / cut windows | vs real: long / cut windows | "
@@ -662,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
                          "%(default)s)")
+    ap.add_argument("--content", default=s.content, choices=CONTENTS,
+                    help="the long clips' balls: scenes (each in view only between the flashes around its hit, "
+                         "about as many at a time as a training clip) or persistent (every ball in every frame); "
+                         "default: %(default)s")
     ap.add_argument("--gamma", type=float, default=None, help="timestep adjustment γ of every task (default: the "
                     "model's own, config sampling_gamma; 1 = none)")
     ap.add_argument("--refine", nargs="+", default=None, choices=REFINE_WORDS, metavar="TASK",
@@ -711,7 +738,7 @@ def main(argv=None) -> int:
         settings = LongClipSettings(args.model, args.clips, args.seconds, args.overlap, args.steps, args.sampler,
                                     args.seed, args.data_seed, args.batch, args.condition_mode,
                                     tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress,
-                                    args.window_noise, parse_refine(args.refine), args.gamma)
+                                    args.window_noise, parse_refine(args.refine), args.gamma, args.content)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
         results = run(settings, out)

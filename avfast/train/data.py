@@ -83,7 +83,10 @@ class SyntheticAVDataset:
         return SyntheticClip(video=long.video[:, start:start + c.frames], audio=audio,
                              event_times=[round((long.event_times[i] - t0) * c.fps) / c.fps for i in inside],
                              audio_event_times=[round(t - t0, 6) for t in long.audio_event_times if t0 <= t < t1],
-                             event_kinds=[long.event_kinds[i] for i in inside], fps=long.fps,
+                             event_kinds=[long.event_kinds[i] for i in inside],
+                             ball_frames=[(max(lo, start) - start, min(hi, start + c.frames - 1) - start)
+                                          for lo, hi in long.ball_frames if lo < start + c.frames and hi >= start],
+                             fps=long.fps,
                              sample_rate=long.sample_rate)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
