@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from ._deps import MissingDependency
+from ._deps import MissingDependency, RuntimeUnavailable
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -34,8 +34,9 @@ class CliError(Exception):
 
 
 # What a program reports as one line: the request or the environment is wrong (not a bug in avfast).
-USER_ERRORS: tuple[type[BaseException], ...] = (CliError, MissingDependency, ValueError, TypeError, FileNotFoundError,
-                                                 NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (CliError, MissingDependency, RuntimeUnavailable, ValueError, TypeError,
+                                                 FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                                 PermissionError)
 
 
 def error_line(prog: str, message: object) -> None:

@@ -22,6 +22,11 @@ class MissingDependency(ImportError):
     """An optional package is not installed; the message names the extra that installs it."""
 
 
+class RuntimeUnavailable(RuntimeError):
+    """A runtime's package or device is missing here; the message says what to install or use instead.
+    Defined here, where programs can catch it without importing the runtimes; `avfast.runtime` exports it."""
+
+
 def installed(module: str) -> bool:
     """Whether `module` can be imported here, found without importing it."""
     try:

@@ -208,13 +208,11 @@ def _load_autoencoder(source: Any, device: torch.device):
 
 
 def _check_runtime(runtime: str, device: str | torch.device, precision: str) -> None:
-    """A runtime that cannot run here is one line before any work (avfast.runtime.available)."""
+    """A runtime that cannot run here is one line before any work (avfast.runtime.available): raises
+    `avfast.runtime.RuntimeUnavailable` naming what to install or which runtimes run here."""
     from .runtime.available import check_available
 
-    try:
-        check_available(runtime, device, precision)
-    except _runtime.RuntimeUnavailable as e:
-        raise ValueError(str(e)) from None
+    check_available(runtime, device, precision)
 
 
 class _Counted:
@@ -539,7 +537,7 @@ class Pipeline:
                     made = create_runtime(name, self.model, batch_size=calls_batch, device=self.device,
                                            precision=self.precision, progress=self.progress)
                 except _runtime.RuntimeUnavailable as e:
-                    raise ValueError(f"runtime {name}: {e}") from None
+                    raise _runtime.RuntimeUnavailable(f"runtime {name}: {e}") from None
             self._denoisers[key] = made
         return self._denoisers[key]
 

@@ -226,6 +226,9 @@ def test_default_model_unavailable_is_named(monkeypatch, tmp_path):
     (lambda p: Pipeline.from_pretrained("/nonexistent/dir"), FileNotFoundError, "is not a folder"),
     (lambda p: Pipeline.from_pretrained("default", runtime="onnx"), ValueError, "runtime 'onnx' is not available"),
     (lambda p: Pipeline.from_pretrained("default", precision="int8"), ValueError, "cannot run precision 'int8'"),
+    # a known runtime this machine cannot run (no TensorRT, or no CUDA GPU): the runtimes' own error, as documented
+    (lambda p: Pipeline.from_pretrained("default", runtime="tensorrt", device="cpu"), avfast.runtime.RuntimeUnavailable,
+     "runtime 'tensorrt' cannot run here"),
 ])
 def test_bad_requests_are_named(pipe, call, error, message):
     with pytest.raises(error, match=re.escape(message)):

@@ -4,11 +4,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .._deps import EXTRAS, install_hint
-
-
-class RuntimeUnavailable(RuntimeError):
-    """A runtime's package or device is missing here; the message says what to install or use instead."""
+from .._deps import EXTRAS, RuntimeUnavailable, install_hint
 
 
 __all__ = ["EXTRAS", "RuntimeUnavailable", "require", "require_cuda"]  # EXTRAS: avfast._deps' table
