@@ -205,16 +205,19 @@ def _check_inputs(args: argparse.Namespace) -> None:
                        f"give the autoencoder's folder")
     from .models.config import ModelConfig
 
-    folder = args.model_folder  # _check: the --checkpoint folder, or the shipped model a name gives
-    if not (folder / "config.json").is_file():
-        raise CliError(f"--checkpoint: {args.checkpoint or 'default'!r} has no config.json (expected config.json + "
-                       f"model.safetensors)")
+    folder = args.model_folder  # _check: the --checkpoint folder (with a config.json), or the shipped model
     try:
         args.model_config = ModelConfig.from_json(folder / "config.json")
     except UnicodeDecodeError:
         raise CliError(f"--checkpoint: {folder / 'config.json'} is not a text file (not UTF-8 JSON)") from None
     except (ValueError, TypeError, OSError) as e:
         raise CliError(f"--checkpoint: {folder / 'config.json'}: {e}") from None
+    if tuple(args.cfg_scale) not in ((1.0,), (1.0, 1.0)) and args.label is None:
+        # guidance compares the labelled prediction with the null label's: no label, nothing to guide towards
+        raise CliError("--cfg-scale: classifier-free guidance needs --label N (the class to guide towards)"
+                       if args.model_config.num_classes else
+                       "--cfg-scale: this model was trained without class labels, so it has no classifier-free "
+                       "guidance; leave --cfg-scale at 1")
     if args.label is not None:
         classes = args.model_config.num_classes
         if classes == 0:
