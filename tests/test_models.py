@@ -450,6 +450,9 @@ def test_checkpoint_folder_names_shipped_models_and_refuses_what_is_not_a_folder
 
     assert models.checkpoint_folder(None) == models.checkpoint_folder("default") == models.default_folder("student")
     assert models.checkpoint_folder("default:teacher") == models.default_folder("teacher")
+    with pytest.raises(FileNotFoundError, match=r"has no config.json \(expected config.json \+ model.safetensors\)"):
+        models.checkpoint_folder(tmp_path)           # sample and export word it alike
+    (tmp_path / "config.json").write_text("{}")
     assert models.checkpoint_folder(tmp_path) == tmp_path
     with pytest.raises(FileNotFoundError, match=r"'.*a_file' is not a folder .*default / default:teacher"):
         (tmp_path / "a_file").write_text("x")

@@ -86,7 +86,7 @@ def _load_model(args):
         try:
             folder = models.checkpoint_folder(args.checkpoint)
         except FileNotFoundError as e:  # DefaultModelUnavailable too
-            raise CliError(f"--checkpoint {args.checkpoint}: {e}") from None
+            raise CliError(f"--checkpoint: {e}") from None
         named = folder != Path(args.checkpoint)
         model = models.from_pretrained(folder)
         preset = next((n for n, c in models.PRESETS.items() if _same_architecture(c, model.config)), None)

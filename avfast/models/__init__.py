@@ -71,7 +71,7 @@ def resolve_model_name(name: "str | Path") -> Path:
 def checkpoint_folder(name: "str | Path | None") -> Path:
     """The model folder a checkpoint argument names: a folder, or "default" / "default:teacher" (None:
     "default"), checked before anything loads. DefaultModelUnavailable for a shipped model this installation
-    lacks; FileNotFoundError for a path that is no folder."""
+    lacks; FileNotFoundError for a path that is no folder or a folder without config.json."""
     name = "default" if name is None else name
     folder = resolve_model_name(name)
     if folder != Path(name):  # a shipped model's name, not a path
@@ -81,6 +81,8 @@ def checkpoint_folder(name: "str | Path | None") -> Path:
     elif not folder.is_dir():
         raise FileNotFoundError(f"{str(name)!r} is not a folder (expected config.json + model.safetensors, or "
                                 f"default / default:teacher)")
+    elif not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{str(name)!r} has no config.json (expected config.json + model.safetensors)")
     return folder
 
 
