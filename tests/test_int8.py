@@ -7,6 +7,7 @@ import functools
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -359,3 +360,36 @@ def test_pytorch_denoisers_refuse_int8_naming_the_runtimes_that_run_it():
         EagerDenoiser(tiny_model(), "fused", precision="int8")
     with pytest.raises(ValueError, match="runtime 'openvino' or 'onnxruntime'"):
         in_precision(tiny_model(), "int8")
+
+
+@requires_nncf
+@pytest.mark.parametrize("progress", [True, False])
+def test_quantisation_without_progress_silences_nncfs_own_bars(progress, tmp_path, monkeypatch, capsys):
+    # NNCF draws rich progress bars on stdout and has no switch for them; --no-progress must hide them too.
+    # NNCF's work is replaced by a stand-in that draws like it: what is under test is quantize_onnx's wrapper.
+    import nncf
+    import onnx
+    from onnx import TensorProto, helper
+
+    from avfast.export.int8 import QuantizeOptions, quantize_onnx
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    src = tmp_path / "f.onnx"
+    onnx.save(helper.make_model(graph), str(src))
+
+    def drawing_quantize(model, *args, **kwargs):
+        print("Statistics collection ━━━━━━━━━━ 100% 48/48")
+        return model
+
+    class OneFeed:
+        samples = 1
+
+        def feeds(self, batch):
+            return [{"x": np.zeros((1, 2), np.float32)}]
+
+    monkeypatch.setattr(nncf, "quantize", drawing_quantize)
+    quantize_onnx(src, tmp_path / "q.onnx", OneFeed(), 1, QuantizeOptions(keep_float=()), progress=progress)
+    assert ("Statistics collection" in capsys.readouterr().out) == progress
+    assert (tmp_path / "q.onnx").is_file()

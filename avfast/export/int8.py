@@ -34,7 +34,9 @@ were chosen by measurement (bench/int8_sensitivity.py, docs/int8.md).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -380,9 +382,10 @@ class QuantizeOptions:
 
 
 def quantize_onnx(src: str | Path, dst: str | Path, calibration: Calibration, batch: int | None,
-                  options: QuantizeOptions = QuantizeOptions()) -> dict:
+                  options: QuantizeOptions = QuantizeOptions(), progress: bool = True) -> dict:
     """NNCF post-training quantisation of the fp32 ONNX at `src` into the QDQ ONNX at `dst`. Returns what
-    the manifest records (tool, settings, float groups and their nodes, quantised-op counts)."""
+    the manifest records (tool, settings, float groups and their nodes, quantised-op counts). progress=False
+    also silences NNCF's own progress bars (rich, on stdout; NNCF has no switch for them)."""
     onnx = require("onnx", "int8 quantisation")
     nncf = require("nncf", "int8 quantisation", extra="int8")
     model = onnx.load(str(src))
@@ -402,11 +405,14 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: Calibration, ba
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
     nncf_log.setLevel(logging.ERROR)
+    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=preset, subset_size=len(feeds),
-                                  fast_bias_correction=options.fast_bias_correction,
-                                  ignored_scope=nncf.IgnoredScope(names=ignored, types=list(options.float_op_types),
-                                                                  validate=False))
+        with quiet:
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=preset, subset_size=len(feeds),
+                                      fast_bias_correction=options.fast_bias_correction,
+                                      ignored_scope=nncf.IgnoredScope(names=ignored,
+                                                                      types=list(options.float_op_types),
+                                                                      validate=False))
     finally:
         nncf_log.setLevel(level)
     from .graph import EXTERNAL_DATA_BYTES

@@ -289,11 +289,11 @@ def _quantize(model, float_path: Path, onnx_path: Path, frames: int, audio_lengt
         if settings.first_step_clips else None
     steps.update()
     steps.set_postfix_str("int8 quantisation (nncf)")
-    info = quantize_onnx(float_path, onnx_path, calibration, batch)
+    info = quantize_onnx(float_path, onnx_path, calibration, batch, progress=options.progress)
     first_step = None
     if first is not None:
         first_path = onnx_path.with_name(onnx_path.stem + ".first-step.onnx")
-        first_info = quantize_onnx(float_path, first_path, first, batch)
+        first_info = quantize_onnx(float_path, first_path, first, batch, progress=options.progress)
         first_stats = check_int8_graph(first_path)
         first_step = {"onnx": first_path.name, "external_data": first_info["external_data"],
                       "t_min": first_step_t_min(first), "calibration": first.describe(),
