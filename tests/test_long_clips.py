@@ -395,3 +395,28 @@ def test_cli_summary_of_a_clip_shorter_than_a_window(folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0.1 s: one window of 1 frame\n" in out and "overlapping" not in out
     assert "function evaluations of the whole clip" in out
+
+
+def test_peak_regions_sorts_peaks_by_overlap_and_by_a_matching_onset():
+    from avfast.experiments.long_clips import peak_regions
+
+    layout = {"frames": 30, "windows": [[0, 18, 0, 112], [12, 30, 75, 187]]}   # overlap: frames 12..17
+    regions = peak_regions([[0.5, 1.4, 1.7], [2.5]], [[1.42], [2.0]], layout, fps=10.0)
+    assert regions["overlap"] == {"matched": 1, "unmatched": 1, "frames_per_clip": 6,
+                                  "unmatched_per_second": pytest.approx(1 / 1.2)}
+    assert (regions["single"]["matched"], regions["single"]["unmatched"]) == (0, 2)
+    assert regions["single"]["unmatched_per_second"] == pytest.approx(2 / 4.8)  # 24 frames x 2 clips
+
+
+def test_pooled_measures_of_the_report_come_from_the_event_counts():
+    from avfast.experiments.long_clips import _pooled_summary
+
+    one = [[1, 2, 1, 1]] * 4          # per clip: 1 of 2 onsets matched, its peak matched: score 0.5
+    full = [[2, 2, 2, 2]] * 4         # every event matched: 1.0
+    entry = {"long": {"av_align_counts": one}, "window": {"av_align_counts": full},
+             "cut": {"av_align_counts": full}}
+    out = _pooled_summary(entry, {"long": {"av_align_counts": full}, "window": {"av_align_counts": full}})
+    assert out["pooled_long"]["mean"] == pytest.approx(0.5) and out["pooled_window"]["mean"] == 1.0
+    assert out["pooled_vs_real_long"]["mean"] == pytest.approx(0.5)
+    assert out["pooled_long_over_window"]["mean"] == pytest.approx(0.5)
+    assert out["pooled_long_over_cut"]["mean"] == pytest.approx(0.5)

@@ -21,6 +21,37 @@ def test_av_align_formula_is_iou_of_precision_and_recall():
     assert av_align_from_events([], [0.5], fps=10)[0] == 0.0
 
 
+def test_pooled_av_align_scores_the_events_of_many_clips_together():
+    from avfast.metrics import event_counts, pooled_av_align
+
+    # clip 1: 1 of 2 onsets matched, its 1 peak matched; clip 2: one onset, no peak (scores 0 on its own)
+    a = event_counts([0.1, 0.9], [0.12], fps=10)
+    b = event_counts([0.5], [], fps=10)
+    assert a == (1, 2, 1, 1) and b == (0, 1, 0, 0)
+    assert av_align_from_events([0.1, 0.9], [0.12], fps=10)[0] == pytest.approx(0.5)
+    # pooled: p = 1/3, r = 1/1 -> 1/3; the mean of per-clip scores would say (0.5 + 0) / 2 = 0.25
+    assert pooled_av_align([a, b]) == pytest.approx((1 / 3) / (1 / 3 + 1 - 1 / 3))
+    # one clip pooled alone is its own score; a clip cut in two pooled back is the whole clip's score
+    assert pooled_av_align([a]) == pytest.approx(0.5)
+    onsets, peaks = [0.1, 0.5, 1.1, 1.5, 1.9], [0.1, 0.7, 1.1, 1.9]
+    whole = av_align_from_events(onsets, peaks, fps=10)[0]
+    halves = [event_counts([t for t in onsets if t < 1], [t for t in peaks if t < 1], fps=10),
+              event_counts([t for t in onsets if t >= 1], [t for t in peaks if t >= 1], fps=10)]
+    assert pooled_av_align(halves) == pytest.approx(whole) and whole not in (0.0, 1.0)
+    assert pooled_av_align([(0, 0, 0, 0)]) == 0.0
+
+
+def test_two_set_bootstrap_resamples_each_set_on_its_own():
+    from avfast.experiments.stats import bootstrap_two_sets_ci
+
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 2.0, 2.0])   # b has no spread: a's alone
+    ci = bootstrap_two_sets_ci(lambda i, j: a[i].mean() / b[j].mean(), a.size, b.size, resamples=500)
+    assert ci.mean == pytest.approx(1.25) and 0.5 <= ci.low < 1.25 < ci.high <= 2.0
+    zero = np.array([0.0, 1.0])   # resamples whose denominator is 0 are left out, not a nan interval
+    ci = bootstrap_two_sets_ci(lambda i, j: a[i].mean() / zero[j].mean(), a.size, zero.size, resamples=200)
+    assert np.isfinite(ci.low) and np.isfinite(ci.high)
+
+
 def _mean_av_align(offset, seeds=(0, 1)):
     return np.mean([av_align(c.video, c.audio).score for c in
                     (make_clip(duration=4.0, n_events=4, audio_offset=offset, generator=s) for s in seeds)])

@@ -150,7 +150,8 @@ def bootstrap_independent_ratio_ci(numerator: Sequence[float], denominator: Sequ
 def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resamples: int = 200,
                            seed: int = 0, bias_corrected: bool = False) -> Interval:
     """A statistic of n clips (`statistic(indices)` -> float, called on arange(n) for the estimate) with a
-    percentile-bootstrap CI over clips drawn with replacement, for statistics that are not a mean (FD).
+    percentile-bootstrap CI over clips drawn with replacement, for statistics that are not a mean (FD, a
+    ratio of pooled scores). Resamples where the statistic is not finite (a zero denominator) are left out.
 
     bias_corrected: shift the interval by the bootstrap's estimate of the statistic's bias (mean of the
     resamples - the estimate), clipped at 0 below. For FD: a resample repeats clips, which raises FD by
@@ -160,10 +161,27 @@ def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resample
         raise ValueError(f"bootstrap_statistic_ci: need n >= 1 and resamples >= 1, got {n}, {resamples}")
     rng = np.random.default_rng(seed)
     values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=np.float64)
+    values = values[np.isfinite(values)]  # a ratio's resample with a zero denominator says nothing: left out
     estimate = float(statistic(np.arange(n)))
     tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
+    low, high = np.quantile(values, [tail, 1 - tail]) if values.size else (math.nan, math.nan)
     if bias_corrected:
         bias = values.mean() - estimate
         low, high = max(low - bias, 0.0), max(high - bias, 0.0)
     return Interval(estimate, float(low), float(high), int(n))
+
+
+def bootstrap_two_sets_ci(statistic, n_a: int, n_b: int, confidence: float = 0.95, resamples: int = 2000,
+                          seed: int = 0) -> Interval:
+    """A statistic of two independent sets of clips (`statistic(indices_a, indices_b)` -> float; e.g. a ratio of
+    long clips' and one-window clips' pooled scores), with a percentile-bootstrap CI that resamples each set
+    on its own. Resamples where the statistic is not finite (a zero denominator) are left out."""
+    if n_a < 1 or n_b < 1 or resamples < 1:
+        raise ValueError(f"bootstrap_two_sets_ci: need n_a, n_b, resamples >= 1, got {n_a}, {n_b}, {resamples}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n_a, size=n_a), rng.integers(0, n_b, size=n_b))
+                       for _ in range(resamples)], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail]) if values.size else (math.nan, math.nan)
+    return Interval(float(statistic(np.arange(n_a), np.arange(n_b))), float(low), float(high), int(n_a))

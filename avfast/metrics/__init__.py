@@ -7,7 +7,8 @@ beat tracker) are imported when a metric that needs them runs (install with `pip
 AV-Align's audio onsets are librosa's detector re-done in numpy (onsets.py), so they need neither
 librosa nor its numba JIT.  CLI: `python -m avfast.metrics --help`.
 """
-from .av_align import AVAlignResult, audio_onsets, av_align, av_align_from_events, video_peaks
+from .av_align import (AVAlignResult, audio_onsets, av_align, av_align_from_events, event_counts, pooled_av_align,
+                       video_peaks)
 from .beats import BeatResult, beat_hit_rate, beat_times, hit_rate
 from .embeddings import EmbeddingExtractor, available_extractors, get_extractor, register_extractor
 from .frechet import (KernelDistance, frechet_distance, frechet_distance_from_stats, gaussian_stats,
@@ -15,7 +16,8 @@ from .frechet import (KernelDistance, frechet_distance, frechet_distance_from_st
                       per_sample_kernel_distance)
 
 __all__ = [
-    "AVAlignResult", "audio_onsets", "av_align", "av_align_from_events", "video_peaks",
+    "AVAlignResult", "audio_onsets", "av_align", "av_align_from_events", "event_counts", "pooled_av_align",
+    "video_peaks",
     "BeatResult", "beat_hit_rate", "beat_times", "hit_rate",
     "EmbeddingExtractor", "available_extractors", "get_extractor", "register_extractor",
     "KernelDistance", "frechet_distance", "frechet_distance_from_stats", "gaussian_stats",
