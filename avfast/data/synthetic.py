@@ -32,7 +32,7 @@ import torch
 FPS = 10
 SAMPLE_RATE = 16_000
 MAX_SCENE_BALLS = 3  # transient clips: balls between two flashes at most (the training clips hold 1-3 events)
-FALL_FRAMES = 5                # frames from release to impact
+FALL_FRAMES = 5      # frames from release to impact
 
 
 @dataclass
@@ -137,12 +137,12 @@ def make_clip(
     hit_frames = [f for f, k in zip(frames, kind_list) if k == "hit"]
     if transient:
         flash_frames = [f for f, k in zip(frames, kind_list) if k == "flash"]
-        centres, alphas, ball_frames = _scene_balls(hit_frames, flash_frames, num_frames, size, g)
+        centres, visible, ball_frames = _scene_balls(hit_frames, flash_frames, num_frames, size, g)
     else:
         lanes = torch.randperm(max(1, len(hit_frames)), generator=g).tolist()
         lane_width = size / max(1, len(hit_frames))
         centres = [lane_width * (lanes[j] + 0.5) for j in range(len(hit_frames))]
-        alphas = [None] * len(hit_frames)
+        visible = [None] * len(hit_frames)  # every frame
         ball_frames = [(0, num_frames - 1)] * len(hit_frames)
     rest_y = floor_y - radius
     fall_frames = FALL_FRAMES
@@ -163,8 +163,8 @@ def make_clip(
         dist = torch.sqrt((xs - cx + radius / 3) ** 2 + (ys - cy + radius / 3) ** 2)
         shade = (1.0 - 0.6 * dist / (1.5 * radius)).clamp(0.2, 1.0)[None]
         ball = colours[j][:, None, None, None] * shade
-        if alphas[j] is not None:  # a transient ball: in view in its scene's frames only
-            inside = inside * alphas[j][None, :, None, None]
+        if visible[j] is not None:  # a transient ball: in view in its scene's frames only
+            inside = inside * visible[j][None, :, None, None]
         video = video * (1 - inside) + ball * inside
     for f, k in zip(frames, kind_list):
         if k == "flash":
