@@ -52,11 +52,21 @@ def require(module: str, purpose: str):
                                 f"{install_hint([module])}") from exc
 
 
+def missing_packages(modules: Iterable[str]) -> str | None:
+    """None when every module is installed here (found, not imported), else which are not and the one
+    command that installs them all: `the Python packages 'onnx', 'onnxruntime', not installed here:
+    pip install "avfast[onnx,ort]"`."""
+    missing = [m for m in dict.fromkeys(modules) if not installed(m)]
+    if not missing:
+        return None
+    names = ", ".join(repr(PIP_NAMES.get(m, m)) for m in missing)
+    return (f"the Python package{'s' if len(missing) > 1 else ''} {names}, not installed here: "
+            f"{install_hint(missing)}")
+
+
 def check_installed(modules: Iterable[str], purpose: str) -> None:
     """Raises MissingDependency (one line: what is missing, what to install) unless every module is
     installed. Finds the modules without importing them."""
-    missing = [m for m in modules if not installed(m)]
+    missing = missing_packages(modules)
     if missing:
-        names = ", ".join(f"'{PIP_NAMES.get(m, m)}'" for m in missing)
-        raise MissingDependency(f"{purpose} needs the optional package{'s' if len(missing) > 1 else ''} {names}, "
-                                f"not installed here: {install_hint(missing)}")
+        raise MissingDependency(f"{purpose} needs {missing}")

@@ -63,6 +63,7 @@ from .diffusion.windowed import (audio_columns_for_seconds, check_window_noise, 
 from .export.runtimes import create_runtime
 from .models import codec
 from .models.config import REFINE_PASSES
+from .runtime.available import check_available
 
 __all__ = ["AUDIO_SUFFIXES", "Clip", "Pipeline", "RUNTIMES", "SAVE_SUFFIXES", "make_vocoder"]
 
@@ -207,14 +208,6 @@ def _load_autoencoder(source: Any, device: torch.device):
     return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
 
 
-def _check_runtime(runtime: str, device: str | torch.device, precision: str) -> None:
-    """A runtime that cannot run here is one line before any work (avfast.runtime.available): raises
-    `avfast.runtime.RuntimeUnavailable` naming what to install or which runtimes run here."""
-    from .runtime.available import check_available
-
-    check_available(runtime, device, precision)
-
-
 class _Counted:
     """Counts denoiser evaluations (for ms/FE) and forwards what samplers look at (and its `name`, so a
     refusal names the runtime, not this wrapper)."""
@@ -333,7 +326,7 @@ class Pipeline:
         self.model, self.config, self.runtime, self.progress = model.eval(), config, runtime, progress
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        _check_runtime(runtime, self.device, self.precision)
+        check_available(runtime, self.device, self.precision)  # one line before any work, not after an export
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
             raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
@@ -361,7 +354,8 @@ class Pipeline:
         except CliError as e:
             raise ValueError(str(e)) from None
         check_precision(precision)
-        _check_runtime(runtime, device, precision)  # before loading (or exporting) anything
+        # before loading (or exporting) anything: RuntimeUnavailable naming what to install or what runs here
+        check_available(runtime, device, precision)
         if str(path) in ("default", "default:teacher"):
             folder = models.resolve_model_name(path)
             if not (folder / "model.safetensors").is_file():

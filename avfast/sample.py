@@ -177,6 +177,11 @@ def check_checkpoint(checkpoint: str | None) -> Path:
         raise CliError(f"--checkpoint: {e}") from None
 
 
+def _guided(args: argparse.Namespace) -> bool:
+    """--cfg-scale asks for classifier-free guidance (a scale other than 1, for either modality)."""
+    return any(scale != 1.0 for scale in args.cfg_scale)
+
+
 def _check_inputs(args: argparse.Namespace) -> None:
     """The device, runtime, numbers, files and folders of a request, before any model is loaded (issue 21:
     each is one line, not a traceback or a refusal after minutes of work). Leaves the model's config in
@@ -212,7 +217,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise CliError(f"--checkpoint: {folder / 'config.json'} is not a text file (not UTF-8 JSON)") from None
     except (ValueError, TypeError, OSError) as e:
         raise CliError(f"--checkpoint: {folder / 'config.json'}: {e}") from None
-    if tuple(args.cfg_scale) not in ((1.0,), (1.0, 1.0)) and args.label is None:
+    if _guided(args) and args.label is None:
         # guidance compares the labelled prediction with the null label's: no label, nothing to guide towards
         raise CliError("--cfg-scale: classifier-free guidance needs --label N (the class to guide towards)"
                        if args.model_config.num_classes else
@@ -343,7 +348,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     steps, sampler = args.steps, args.sampler
     if not pipe.config.distilled:  # this program's defaults for a model that is not a distilled student
         steps, sampler = 200 if steps is None else steps, sampler or "ddim"
-    use_cfg = args.label is not None and tuple(args.cfg_scale) not in ((1.0,), (1.0, 1.0))
+    use_cfg = args.label is not None and _guided(args)
     chunk = clips_per_call(pipe.config, args.batch, args.device, pipe.frame_size, use_cfg)
     if isinstance(args.seconds, (int, float)):   # a long clip's own memory grows with its duration
         fits = check_long_clip_memory(pipe.config, float(args.seconds), args.device, pipe.frame_size)

@@ -176,9 +176,10 @@ def test_an_unwritable_out_names_the_folder_tried_and_why():
 
 # ------------------------------------------------------------------ install hints: one command
 def test_a_runtime_missing_packages_gets_one_pip_command(monkeypatch):
+    from avfast import _deps
     from avfast.runtime import available
 
-    monkeypatch.setattr(available, "installed", lambda module: False)
+    monkeypatch.setattr(_deps, "installed", lambda module: False)
     why = available.why_unavailable("onnxruntime")
     assert why.endswith('not installed here: pip install "avfast[onnx,ort]"') and why.count("pip install") == 1, why
     assert "'onnx', 'onnxscript', 'onnxruntime'" in why
@@ -195,10 +196,10 @@ def test_missing_media_and_vae_packages_get_one_pip_command(monkeypatch):
 
 @needs_shipped
 def test_export_names_every_missing_package_before_any_work(tmp_path, monkeypatch, capsys):
+    from avfast import _deps
     from avfast.export.__main__ import main
-    from avfast.runtime import available
 
-    monkeypatch.setattr(available, "installed", lambda module: module not in ("onnx", "onnxscript", "onnxruntime"))
+    monkeypatch.setattr(_deps, "installed", lambda module: module not in ("onnx", "onnxscript", "onnxruntime"))
     out = tmp_path / "out"
     assert main(["--bench-steps", "0", "--no-progress", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()

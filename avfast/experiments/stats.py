@@ -147,6 +147,17 @@ def bootstrap_independent_ratio_ci(numerator: Sequence[float], denominator: Sequ
     return Interval(float(a.mean() / b.mean()), float(low), float(high), int(a.size))
 
 
+def _finite_percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap values, leaving out the non-finite ones (a ratio's resample with
+    a zero denominator says nothing); nan, nan when none is finite."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resamples: int = 200,
                            seed: int = 0, bias_corrected: bool = False) -> Interval:
     """A statistic of n clips (`statistic(indices)` -> float, called on arange(n) for the estimate) with a
@@ -161,12 +172,10 @@ def bootstrap_statistic_ci(statistic, n: int, confidence: float = 0.95, resample
         raise ValueError(f"bootstrap_statistic_ci: need n >= 1 and resamples >= 1, got {n}, {resamples}")
     rng = np.random.default_rng(seed)
     values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=np.float64)
-    values = values[np.isfinite(values)]  # a ratio's resample with a zero denominator says nothing: left out
     estimate = float(statistic(np.arange(n)))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail]) if values.size else (math.nan, math.nan)
+    low, high = _finite_percentiles(values, confidence)
     if bias_corrected:
-        bias = values.mean() - estimate
+        bias = values[np.isfinite(values)].mean() - estimate
         low, high = max(low - bias, 0.0), max(high - bias, 0.0)
     return Interval(estimate, float(low), float(high), int(n))
 
@@ -181,7 +190,5 @@ def bootstrap_two_sets_ci(statistic, n_a: int, n_b: int, confidence: float = 0.9
     rng = np.random.default_rng(seed)
     values = np.array([statistic(rng.integers(0, n_a, size=n_a), rng.integers(0, n_b, size=n_b))
                        for _ in range(resamples)], dtype=np.float64)
-    values = values[np.isfinite(values)]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail]) if values.size else (math.nan, math.nan)
-    return Interval(float(statistic(np.arange(n_a), np.arange(n_b))), float(low), float(high), int(n_a))
+    low, high = _finite_percentiles(values, confidence)
+    return Interval(float(statistic(np.arange(n_a), np.arange(n_b))), low, high, int(n_a))

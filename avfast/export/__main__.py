@@ -150,7 +150,7 @@ def _check_packages(options) -> None:
     one line names all that are missing and the one command that installs them, instead of one package
     per attempt."""
     from .._precision import QUANTIZED_PRECISIONS
-    from ..runtime.available import missing_packages
+    from .._deps import missing_packages
     from .pipeline import CPU_PRECISIONS
 
     needed = ["onnx", "onnxscript"]  # torch.onnx's dynamo exporter and the graph checks

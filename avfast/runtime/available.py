@@ -6,11 +6,9 @@ minutes of export first (or, for onnxruntime-cuda, a silent run on ONNX Runtime'
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 
-from .._deps import install_hint, installed
+from .._deps import install_hint, missing_packages
 from ._optional import RuntimeUnavailable
 
 TORCH_RUNTIMES = ("eager-reference", "eager-fused", "compile")
@@ -20,17 +18,6 @@ _PACKAGES = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
              "tensorrt": ("onnx", "onnxscript", "tensorrt"),
              "openvino": ("onnx", "onnxscript", "openvino")}
 _CUDA = ("onnxruntime-cuda", "tensorrt")
-
-
-def missing_packages(modules: Iterable[str]) -> str | None:
-    """None when every module is installed here (found, not imported), else which are not and the one
-    command that installs them all: `the Python packages 'onnx', 'onnxruntime', not installed here:
-    pip install "avfast[onnx,ort]"`."""
-    missing = [m for m in dict.fromkeys(modules) if not installed(m)]
-    if not missing:
-        return None
-    return (f"the Python package{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, not installed "
-            f"here: {install_hint(missing)}")
 
 
 def why_unavailable(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> str | None:
