@@ -212,11 +212,21 @@ def test_cli_on_a_micro_model_writes_json_table_and_figure(micro_model, tmp_path
     for task, entry in results["tasks"].items():
         c = entry["per_clip"]
         assert len(c["av_align"]) == 2 and entry["seconds_per_clip"] > 0
+        assert len(c["av_align_counts"]) == 2 and all(len(row) == 4 for row in c["av_align_counts"])
+        assert results["summary"][task]["av_align_pooled"] is not None
         assert (c["residual"] is None) == (task == "v2a") and (c["hit_100ms"] is None) == (task != "v2a")
         assert (entry["distance"] is None) == (task == "v2a")
     assert results["summary"]["a2v"]["residual_ratio"]["mean"] > 3  # an untrained model draws noise
     table = (out / "quality.md").read_text()
     assert table == markdown(results) and "| a2v |" in table and "| joint |" in table
+    assert "AV-Align, events pooled" in table and "real clips' |" in table
+    # results written before the event counts existed render as before: no pooled columns, no error
+    old = json.loads(json.dumps(results))
+    for row in (old["real"], *(e["per_clip"] for e in old["tasks"].values())):
+        del row["av_align_counts"]
+    old_table = markdown(old)
+    assert "events pooled" not in old_table and old_table.count("| a2v |") == 1
+    assert len(old_table.splitlines()[0].split("|")) == len(table.splitlines()[0].split("|")) - 2
     assert readme.read_text() == f"intro\n<!-- quality:begin -->\n{table}<!-- quality:end -->\nrest\n"
     from PIL import Image
 

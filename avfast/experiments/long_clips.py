@@ -65,6 +65,8 @@ import torch
 
 from ..diffusion.windowed import WINDOW_NOISES
 from ..models.config import REFINE_WORDS, parse_refine
+from .pooled import RESAMPLES as POOLED_RESAMPLES
+from .pooled import pooled_ci
 
 TASKS = ("v2a", "a2v", "joint")
 CONTENTS = ("scenes", "persistent")  # long clips' balls: between the flashes around their hit, or always in view
@@ -79,7 +81,6 @@ DOC_BLOCK = re.compile(r"(<!-- long_clips:begin -->\n)(.*?)(<!-- long_clips:end 
 DOC_MARKERS = "<!-- long_clips:begin --> ... <!-- long_clips:end -->"
 CANNOT_DO_OPENING = "What windows cannot do:"
 CUT_SEED_STRIDE = 1_000_003  # window k of the cut-together clips samples from seed + clip + k * this
-POOLED_RESAMPLES = 2000      # bootstrap resamples of the event-pooled AV-Align's intervals
 
 
 @dataclass
@@ -521,17 +522,9 @@ def summarize(results: dict) -> dict:
         summary["real"]["peaks_by_region"] = peak_regions(real["peaks"], real["onsets"], results["layout"], fps)
     if "av_align_counts" in results["real"]["long"]:
         real = results["real"]
-        summary["real"]["pooled_long"] = _pooled_ci(real["long"]["av_align_counts"])
-        summary["real"]["pooled_window"] = _pooled_ci(real["window"]["av_align_counts"])
+        summary["real"]["pooled_long"] = pooled_ci(real["long"]["av_align_counts"])
+        summary["real"]["pooled_window"] = pooled_ci(real["window"]["av_align_counts"])
     return summary
-
-
-def _pooled_ci(counts) -> dict:
-    from ..metrics.av_align import pooled_av_align
-    from .stats import bootstrap_statistic_ci
-
-    c = np.asarray(counts)
-    return bootstrap_statistic_ci(lambda idx: pooled_av_align(c[idx]), len(c), resamples=POOLED_RESAMPLES).to_dict()
 
 
 def _pooled_summary(entry: dict, real: dict) -> dict:
@@ -539,42 +532,29 @@ def _pooled_summary(entry: dict, real: dict) -> dict:
     fractions of the real clips' pooled score at the same length (resampling clips with their real clips),
     and the long clips' fraction over the window clips' (the two sets resampled independently) and over the
     cut windows' (paired: the same clips)."""
-    from ..metrics.av_align import pooled_av_align
-    from .stats import bootstrap_statistic_ci, bootstrap_two_sets_ci
+    from .pooled import pooled_of, pooled_ratio_ci
+    from .stats import bootstrap_two_sets_ci
 
     def counts(row: dict) -> np.ndarray:
         return np.asarray(row["av_align_counts"])
 
-    def of_real(gen: np.ndarray, ref: np.ndarray, idx) -> float:
-        den = pooled_av_align(ref[idx])
-        return pooled_av_align(gen[idx]) / den if den else math.nan
-
     long, win = counts(entry["long"]), counts(entry["window"])
     real_long, real_win = counts(real["long"]), counts(real["window"])
-    out = {"pooled_long": _pooled_ci(long), "pooled_window": _pooled_ci(win),
-           "pooled_vs_real_long": bootstrap_statistic_ci(lambda i: of_real(long, real_long, i), len(long),
-                                                         resamples=POOLED_RESAMPLES).to_dict(),
-           "pooled_vs_real_window": bootstrap_statistic_ci(lambda i: of_real(win, real_win, i), len(win),
-                                                           resamples=POOLED_RESAMPLES).to_dict()}
+    out = {"pooled_long": pooled_ci(long), "pooled_window": pooled_ci(win),
+           "pooled_vs_real_long": pooled_ratio_ci(long, real_long),
+           "pooled_vs_real_window": pooled_ratio_ci(win, real_win)}
 
     def long_over_window(i, j) -> float:
-        den = of_real(win, real_win, j)
-        return of_real(long, real_long, i) / den if den else math.nan
+        den = pooled_of(win, real_win, j)
+        return pooled_of(long, real_long, i) / den if den else math.nan
 
     out["pooled_long_over_window"] = bootstrap_two_sets_ci(long_over_window, len(long), len(win),
                                                            resamples=POOLED_RESAMPLES).to_dict()
     if "cut" in entry and "av_align_counts" in entry["cut"]:
         cut = counts(entry["cut"])
-
-        def long_over_cut(i) -> float:
-            den = pooled_av_align(cut[i])
-            return pooled_av_align(long[i]) / den if den else math.nan
-
-        out["pooled_cut"] = _pooled_ci(cut)
-        out["pooled_vs_real_cut"] = bootstrap_statistic_ci(lambda i: of_real(cut, real_long, i), len(cut),
-                                                           resamples=POOLED_RESAMPLES).to_dict()
-        out["pooled_long_over_cut"] = bootstrap_statistic_ci(long_over_cut, len(long),
-                                                             resamples=POOLED_RESAMPLES).to_dict()
+        out["pooled_cut"] = pooled_ci(cut)
+        out["pooled_vs_real_cut"] = pooled_ratio_ci(cut, real_long)
+        out["pooled_long_over_cut"] = pooled_ratio_ci(long, cut)   # paired: the same clips
     return out
 
 

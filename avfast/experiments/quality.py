@@ -204,10 +204,12 @@ def generate(model_folder: Path | str, task: str, held_out_batch: HeldOutBatch, 
 
 # --- scoring ----------------------------------------------------------------------------------------
 
-def _av_align(pixels: torch.Tensor, waves: torch.Tensor, fps: float, sr: int) -> list[float]:
+def _av_align(pixels: torch.Tensor, waves: torch.Tensor, fps: float, sr: int) -> dict[str, list]:
+    """Per-clip AV-Align scores and event counts (the counts give the event-pooled score)."""
     from ..metrics import av_align
 
-    return [av_align(p, w, fps=fps, sample_rate=sr).score for p, w in zip(pixels, waves)]
+    results = [av_align(p, w, fps=fps, sample_rate=sr) for p, w in zip(pixels, waves)]
+    return {"av_align": [r.score for r in results], "av_align_counts": [list(r.counts) for r in results]}
 
 
 def _beats(waves: torch.Tensor, reference: torch.Tensor, sr: int) -> dict[str, list[float]]:
@@ -265,7 +267,7 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
         "feature": f"avfast.metrics.frame_quality.frame_features ({FEATURE_DIM}-d: content, texture, motion)",
         "real": {"event_kinds": real.event_kinds,
                  "residual": clip_residual(real.pixels).tolist(),
-                 "av_align": _av_align(real.pixels, real.waves, fps, sr),
+                 **_av_align(real.pixels, real.waves, fps, sr),
                  "floor": _fd_interval(frame_features(other.pixels).numpy(), real_feats)},
         "tasks": {},
     }
@@ -288,7 +290,7 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
             pixels.append(p)
             waves.append(w)
         pixels, waves = torch.cat(pixels), torch.cat(waves)
-        per_clip: dict = {"av_align": _av_align(pixels, waves, fps, sr)}
+        per_clip: dict = _av_align(pixels, waves, fps, sr)
         entry: dict = {"seconds": seconds, "seconds_per_clip": seconds / n}
         if task == "v2a":
             per_clip |= _beats(waves, real.waves, sr)
@@ -310,11 +312,14 @@ def run_quality(settings: QualitySettings, out: Path) -> dict:
 
 def summarize(results: dict) -> dict:
     """task -> measure -> Interval dict (None where the task has no such measure), from the per-clip values."""
+    from .pooled import pooled_ci, pooled_ratio_ci
     from .stats import bootstrap_ci, bootstrap_ratio_ci
 
     real = results["real"]
+    real_counts = real.get("av_align_counts")   # results written before the pooled score have none
     out = {"real": {"av_align": bootstrap_ci(real["av_align"]).to_dict(), "fd": real["floor"]["fd"],
-                    "kid": real["floor"]["kid"]}}
+                    "kid": real["floor"]["kid"],
+                    "av_align_pooled": None if real_counts is None else pooled_ci(real_counts)}}
     for task, entry in results["tasks"].items():
         c = entry["per_clip"]
 
@@ -327,6 +332,11 @@ def summarize(results: dict) -> dict:
             "residual_ratio": ratio(c["residual"], real["residual"]),
             "av_align": bootstrap_ci(c["av_align"]).to_dict(),
             "av_align_ratio": ratio(c["av_align"], real["av_align"]),
+            # per-event sync: every clip's onsets and motion peaks pooled (clip i resampled with real clip i)
+            "av_align_pooled": None if real_counts is None or "av_align_counts" not in c
+            else pooled_ci(c["av_align_counts"]),
+            "av_align_pooled_ratio": None if real_counts is None or "av_align_counts" not in c
+            else pooled_ratio_ci(c["av_align_counts"], real_counts),
             **{name: None if c[name] is None else bootstrap_ci(c[name]).to_dict() for name in TOLERANCES},
             "fd": None if dist is None else dist["fd"],
             "kid": None if dist is None else dist["kid"],
@@ -344,25 +354,36 @@ def markdown(results: dict) -> str:
     s, summary = results["settings"], summarize(results)
     real = summary["real"]
     n = s["clips"]
-    lines = [f"| task ({n} held-out clips) | residual ratio | AV-Align | AV-Align / real clips' | beat hit ±100 ms | "
-             f"beat hit ±500 ms | FD (frame feature) | KID ×10³ | s/clip |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    pooled = real.get("av_align_pooled") is not None   # results written before it have no event counts
+    lines = [f"| task ({n} held-out clips) | residual ratio | AV-Align | AV-Align / real clips' | "
+             + ("AV-Align, events pooled | pooled / real clips' | " if pooled else "")
+             + "beat hit ±100 ms | beat hit ±500 ms | FD (frame feature) | KID ×10³ | s/clip |",
+             "|---|---|---|---|" + ("---|---|" if pooled else "") + "---|---|---|---|---|"]
     kid = real["kid"]
     lines.append(f"| real clips (ceiling; FD floor: clips {n}–{2 * n - 1} vs 0–{n - 1}) | 1 | "
-                 f"{_cell(real['av_align'])} | 1 | — | — | {_cell(real['fd'], '.2f')} | {1e3 * kid:.1f} | — |")
+                 f"{_cell(real['av_align'])} | 1 | " + (f"{_cell(real['av_align_pooled'])} | 1 | " if pooled else "")
+                 + f"— | — | {_cell(real['fd'], '.2f')} | {1e3 * kid:.1f} | — |")
     for task in TASKS:
         if task not in summary:
             continue
         t = summary[task]
         kid = "—" if t["kid"] is None else f"{1e3 * t['kid']:.1f}"
         lines.append(f"| {task} | {_cell(t['residual_ratio'], '.2f')} | {_cell(t['av_align'])} | "
-                     f"{_cell(t['av_align_ratio'], '.2f')} | {_cell(t['hit_100ms'])} | {_cell(t['hit_500ms'])} | "
+                     f"{_cell(t['av_align_ratio'], '.2f')} | "
+                     + (f"{_cell(t['av_align_pooled'])} | {_cell(t['av_align_pooled_ratio'], '.2f')} | " if pooled
+                        else "")
+                     + f"{_cell(t['hit_100ms'])} | {_cell(t['hit_500ms'])} | "
                      f"{_cell(t['fd'], '.2f')} | {kid} | {t['seconds_per_clip']:.2f} |")
     lines += ["", f"Model: {s['model']} ({results['model']['video_space']}, weights sha256 "
                   f"{results['model']['sha256'][:12]}), {s['sampler']} {s['steps']} steps, condition "
                   f"{s['condition_mode']}, sound by {results.get('vocoder', 'griffin-lim')}; held-out seed "
                   f"{s['data_seed']}; 95 % bootstrap CIs over clips. v2a's video is the real clip (no video measures); beats need a generated "
                   f"sound and a reference (v2a only)."]
+    if pooled:
+        lines.append("AV-Align is the mean of per-clip scores (a clip with one event scores 0 or 1; one whose video "
+                     "draws no motion peak scores 0); events pooled: every clip's sound onsets and motion peaks "
+                     "counted together (`avfast.metrics.pooled_av_align`), per-event sync, clip i resampled with "
+                     "real clip i.")
     if s.get("gamma") not in (None, 1, 1.0):
         lines.append(f"Timestep adjustment γ = {s['gamma']:g} (every task: the generated modality's grid; "
                      f"docs/sampling.md).")
