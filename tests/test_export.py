@@ -169,9 +169,10 @@ def _small_checkpoint(tmp_path: Path) -> Path:
     (["--checkpoint", "/nonexistent/folder"], "is not a folder"),
     (["--frames", "0"], "--frames must be an integer >= 1"),
     (["--runtimes", "eager-fused,warp-drive"], "unknown runtime"),
+    (["--runtimes", "onnxruntime,tensorrt"], "--runtimes tensorrt times the engine that --trt builds; add --trt"),
     (["--precision", "bf16", "--opset", "18"], "bf16 needs opset 22"),
     (["--opset", "30"], "opset must be an integer in 17..24"),
-], ids=["preset", "checkpoint-missing", "frames", "runtime", "bf16-opset", "opset"])
+], ids=["preset", "checkpoint-missing", "frames", "runtime", "tensorrt-without-trt", "bf16-opset", "opset"])
 def test_cli_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) if message == "invalid choice" else _nothing():
         code, out, err = _main(argv + ["--out", str(tmp_path / "out"), "--no-progress"], capsys)
@@ -206,12 +207,99 @@ def test_cli_unwritable_output_folder(tmp_path, capsys):
     assert code == 2 and "cannot be written" in err and len(err.strip().splitlines()) == 1
 
 
+# ------------------------------------------------------------------ --trt: refused before any work
+def _no_export_work(monkeypatch):
+    """Any export work from here on fails the test: the refusals below must come before it."""
+    from avfast.export import pipeline
+
+    def started(*args, **kwargs):
+        raise AssertionError("export work started before the refusal")
+
+    for name in ("run_export", "export_onnx", "check_graph", "measure_parity"):
+        monkeypatch.setattr(pipeline, name, started)
+
+
+def _installed_except(monkeypatch, *absent):
+    from avfast import _deps
+
+    real = _deps.installed
+    monkeypatch.setattr(_deps, "installed", lambda module: module not in absent and real(module))
+
+
+@pytest.mark.parametrize("absent, message", [
+    (("tensorrt",), "exporting at fp32 with --trt needs the Python package 'tensorrt', not installed here: "
+                    "pip install \"avfast[tensorrt]\""),
+    # every missing package in one line, with one command
+    (("onnxruntime", "tensorrt"), "exporting at fp32 with --trt needs the Python packages 'onnxruntime', "
+                                  "'tensorrt', not installed here: pip install \"avfast[ort,tensorrt]\""),
+], ids=["tensorrt", "tensorrt-and-onnxruntime"])
+def test_cli_trt_without_tensorrt_is_refused_before_any_work(tmp_path, capsys, monkeypatch, absent, message):
+    """--trt without TensorRT: one line and exit 2 (as for any missing package, and as `python -m avfast.sample
+    --runtime tensorrt`), not exit 1 after the export, its checks and its parity runs."""
+    _installed_except(monkeypatch, *absent)
+    _no_export_work(monkeypatch)
+    out = tmp_path / "out"
+    code, _, err = _main(["--preset", "tiny", "--trt", "--out", str(out), "--no-progress"], capsys)
+    assert code == 2, err
+    assert err.strip() == f"python -m avfast.export: error: {message}", err
+    assert not out.exists()
+
+
+def test_cli_trt_without_cuda_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """TensorRT installed, no CUDA GPU: the engine build would fail after the export; refused before it."""
+    from avfast import _deps
+
+    monkeypatch.setattr(_deps, "installed", lambda module: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _no_export_work(monkeypatch)
+    out = tmp_path / "out"
+    code, _, err = _main(["--preset", "tiny", "--trt", "--out", str(out), "--no-progress"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("python -m avfast.export: error: --trt: TensorRT builds its engine on a CUDA GPU, and "
+                          "torch sees none here (torch "), err
+    assert err.rstrip().endswith("; leave out --trt to export, check and time the ONNX here"), err
+    assert not out.exists()
+
+
+def test_cli_trt_with_int8_is_refused_as_such_whatever_is_installed(tmp_path, capsys, monkeypatch):
+    """--trt --precision int8 is refused for the combination, not for the packages it would not use."""
+    _installed_except(monkeypatch, "tensorrt", "nncf")
+    _no_export_work(monkeypatch)
+    code, _, err = _main(["--preset", "tiny", "--trt", "--precision", "int8", "--out", str(tmp_path / "out"),
+                          "--no-progress"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--trt with --precision int8" in err and "pip install" not in err, err
+
+
+def test_create_runtime_tensorrt_without_tensorrt_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The library's export on demand refuses as the command line does (RuntimeUnavailable, as it raised
+    after the export before)."""
+    from avfast.export import create_runtime
+    from avfast.runtime import RuntimeUnavailable
+
+    _installed_except(monkeypatch, "tensorrt")
+    _no_export_work(monkeypatch)
+    with pytest.raises(RuntimeUnavailable) as e:
+        create_runtime("tensorrt", tiny_model(), cache_dir=tmp_path / "cache", progress=False)
+    assert str(e.value) == ("the tensorrt runtime cannot build an engine here: it needs the Python package "
+                            "'tensorrt', not installed here: pip install \"avfast[tensorrt]\""), str(e.value)
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.slow
-def test_cli_fp16_dynamic_batch_trt_without_tensorrt(tmp_path, capsys):
-    """--trt where TensorRT is missing: the checked ONNX and its manifest are written, then one sentence and
-    exit 1. The same run checks an fp16 graph with a dynamic batch."""
+def test_cli_fp16_dynamic_batch_trt_failing_after_the_export(tmp_path, capsys, monkeypatch):
+    """A TensorRT that passes the up-front checks and then fails to load (here: missing, with the up-front
+    checks faked to pass): the checked ONNX and its manifest are written, then one sentence and exit 1.
+    The same run checks an fp16 graph with a dynamic batch."""
     if have_tensorrt():
         pytest.skip("TensorRT is installed here: this test covers the machine without it")
+    from avfast import _deps
+    from avfast.export import pipeline
+
+    real = _deps.installed
+    monkeypatch.setattr(_deps, "installed", lambda module: module == "tensorrt" or real(module))
+    monkeypatch.setattr(pipeline, "why_no_trt_build", lambda: None)
     ckpt = _small_checkpoint(tmp_path)
     out = tmp_path / "out"
     code, stdout, err = _main(["--checkpoint", str(ckpt), "--trt", "--precision", "fp16", "--dynamic-batch",

@@ -9,7 +9,8 @@ random weights. --precision int8: the fp32 graph quantised by NNCF on calibratio
 sampler's trajectory (avfast.export.int8; pip install 'avfast[int8]'), checked to compute in int8,
 compared on ONNX Runtime and OpenVINO.
 Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
-2 bad input or a missing package. Errors are one sentence on stderr.
+2 bad input or a missing package (--trt without TensorRT or a CUDA GPU included: refused before any
+work). Errors are one sentence on stderr.
 """
 from __future__ import annotations
 
@@ -130,6 +131,8 @@ def _options(args, model, preset: str, source: str):
         unknown = [r for r in runtimes if r not in NAMES]
         if unknown:
             raise CliError(f"--runtimes: unknown runtime(s) {unknown}; expected names from {', '.join(NAMES)}")
+        if "tensorrt" in runtimes and not args.trt:  # it times the engine --trt builds: none without it
+            raise CliError("--runtimes tensorrt times the engine that --trt builds; add --trt")
     if args.bench_steps == 0:
         runtimes = ()
     dynamic = None
@@ -148,19 +151,33 @@ def _options(args, model, preset: str, source: str):
 def _check_packages(options) -> None:
     """Every package this export will import, checked together before any work (found, not imported), so
     one line names all that are missing and the one command that installs them, instead of one package
-    per attempt."""
+    per attempt (or, for --trt's TensorRT, one after the whole export)."""
     from .._precision import QUANTIZED_PRECISIONS
     from .._deps import missing_packages
-    from .pipeline import CPU_PRECISIONS
+    from .pipeline import CPU_PRECISIONS, check_trt_precision
 
+    if options.trt:  # --trt with int8 is refused whatever is installed: say that, not what to install
+        check_trt_precision(options.precision)
     needed = ["onnx", "onnxscript"]  # torch.onnx's dynamo exporter and the graph checks
     if options.precision in CPU_PRECISIONS:
         needed.append("onnxruntime")  # the parity check (ONNX Runtime's CPU provider runs no bf16: not for bf16)
     if options.precision in QUANTIZED_PRECISIONS:
         needed.append("nncf")  # the int8 quantisation
+    if options.trt:
+        needed.append("tensorrt")  # the engine build, its parity check and timing
     missing = missing_packages(needed)
-    if missing:  # --trt's TensorRT is not among them: without it the checked ONNX is still written (exit 1)
-        raise CliError(f"exporting at {options.precision} needs {missing}")
+    if missing:
+        raise CliError(f"exporting at {options.precision}{' with --trt' if options.trt else ''} needs {missing}")
+
+
+def _check_trt(options) -> None:
+    """--trt where no engine can be built (no CUDA GPU; TensorRT itself is among the packages checked
+    above): one line before any work, not exit 1 after the export, its checks and its parity runs."""
+    from .pipeline import why_no_trt_build
+
+    why = why_no_trt_build() if options.trt else None
+    if why is not None:
+        raise CliError(f"--trt: {why}; leave out --trt to export, check and time the ONNX here")
 
 
 def _check_memory(model, options) -> None:
@@ -216,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         model, preset, source = _load_model(args)
         options = _options(args, model, preset, source)
         _check_packages(options)
+        _check_trt(options)
         _check_memory(model, options)
         result = run_export(model, options)
     except (CliError, ValueError, TypeError, FileNotFoundError) as e:

@@ -23,6 +23,7 @@ from ..runtime import RuntimeUnavailable, load
 from ..runtime.manifest import FORMAT, VERSION, read_manifest
 from ..runtime.torch_runtimes import EagerDenoiser
 from . import data
+from .._deps import missing_packages
 from .._precision import QUANTIZED_PRECISIONS
 from .checks import check_graph
 from .graph import check_options, export_onnx
@@ -152,16 +153,36 @@ def _bench_runtimes(options: ExportOptions, engine: bool) -> list[str]:
     return names
 
 
+def check_trt_precision(precision: str) -> None:
+    """Raises ValueError for a precision TensorRT engines are not built from (int8)."""
+    if precision in QUANTIZED_PRECISIONS:
+        raise ValueError("--trt with --precision int8: int8 is calibrated and checked for the CPU runtimes "
+                         "(onnxruntime, openvino); build TensorRT engines from fp32/fp16/bf16 exports")
+
+
+def why_no_trt_build() -> str | None:
+    """None when a TensorRT engine can be built here, else why not: the package is not installed (found, not
+    imported), or torch sees no CUDA GPU. What `_build_trt` would find only after the export, its checks
+    and its parity runs, so callers refuse before any work."""
+    missing = missing_packages(["tensorrt"])
+    if missing:
+        return f"it needs {missing}"
+    if not torch.cuda.is_available():
+        return (f"TensorRT builds its engine on a CUDA GPU, and torch sees none here (torch {torch.__version__}, "
+                f"CUDA build: {torch.version.cuda or 'no'})")
+    return None
+
+
 def run_export(model: torch.nn.Module, options: ExportOptions) -> ExportResult:
     """The whole `python -m avfast.export` pipeline for one model. Raises ValueError (bad options, failed
-    checks, ParityError) with nothing written; a missing TensorRT is reported in `trt_error` after the
-    checked ONNX was written."""
+    checks, ParityError) with nothing written. A TensorRT that fails to load after the checked ONNX was
+    written is reported in `trt_error` (callers refuse a missing TensorRT or GPU before, with
+    `why_no_trt_build`)."""
     opset = check_options(options.precision, options.opset, options.batch,
                           options.dynamic_batch[::2] if options.dynamic_batch else None)
     int8 = options.precision in QUANTIZED_PRECISIONS
-    if int8 and options.trt:
-        raise ValueError("--trt with --precision int8: int8 is calibrated and checked for the CPU runtimes "
-                         "(onnxruntime, openvino); build TensorRT engines from fp32/fp16/bf16 exports")
+    if options.trt:
+        check_trt_precision(options.precision)
     cfg = model.config
     frames = cfg.frames if options.frames is None else options.frames
     audio_length = cfg.audio_length if options.audio_length is None else options.audio_length
@@ -325,6 +346,9 @@ def _build_trt(onnx_path: Path, options: ExportOptions) -> tuple[Path, dict]:
 def _benchmark(model, names: list[str], onnx_path: Path, engine_path: Path | None, inputs, options) -> dict:
     timings: dict[str, Any] = {}
     for name in names:
+        if name == "tensorrt" and engine_path is None:
+            timings[name] = "unavailable: no engine was built (export with trt=True)"
+            continue
         try:
             if name in ("eager-reference", "eager-fused", "compile"):
                 from ..runtime import create
@@ -385,6 +409,10 @@ def export_cached(model: torch.nn.Module, runtime: str, *, batch_size: int = 1, 
     frames = cfg.frames if frames is None else int(frames)
     audio_length = cfg.audio_length if audio_length is None else int(audio_length)
     trt = runtime == "tensorrt"
+    if trt:  # before any work, not after the export, its checks and parity runs
+        why = why_no_trt_build()
+        if why is not None:
+            raise RuntimeUnavailable(f"the tensorrt runtime cannot build an engine here: {why}")
     profile = None
     if dynamic_batch:
         lo, opt, hi = _preset_profile(cfg).get("dynamic_batch", [1, 2, 16])
