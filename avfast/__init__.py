@@ -1,5 +1,15 @@
 """avfast: fast joint video-audio diffusion (CMMD) with fused kernels and an export path.
 
+Start here: `avfast.Pipeline` (a model folder in, clips with sound out; `help(avfast.Pipeline)`):
+
+    pipe = avfast.Pipeline.from_pretrained()            # the shipped default model
+    clip = pipe("joint", seed=0)                        # an avfast.Clip: pixels, waveform, .save("out.mp4")
+    clip = pipe("v2a", video="in.mp4")                  # sound for a video; "a2v": video for a sound
+
+The fused ops are `avfast.ops` and `avfast.nn`; the samplers `avfast.diffusion`; export and runtimes
+`avfast.export` / `avfast.runtime`; metrics `avfast.metrics`. Command lines: `python -m avfast.sample`,
+`avfast.demo`, `avfast.export`, `avfast.train`, `avfast.distill`, `avfast.metrics`, `avfast.info`.
+
 Importing avfast never builds or requires the native extensions: ops fall back to their
 PyTorch reference (with one warning) when an extension is missing. See `python -m avfast.info`.
 """

@@ -100,8 +100,9 @@ def check_device(name: str, flag: str = "--device"):
         raise CliError(f"{flag}: {name!r} is not a device name; use cpu or cuda (cuda:N for one GPU)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
+            cpu = f"{flag} cpu" if flag.startswith("--") else f"{flag.strip('`')}='cpu'"   # a flag or an argument
             raise CliError(f"{flag} {name}: torch sees no CUDA device here (torch {torch.__version__}, CUDA build: "
-                           f"{torch.version.cuda or 'no'}); use --device cpu")
+                           f"{torch.version.cuda or 'no'}); use {cpu}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CliError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":

@@ -83,3 +83,40 @@ def check_fits(what: str, need: int, device: str | torch.device = "cpu") -> None
         raise TooLarge(f"{what} needs about {need / GiB:.1f} GiB of memory (estimated), more than the "
                        f"{have / GiB:.1f} GiB available on {torch.device(device).type}; ask for fewer frames or a "
                        f"smaller batch")
+
+
+# A long clip's memory beyond the model's: the full-length sampler state, the decoded pixels and sound and
+# Griffin-Lim's spectrograms grow with its duration (the windows in flight do not). Measured on the shipped
+# default (32x32 frames, 10 fps, Griffin-Lim): peak RSS 0.61 GB at 50 s, 1.05 GB at 200 s, 3.3 GB at 1000 s,
+# about 2.9 MB per second of clip; the sound's share does not depend on the frame size, the pixels' does.
+LONG_CLIP_AUDIO_BYTES_PER_SECOND = 2_500_000
+LONG_CLIP_PIXEL_COPIES = 4   # float32 pixels of the whole clip held at once (decoded, clamped, encoded, spare)
+
+
+def long_clip_bytes(config, seconds: float, frame_size: int) -> int:
+    """Estimated memory one clip of `seconds` needs beyond the model (see LONG_CLIP_AUDIO_BYTES_PER_SECOND)."""
+    pixels = LONG_CLIP_PIXEL_COPIES * 4 * 3 * float(config.fps) * frame_size * frame_size
+    return int(seconds * (LONG_CLIP_AUDIO_BYTES_PER_SECOND + pixels))
+
+
+def _gib(n: float) -> str:
+    gib = n / GiB
+    return f"{gib:.1f}" if gib < 1e6 else f"{gib:.2g}"
+
+
+def long_clips_that_fit(config, seconds: float, device: str | torch.device, frame_size: int,
+                        name: str = "`seconds`", clips: int = 1) -> int | None:
+    """Refuses (TooLarge, one line naming `name`) a duration whose `clips` clips cannot fit in this machine's
+    memory (half the available memory is the budget, as for batches); returns the most such clips that fit
+    at once (None: nothing known about this device's memory)."""
+    have = available_bytes(device)
+    if have is None:
+        return None
+    one, per_second = long_clip_bytes(config, seconds, frame_size), long_clip_bytes(config, 1.0, frame_size)
+    if one * clips > have // 2:
+        many = "a clip that long needs" if clips == 1 else f"{clips} clips that long need"
+        raise TooLarge(f"{name} {seconds:g}: {many} about {_gib(one * clips)} GiB of memory (estimated, "
+                       f"{per_second / 1e6:.1f} MB per second of clip), more than half of the {_gib(have)} GiB "
+                       f"available; the longest that fits is about {int((have // 2) / max(per_second * clips, 1))} s"
+                       + ("" if clips == 1 else " (or make fewer clips per call)"))
+    return max(1, int((have // 2) // max(one, 1)))

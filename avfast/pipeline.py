@@ -193,19 +193,9 @@ def _load_autoencoder(source: Any, device: torch.device):
     or a Stable Diffusion VAE (diffusers layout)."""
     if source is None or isinstance(source, torch.nn.Module):
         return None if source is None else source.to(device).eval()
-    folder = Path(source)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"autoencoder: no folder at {str(folder)!r}")
-    if (folder / "model.safetensors").is_file():  # avfast's frame codec
-        from .data import autoencoder as frame_autoencoders
+    from .data.frame_codec import autoencoder_from_folder
 
-        load = getattr(frame_autoencoders, "load_autoencoder", None)
-        if load is None:  # while the codec's loader lives beside it only
-            from .data.frame_codec import load_autoencoder as load
-        return load(folder, device=device)
-    from .data.autoencoder import StableDiffusionVAE
-
-    return StableDiffusionVAE.from_pretrained(folder).to(device).eval()
+    return autoencoder_from_folder(source, device).eval()
 
 
 class _Counted:
@@ -327,10 +317,15 @@ class Pipeline:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         check_available(runtime, self.device, self.precision)  # one line before any work, not after an export
+        if runtime == "torch" and self.precision == "fp16" and self.device.type == "cpu":
+            warnings.warn("precision 'fp16' on the CPU: PyTorch has no fast fp16 kernels there, so it runs many times "
+                          "slower than fp32 (12x measured on a Zen 4); use 'bf16' for half precision on a CPU",
+                          UserWarning, stacklevel=2)
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
-            raise ValueError("this model works on autoencoder latents (config.video_space='latent'); pass "
-                             "autoencoder= (a folder, or e.g. avfast.data.StableDiffusionVAE.from_pretrained(PATH))")
+            raise ValueError("this model works on autoencoder latents (config.video_space='latent') and its folder "
+                             "has no autoencoder/; give one: `--autoencoder DIR` on the command line, `autoencoder=` "
+                             "(a folder, or e.g. avfast.data.StableDiffusionVAE.from_pretrained(PATH)) in Python")
         if config.height != config.width:
             raise ValueError(f"Pipeline reads square frames; this model's are {config.height}x{config.width}")
         self.mel = MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins)
@@ -472,7 +467,8 @@ class Pipeline:
         tensor or numpy array -> waveform [B, num_samples] in [-1, 1]; with `seconds`, the samples of that
         many seconds' mel columns (audio_columns_for_seconds x hop), or of the whole input's for
         seconds="all". A waveform given as data is floats in [-1, 1], or int16 16-bit PCM (divided by
-        32768); integers of other types, and floats far outside [-1, 1], are refused."""
+        32768); integers of other types, and floats far outside [-1, 1], are refused. It is mono: [B, N]
+        is B clips (a stereo [2, N] array would be two clips), and [N, channels] is refused."""
         sr, hop = self.config.sample_rate, self.mel.hop_length
         _check_seconds(seconds, "a2v")
         n = (self.num_samples if seconds is None else None if seconds == "all" else
@@ -482,6 +478,10 @@ class Pipeline:
             wave = _batched(given, 2)
             if wave.dim() != 2:
                 raise ValueError(f"audio: expected a waveform [N] or [B, N], got {list(given.shape)}")
+            if wave.shape[1] < hop <= wave.shape[0] and wave.shape[1] <= 8:   # soundfile's [frames, channels]
+                raise ValueError(f"audio: expected a mono waveform [N] or clips [B, N], got {list(given.shape)}: "
+                                 f"samples x channels, as soundfile reads a file? pass x.mean(-1) for one mono "
+                                 f"clip")
             if not (wave.is_floating_point() or wave.dtype == torch.int16):
                 raise TypeError(f"audio: expected a float waveform in [-1, 1] or int16 PCM samples, got {given.dtype}")
             what = "the audio tensor"
@@ -649,6 +649,11 @@ class Pipeline:
         if batch is not None and n_given not in (1, batch):
             raise ValueError(f"`batch` ({batch}) disagrees with the {n_given} clips given as the condition")
         B = batch or n_given
+        if long:   # a long clip's own memory grows with its duration: refuse what cannot fit, before any work
+            from ._memory import long_clips_that_fit
+
+            long_clips_that_fit(self.config, float(duration), self.device, self.frame_size, "`seconds`",
+                                clips=B)
         if data is not None:
             data = data.expand(B, *data.shape[1:])
             condition = (self.encode_video(data) if task == "v2a" else

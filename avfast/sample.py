@@ -292,38 +292,6 @@ def clips_per_call(config, batch: int, device: str, frame_size: int | None = Non
     return max(1, min(batch, int((have // 2 - (one - per)) // max(per, 1))))
 
 
-# A long clip's memory beyond the model's: the full-length sampler state, the decoded pixels and sound and
-# Griffin-Lim's spectrograms grow with its duration (the windows in flight do not). Measured on the shipped
-# default (32x32 frames, 10 fps, Griffin-Lim): peak RSS 0.61 GB at 50 s, 1.05 GB at 200 s, 3.3 GB at 1000 s,
-# about 2.9 MB per second of clip; the sound's share does not depend on the frame size, the pixels' does.
-LONG_CLIP_AUDIO_BYTES_PER_SECOND = 2_500_000
-LONG_CLIP_PIXEL_COPIES = 4   # float32 pixels of the whole clip held at once (decoded, clamped, encoded, spare)
-
-
-def long_clip_bytes(config, seconds: float, frame_size: int) -> int:
-    """Estimated memory one clip of `seconds` needs beyond the model (see LONG_CLIP_AUDIO_BYTES_PER_SECOND)."""
-    pixels = LONG_CLIP_PIXEL_COPIES * 4 * 3 * float(config.fps) * frame_size * frame_size
-    return int(seconds * (LONG_CLIP_AUDIO_BYTES_PER_SECOND + pixels))
-
-
-def check_long_clip_memory(config, seconds: float, device: str, frame_size: int) -> int | None:
-    """Refuses, in one line, a --seconds whose clip cannot fit in this machine's memory (half the available
-    memory is the budget, as for batches); returns the most such clips one call may make (None: no limit
-    known here)."""
-    from ._memory import GiB, available_bytes
-
-    have = available_bytes(device)
-    if have is None:
-        return None
-    one, per_second = long_clip_bytes(config, seconds, frame_size), long_clip_bytes(config, 1.0, frame_size)
-    if one > have // 2:
-        raise CliError(f"--seconds {seconds:g}: a clip that long needs about {one / GiB:.1f} GiB of memory "
-                       f"(estimated, {per_second / 1e6:.1f} MB per second of clip), more than half of the "
-                       f"{have / GiB:.1f} GiB available; the longest that fits is about "
-                       f"{int((have // 2) / max(per_second, 1))} s")
-    return max(1, int((have // 2) // max(one, 1)))
-
-
 def _numel(shape) -> int:
     n = 1
     for d in shape:
@@ -351,7 +319,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     use_cfg = args.label is not None and _guided(args)
     chunk = clips_per_call(pipe.config, args.batch, args.device, pipe.frame_size, use_cfg)
     if isinstance(args.seconds, (int, float)):   # a long clip's own memory grows with its duration
-        fits = check_long_clip_memory(pipe.config, float(args.seconds), args.device, pipe.frame_size)
+        from ._memory import long_clips_that_fit
+
+        fits = long_clips_that_fit(pipe.config, float(args.seconds), args.device, pipe.frame_size, "--seconds")
         chunk = chunk if fits is None else min(chunk, fits)
     if chunk < args.batch:
         print(f"{args.batch} clips do not fit in memory at once: making and writing them {chunk} at a time")

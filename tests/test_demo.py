@@ -38,6 +38,15 @@ def test_demo_writes_clips_scores_and_a_figure(tmp_path, small_checkpoint, capsy
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "ms/FE" in out and "ceiling" in out and "v2a" in out
+    # the printed score is the written file's: what `python -m avfast.metrics av-align` says of it
+    from avfast.metrics.__main__ import main as metrics
+
+    assert metrics(["av-align", str(tmp_path), "--json", str(tmp_path / "scores.json")]) == 0
+    import json
+
+    files = {row["file"]: row["av_align"] for row in json.loads((tmp_path / "scores.json").read_text())["files"]}
+    assert files == {f"{c.task}.mp4": pytest.approx(c.score, abs=1e-9) for c in clips}
+    capsys.readouterr()
 
 
 def test_demo_cli_without_a_model_is_one_clear_line(tmp_path, monkeypatch, capsys):

@@ -242,7 +242,7 @@ def test_cli_refuses_a_clip_longer_than_memory_holds_before_sampling(folder, tmp
     with the duration: state, decoded pixels and sound) and refuses in one line, naming the longest that fits."""
     pytest.importorskip("av", reason="the CLI checks for PyAV first")
     import avfast._memory
-    from avfast.sample import long_clip_bytes
+    from avfast._memory import long_clip_bytes
 
     cfg = models.create("tiny", **MICRO).config
     per_second = long_clip_bytes(cfg, 1.0, SIZE)

@@ -152,11 +152,66 @@ def test_a2v_reads_only_the_audio_track(pipe, tmp_path):
 def test_a_device_this_torch_lacks_is_named(monkeypatch, tmp_path):
     _net().save_pretrained(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)      # a CPU-only torch, wherever this runs
-    with pytest.raises(ValueError, match=re.escape("`device` cuda: torch sees no CUDA device here")):
+    with pytest.raises(ValueError, match=re.escape("`device` cuda: torch sees no CUDA device here")) as e:
         Pipeline.from_pretrained(tmp_path, device="cuda")
+    assert str(e.value).endswith("use device='cpu'") and "--device" not in str(e.value)   # Python, not the CLI
     with pytest.raises(ValueError, match=re.escape("`device`: 'gpu' is not a device name; use cpu or cuda")):
         Pipeline.from_pretrained(tmp_path, device="gpu")
     assert Pipeline.from_pretrained(tmp_path, device="cpu", progress=False).device == torch.device("cpu")
+
+
+def test_channels_last_stereo_is_named_not_read_as_many_short_clips(pipe):
+    stereo = _sound()[:, None].repeat(1, 2)                 # [N, 2], as soundfile reads a stereo file
+    with pytest.raises(ValueError, match=re.escape(f"expected a mono waveform [N] or clips [B, N], got "
+                                                   f"[{N}, 2]: samples x channels")):
+        pipe("a2v", audio=stereo, steps=1)
+    assert pipe("a2v", audio=stereo.mean(-1), steps=1).pixels.shape[0] == 1     # the advice works
+
+
+def test_bad_values_are_one_error_before_any_distilled_warning(tmp_path):
+    import warnings
+
+    _net(distilled_steps=2, distilled_sampler="ddim").save_pretrained(tmp_path)
+    student = Pipeline.from_pretrained(tmp_path, progress=False)
+    for kwargs, message in [({"gamma": 0}, "`gamma`"), ({"sampler": "foo"}, "`sampler` must be one of"),
+                            ({"spacing": "foo"}, "`spacing` must be one of")]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                  # a warning first would raise here instead
+            with pytest.raises(ValueError, match=re.escape(message)):
+                student("joint", **kwargs)
+
+
+def test_an_autoencoder_folder_of_neither_kind_is_named_before_any_loader(tmp_path):
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text("{}")          # half of a diffusers folder
+    with pytest.raises(ValueError, match=re.escape("is neither avfast's frame codec (config.json + model.safetensors) "
+                                                   "nor a Stable Diffusion VAE")) as e:
+        Pipeline(_net(), autoencoder=tmp_path / "vae", progress=False)
+    assert "it holds config.json" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="is not there; expected the autoencoder's folder"):
+        Pipeline(_net(), autoencoder=tmp_path / "nowhere", progress=False)
+
+
+def test_fp16_on_the_cpu_warns_that_it_is_slow():
+    with pytest.warns(UserWarning, match="no fast fp16 kernels"):
+        Pipeline(_net(), precision="fp16", progress=False)
+
+
+def test_a_long_clip_that_cannot_fit_is_refused_before_any_work(pipe, monkeypatch):
+    import avfast._memory
+    from avfast._memory import TooLarge, long_clip_bytes
+
+    per_second = long_clip_bytes(pipe.config, 1.0, SIZE)
+    monkeypatch.setattr(avfast._memory, "available_bytes", lambda device: int(200 * per_second))
+    monkeypatch.setattr(Pipeline, "denoiser", lambda *a, **k: pytest.fail("sampling started"))
+    with pytest.raises(TooLarge, match=re.escape("`seconds` 1e+09: a clip that long needs about")) as e:
+        pipe("joint", seconds=1e9)
+    assert "the longest that fits is about 100 s" in str(e.value)
+    with pytest.raises(TooLarge, match=re.escape("`seconds` 60: 2 clips that long need about")):
+        pipe("joint", seconds=60, batch=2)              # 120 s of clips against 100 s of budget
+    with pytest.raises(TooLarge, match=r"needs about \d\.\de\+\d+ GiB") as e:
+        pipe("joint", seconds=1e300)                    # a short figure, not 300 digits
+    assert len(str(e.value)) < 400
 
 
 # ------------------------------------------------------------------ 6. Clip.save

@@ -172,11 +172,23 @@ def load_autoencoder(directory, device: torch.device | str = "cpu") -> FrameCode
     return codec.to(device).eval()
 
 
+SD_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")   # a Stable Diffusion VAE (diffusers layout)
+
+
 def autoencoder_from_folder(directory, device: torch.device | str = "cpu") -> FrameAutoencoder:
-    """A `FrameCodec` folder (model.safetensors) or a Stable Diffusion VAE folder (diffusers layout)."""
+    """A `FrameCodec` folder (model.safetensors) or a Stable Diffusion VAE folder (diffusers layout).
+    Anything else is one clear error naming the folder and what it holds, before any loader runs."""
     d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"autoencoder: {str(d)!r} is {'a file' if d.exists() else 'not there'}; expected "
+                                f"the autoencoder's folder")
     if (d / "model.safetensors").is_file():
         return load_autoencoder(d, device)
+    if not all((d / name).is_file() for name in SD_VAE_FILES):
+        held = sorted(p.name for p in d.iterdir())
+        shown = ", ".join(held[:8]) + (f", ... ({len(held)} entries)" if len(held) > 8 else "") if held else "nothing"
+        raise ValueError(f"autoencoder: {str(d)!r} is neither avfast's frame codec (config.json + model.safetensors) "
+                         f"nor a Stable Diffusion VAE ({' + '.join(SD_VAE_FILES)}); it holds {shown}")
     from .autoencoder import StableDiffusionVAE
 
     return StableDiffusionVAE.from_pretrained(d, progress=False).to(device)

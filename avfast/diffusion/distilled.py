@@ -28,6 +28,9 @@ from __future__ import annotations
 import warnings
 from typing import Any, NamedTuple
 
+from .solvers import SAMPLERS
+from .timesteps import SPACINGS, check_gamma
+
 
 class Settings(NamedTuple):
     steps: int
@@ -49,6 +52,13 @@ def distilled_steps(config: Any) -> int:
 def resolve(config: Any, steps: int | None, sampler: str | None, spacing: str | None, gamma: float | None,
             eta: float = 0.0, default_steps: int = 200, default_sampler: str = "ddim", warn: bool = True) -> Settings:
     """The sampler settings for a model with `config` (see the module docstring); None means 'the model's'."""
+    # values that are wrong for every model first: one error, not a warning about them and then the error
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}")
+    if spacing is not None and spacing not in SPACINGS:
+        raise ValueError(f"`spacing` must be one of {SPACINGS}, got {spacing!r}")
+    if gamma is not None:
+        check_gamma(gamma)
     n = distilled_steps(config)
     own_gamma = getattr(config, "sampling_gamma", None)
     if steps is not None:  # a step count out of range is that, whatever the model (timesteps' own message)

@@ -45,7 +45,7 @@ def why_unavailable(name: str, device: str | torch.device = "cpu", precision: st
                 return (f"this onnxruntime has no CUDA execution provider (it has {', '.join(providers)}); "
                         f"install the GPU build: {install_hint(extras=['ort-gpu'])}")
     elif device.type != "cpu" and name in ("openvino", "onnxruntime"):  # their CPU builds: state on the CPU
-        return f"it runs on the CPU, and the device asked for is {device}; use --device cpu"
+        return f"it runs on the CPU, and the device asked for is {device}; ask for the cpu device"
     return None
 
 
