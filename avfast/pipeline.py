@@ -323,9 +323,10 @@ class Pipeline:
                           UserWarning, stacklevel=2)
         self.autoencoder = _load_autoencoder(autoencoder, self.device)
         if config.video_space == "latent" and self.autoencoder is None:
-            raise ValueError("this model works on autoencoder latents (config.video_space='latent') and its folder "
-                             "has no autoencoder/; give one: `--autoencoder DIR` on the command line, `autoencoder=` "
-                             "(a folder, or e.g. avfast.data.StableDiffusionVAE.from_pretrained(PATH)) in Python")
+            raise ValueError("this model works on autoencoder latents (config.video_space='latent'), and none was "
+                             "given or found in its folder's autoencoder/; give one: `--autoencoder DIR` on the "
+                             "command line, `autoencoder=` (a folder, or e.g. "
+                             "avfast.data.StableDiffusionVAE.from_pretrained(PATH)) in Python")
         if config.height != config.width:
             raise ValueError(f"Pipeline reads square frames; this model's are {config.height}x{config.width}")
         self.mel = MelConfig(sample_rate=config.sample_rate, n_mels=config.mel_bins)
