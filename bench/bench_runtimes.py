@@ -83,9 +83,9 @@ def _skip_reason(name: str, preset: str, precision: str = "fp32") -> str | None:
     package = {"onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime", "openvino": "openvino",
                "tensorrt": "tensorrt"}.get(name)
     if package and importlib.util.find_spec(package) is None:
-        return f"{package} is not installed (pip install 'avfast[{'ort' if 'onnx' in package else package}]')"
+        return f"{package} is not installed (pip install \"avfast[{'ort' if 'onnx' in package else package}]\")"
     if precision == "int8" and importlib.util.find_spec("nncf") is None:
-        return "int8 quantisation needs nncf (pip install 'avfast[int8]')"
+        return "int8 quantisation needs nncf (pip install \"avfast[int8]\")"
     return None
 
 

@@ -278,7 +278,7 @@ def stage_sample(label: str, runtime: str, backend: str | None):
 def stage_export_trt(timeout: float, ctx: dict) -> dict:
     for module in ("tensorrt", "onnx"):
         if importlib.util.find_spec(module) is None:
-            return _stage("export-trt", "skipped", f"{module} is not installed (pip install 'avfast[tensorrt,onnx]')")
+            return _stage("export-trt", "skipped", f"{module} is not installed (pip install \"avfast[tensorrt,onnx]\")")
     run = _run(_py("-m", "avfast.export", "--trt", "--out", str(ctx["tmp"] / "export"), "--bench-steps", "5",
                    "--no-progress"), timeout)
     if run["timed_out"]:

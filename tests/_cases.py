@@ -23,7 +23,7 @@ DEVICES = {"reference": "cpu", "cpu": "cpu", "triton": TRITON_DEVICE, "cuda": "c
 def backends(*names: str) -> list:
     """pytest params (backend, device) with the skip marks of backends this machine lacks."""
     marks = {"triton": [pytest.mark.skipif(not HAS_TRITON,
-                                           reason="Triton is not installed (pip install 'avfast[triton]')")],
+                                           reason="Triton is not installed (pip install \"avfast[triton]\")")],
              "cuda": [pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")]}
     return [pytest.param(name, DEVICES[name], id=name, marks=marks.get(name, [])) for name in names]
 

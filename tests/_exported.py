@@ -22,7 +22,7 @@ def have(module: str) -> bool:
 
 requires_onnx = pytest.mark.skipif(not (have("onnx") and have("onnxscript") and have("onnxruntime")),
                                    reason="onnx, onnxscript and onnxruntime are not installed "
-                                          "(pip install 'avfast[onnx,ort]')")
+                                          "(pip install \"avfast[onnx,ort]\")")
 
 
 def tiny_model():

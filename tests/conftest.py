@@ -24,7 +24,7 @@ TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16) if HAS_CUDA else (torch.float32, torch.float16)
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible to torch here)")
-requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install \"avfast[triton]\")")
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 # Every kernel a Triton launcher launches (avfast/triton/*.py): each must be reached by the model's calls.
 TRITON_KERNELS = {"_fwd_rows", "_fwd_audio", "_bwd_rows", "_bwd_audio", "_sq_sums", "_backward", "_fwd", "_delta",
                   "_dkdv", "_dq"}
-requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install \"avfast[triton]\")")
 
 
 @pytest.fixture(scope="module")

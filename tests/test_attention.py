@@ -284,7 +284,7 @@ TRITON_CASES = [((1, 3 * 32, 5, 3, 3), 32, "spatial"), ((1, 3 * 32, 5, 3, 3), 32
                 ((1, 3 * 16, 3, 4, 5), 16, "joint"), ((2, 3 * 64, 7), 64, "temporal")]
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install \"avfast[triton]\")")
 @pytest.mark.parametrize("dtype", TRITON_DTYPES)
 @pytest.mark.parametrize("shape,head_dim,mode", TRITON_CASES, ids=[f"{c[2]}-{'x'.join(map(str, c[0]))}"
                                                                    for c in TRITON_CASES])
@@ -292,7 +292,7 @@ def test_triton(shape, head_dim, mode, dtype):
     _run_and_check("triton", TRITON_DEVICE, shape, head_dim, mode, dtype)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install \"avfast[triton]\")")
 def test_triton_noncontiguous():
     _run_and_check("triton", TRITON_DEVICE, (1, 3 * 32, 3, 2, 3), 32, "spatial", torch.float32,
                    noncontig=True)

@@ -41,6 +41,6 @@ def test_without_triton_16bit_stays_on_cuda(cuda_selected, monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install 'avfast[triton]')")
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed (pip install \"avfast[triton]\")")
 def test_bf16_cuda_tensor_runs_triton():
     assert A._choose(A.OP, torch.empty(1, 3 * 64, 5, dtype=torch.bfloat16, device="cuda"), 64) == "triton"

@@ -68,8 +68,8 @@ def test_bad_input_is_a_value_error_naming_it(call, message):
 
 @pytest.mark.slow
 def test_driver_end_to_end_on_a_micro_model(tmp_path, capsys):
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-    pytest.importorskip("librosa", reason="AV-Align and beat tracking need librosa (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
+    pytest.importorskip("librosa", reason="AV-Align and beat tracking need librosa (pip install \"avfast[media]\")")
     pytest.importorskip("matplotlib", reason="the claims plot needs matplotlib")
     import torch
 

@@ -70,7 +70,7 @@ def test_a_shipped_name_without_the_shipped_model_says_so(monkeypatch, tmp_path)
 
 @needs_shipped
 def test_sample_makes_a_clip_with_the_teacher_on_one_thread(tmp_path, capsys, threads):
-    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install \"avfast[media]\")")
     from avfast.sample import main
 
     torch.set_num_threads(2)
@@ -138,7 +138,7 @@ def test_gamma_zero_is_one_error_line_and_no_warning(tmp_path, capsys):
 
 @needs_shipped
 def test_sample_warnings_are_one_line_each(tmp_path, capsys, threads):
-    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install \"avfast[media]\")")
     from avfast.sample import main
 
     shown = warnings.showwarning
@@ -153,7 +153,7 @@ def test_sample_warnings_are_one_line_each(tmp_path, capsys, threads):
 
 @needs_shipped
 def test_a_short_input_names_the_option_for_its_whole_length(tmp_path, capsys):
-    pytest.importorskip("av", reason="reading mp4 files needs PyAV (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="reading mp4 files needs PyAV (pip install \"avfast[media]\")")
     from avfast.sample import main
 
     short = _mp4(tmp_path / "short.mp4", frames=10)
@@ -274,7 +274,7 @@ def plain_checkpoint(tmp_path_factory):
 
 
 def test_sample_default_steps_are_what_its_help_says(plain_checkpoint, tmp_path, capsys, threads):
-    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="the sample program writes mp4 files (pip install \"avfast[media]\")")
     from avfast.sample import build_parser, main
 
     text = " ".join(build_parser().format_help().split())

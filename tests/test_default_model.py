@@ -118,8 +118,8 @@ TARGETS = {"residual_ratio": 1.5, "a2v_av_align_ratio": 0.75, "joint_av_align_ra
 
 @pytest.mark.slow
 def test_the_default_meets_the_quality_targets_on_held_out_clips(tmp_path):
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
+    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install \"avfast[media]\")")
     pytest.importorskip("matplotlib", reason="the report's figure needs matplotlib")
     from avfast.experiments.quality import QualitySettings, run_quality
 

@@ -3,9 +3,9 @@ tests/test_default_model.py)."""
 import pytest
 import torch
 
-pytest.importorskip("av", reason="the demo writes mp4 files with PyAV (pip install 'avfast[media]')")
-pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-pytest.importorskip("librosa", reason="AV-Align needs librosa (pip install 'avfast[media]')")
+pytest.importorskip("av", reason="the demo writes mp4 files with PyAV (pip install \"avfast[media]\")")
+pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
+pytest.importorskip("librosa", reason="AV-Align needs librosa (pip install \"avfast[media]\")")
 
 from avfast import demo  # noqa: E402
 from avfast.models import create  # noqa: E402

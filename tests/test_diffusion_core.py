@@ -26,7 +26,7 @@ def test_alphas_cumprod_is_nichol_dhariwal(schedule):
 
 
 def test_alphas_cumprod_matches_diffusers(schedule):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install 'avfast[vae]')")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install \"avfast[vae]\")")
     ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
     torch.testing.assert_close(schedule.alphas_cumprod.float(), ref, rtol=1e-6, atol=1e-9)
 

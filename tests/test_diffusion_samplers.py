@@ -50,7 +50,7 @@ def flat(v, a):
 
 # ---------------------------------------------------------------------------------- timestep grids
 def test_grids_match_diffusers_ddim_timesteps():
-    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install 'avfast[vae]')")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install \"avfast[vae]\")")
     for spacing in SPACINGS:
         sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                                         timestep_spacing=spacing)
@@ -98,7 +98,7 @@ def test_one_ddim_step_is_the_closed_form_update():
 
 @pytest.mark.parametrize("spacing,steps,eta", [("leading", 25, 0.0), ("trailing", 20, 0.0), ("leading", 10, 1.0)])
 def test_ddim_matches_diffusers_step_for_step(spacing, steps, eta):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install 'avfast[vae]')")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install \"avfast[vae]\")")
     den = correlated_gaussian()
     rec = Recorder(den)
     B = 3
@@ -123,7 +123,7 @@ def test_ddim_matches_diffusers_step_for_step(spacing, steps, eta):
 
 
 def test_dpmpp2m_matches_diffusers_step_for_step():
-    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install 'avfast[vae]')")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install \"avfast[vae]\")")
     den = correlated_gaussian()
     B, steps = 2, 20
     v, a = sample(den, steps=steps, sampler="dpmpp2m", spacing="trailing", batch_size=B, **shapes(den))

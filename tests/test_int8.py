@@ -13,9 +13,9 @@ import torch
 
 from _exported import have, requires_onnx, tiny_export, tiny_model
 
-requires_nncf = pytest.mark.skipif(not have("nncf"), reason="nncf is not installed (pip install 'avfast[int8]')")
+requires_nncf = pytest.mark.skipif(not have("nncf"), reason="nncf is not installed (pip install \"avfast[int8]\")")
 requires_openvino = pytest.mark.skipif(not have("openvino"),
-                                       reason="openvino is not installed (pip install 'avfast[openvino]')")
+                                       reason="openvino is not installed (pip install \"avfast[openvino]\")")
 FRAMES, AUDIO = 6, 37   # the smallest clip the synthetic held-out set draws (events need 6 frames)
 
 
@@ -194,7 +194,7 @@ def test_int8_export_is_int8_and_holds_its_parity_bound():
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
 def test_calls_at_the_first_step_run_the_first_step_graph(name, tmp_path):
     if name == "openvino" and not have("openvino"):
-        pytest.skip("openvino is not installed (pip install 'avfast[openvino]')")
+        pytest.skip("openvino is not installed (pip install \"avfast[openvino]\")")
     from avfast.runtime import load
 
     _, m, path = _int8_export()

@@ -89,7 +89,7 @@ def test_conditions_as_tensors_batched_or_repeated(pipe):
 
 
 def test_save_writes_an_mp4_with_sound_and_av_align_scores_it(pipe, tmp_path):
-    pytest.importorskip("av", reason="writing mp4 needs PyAV (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="writing mp4 needs PyAV (pip install \"avfast[media]\")")
     from avfast.data import read_video
 
     clip = pipe("joint", steps=2, batch=2)
@@ -99,13 +99,13 @@ def test_save_writes_an_mp4_with_sound_and_av_align_scores_it(pipe, tmp_path):
     back = read_video(path, fps=10, size=None)
     assert back.video.shape == (3, FRAMES, 32, 32) and back.audio is not None and back.audio.shape[0] > 0.8 * N
     assert [p.name for p in tmp_path.iterdir()] == ["one.mp4"]  # no temporary file left
-    pytest.importorskip("cv2", reason="AV-Align's optical flow needs OpenCV (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align's optical flow needs OpenCV (pip install \"avfast[media]\")")
     assert 0.0 <= clip[0].av_align().score <= 1.0
 
 
 def test_from_a_folder_and_files_as_conditions(folder, tmp_path):
-    pytest.importorskip("av", reason="reading mp4 needs PyAV (pip install 'avfast[media]')")
-    pytest.importorskip("soundfile", reason="reading wav needs soundfile (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="reading mp4 needs PyAV (pip install \"avfast[media]\")")
+    pytest.importorskip("soundfile", reason="reading wav needs soundfile (pip install \"avfast[media]\")")
     from avfast.data import save_audio
 
     p = Pipeline.from_pretrained(folder, progress=False)

@@ -101,7 +101,7 @@ def test_other_condition_types_are_refused(pipe, kwargs, message):
 
 # ------------------------------------------------------------------ 3. still images and very short videos
 def test_a_still_image_or_a_clip_shorter_than_a_frame_is_refused(pipe, tmp_path):
-    pytest.importorskip("av", reason="reading video files needs PyAV (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="reading video files needs PyAV (pip install \"avfast[media]\")")
     from avfast.data.video import write_video
 
     write_video(tmp_path / "blink.mp4", _video(1), fps=25)    # one frame of 0.04 s
@@ -129,8 +129,8 @@ def _write_m4a(path, sound: torch.Tensor) -> None:
 
 
 def test_a2v_reads_only_the_audio_track(pipe, tmp_path):
-    pytest.importorskip("av", reason="mp4/m4a files need PyAV (pip install 'avfast[media]')")
-    pytest.importorskip("soundfile", reason="wav files need soundfile (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="mp4/m4a files need PyAV (pip install \"avfast[media]\")")
+    pytest.importorskip("soundfile", reason="wav files need soundfile (pip install \"avfast[media]\")")
     from avfast.data.video import read_audio_stream, save_audio, write_video
 
     sound = _sound(N + 1600)
@@ -220,7 +220,7 @@ def _clip() -> Clip:
 
 
 def test_save_makes_missing_folders(tmp_path):
-    pytest.importorskip("av", reason="writing mp4 needs PyAV (pip install 'avfast[media]')")
+    pytest.importorskip("av", reason="writing mp4 needs PyAV (pip install \"avfast[media]\")")
     from avfast.data import read_video
 
     path = _clip().save(tmp_path / "new" / "deeper" / "clip.mp4")
@@ -230,7 +230,7 @@ def test_save_makes_missing_folders(tmp_path):
 
 
 def test_save_wav_writes_the_sound_alone(tmp_path):
-    pytest.importorskip("soundfile", reason="writing wav needs soundfile (pip install 'avfast[media]')")
+    pytest.importorskip("soundfile", reason="writing wav needs soundfile (pip install \"avfast[media]\")")
     from avfast.data import load_audio
 
     clip = _clip()

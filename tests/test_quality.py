@@ -170,7 +170,7 @@ def test_fd_sees_content_where_the_balls_and_colours_are(real_sets):
 
 
 def test_swapped_sounds_lower_av_align():
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
     from avfast.metrics import av_align
     from avfast.models import preset
     from avfast.train.data import SyntheticAVDataset
@@ -197,8 +197,8 @@ def micro_model(tmp_path_factory):
 
 
 def test_cli_on_a_micro_model_writes_json_table_and_figure(micro_model, tmp_path, capsys):
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
+    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install \"avfast[media]\")")
     pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
     from avfast.experiments.quality import JSON_NAME, TASKS, main, markdown
 
@@ -239,7 +239,7 @@ def test_cli_on_a_micro_model_writes_json_table_and_figure(micro_model, tmp_path
 
 
 def test_tasks_subset_and_gamma_are_run_and_recorded(micro_model, tmp_path, capsys):
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
     pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
     from avfast.experiments.quality import JSON_NAME, generate, held_out, main
 
@@ -356,8 +356,8 @@ def test_readme_quality_table_is_the_committed_results():
 
 
 def test_compare_rows_of_the_same_clips(micro_model, tmp_path, capsys):
-    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install 'avfast[media]')")
-    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install 'avfast[media]')")
+    pytest.importorskip("cv2", reason="AV-Align needs OpenCV (pip install \"avfast[media]\")")
+    pytest.importorskip("librosa", reason="beat tracking needs librosa (pip install \"avfast[media]\")")
     pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
     from avfast.experiments import compare
     from avfast.experiments.quality import main

@@ -45,7 +45,7 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path, name, module, ex
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the error on a machine without a CUDA GPU")
-@pytest.mark.skipif(not have("onnxruntime"), reason="onnxruntime is not installed (pip install 'avfast[ort]')")
+@pytest.mark.skipif(not have("onnxruntime"), reason="onnxruntime is not installed (pip install \"avfast[ort]\")")
 def test_cuda_runtime_without_a_gpu_says_so(tmp_path):
     from avfast import runtime
 
@@ -179,7 +179,7 @@ def test_reconstruction_guidance_needs_a_torch_runtime():
 # ------------------------------------------------------------------ GPU runtimes
 def _need(module: str, extra: str):
     if not have(module):
-        pytest.skip(f"{module} is not installed (pip install 'avfast[{extra}]')")
+        pytest.skip(f"{module} is not installed (pip install \"avfast[{extra}]\")")
     if not HAS_CUDA:
         pytest.skip("needs a CUDA GPU (none visible to torch here)")
 
@@ -191,7 +191,7 @@ def test_onnxruntime_cuda_io_binding_matches_torch():
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDA execution provider (pip install 'avfast[ort-gpu]')")
+        pytest.skip("this onnxruntime has no CUDA execution provider (pip install \"avfast[ort-gpu]\")")
     from avfast.runtime import load
 
     model, path = tiny_export()
@@ -229,7 +229,7 @@ def test_tensorrt_engine_matches_torch(tmp_path, cuda_graph):
 
 # ------------------------------------------------------------------ OpenVINO (optional)
 requires_openvino = pytest.mark.skipif(not have("openvino"),
-                                       reason="openvino is not installed (pip install 'avfast[openvino]')")
+                                       reason="openvino is not installed (pip install \"avfast[openvino]\")")
 
 
 @requires_onnx

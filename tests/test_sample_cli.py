@@ -10,7 +10,7 @@ import torch
 
 from test_diffusion_analytic import one_thread  # noqa: F401
 
-pytest.importorskip("av", reason="PyAV is not installed (pip install 'avfast[media]'); the CLI writes mp4 files")
+pytest.importorskip("av", reason="PyAV is not installed (pip install \"avfast[media]\"); the CLI writes mp4 files")
 pytest.importorskip("soundfile", reason="soundfile is not installed; the a2v test reads a wav file")
 
 from avfast import models  # noqa: E402

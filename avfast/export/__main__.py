@@ -6,7 +6,7 @@ With no arguments: the package's trained default model (a distilled `tiny-latent
 `--checkpoint default:teacher` its teacher) into export/out/tiny-latent-fp32-b1-f18.onnx under the current
 directory, checked, compared and timed. Any other --preset without --checkpoint is exported with stand-in
 random weights. --precision int8: the fp32 graph quantised by NNCF on calibration data recorded along the
-sampler's trajectory (avfast.export.int8; pip install 'avfast[int8]'), checked to compute in int8,
+sampler's trajectory (avfast.export.int8; pip install "avfast[int8]"), checked to compute in int8,
 compared on ONNX Runtime and OpenVINO.
 Exit status: 0 done; 1 a check failed or --trt could not build (the checked ONNX is still written);
 2 bad input or a missing package (--trt without TensorRT or a CUDA GPU included: refused before any

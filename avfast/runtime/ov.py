@@ -1,4 +1,4 @@
-"""OpenVINO on the CPU (optional: `pip install 'avfast[openvino]'`).
+"""OpenVINO on the CPU (optional: `pip install "avfast[openvino]"`).
 
 OpenVINO's CPU plugin runs fp32 graphs in bf16 on CPUs with bf16 instructions unless told otherwise;
 an fp32 export is compiled with `INFERENCE_PRECISION_HINT = f32` so its parity holds to the fp32 bound.
