@@ -173,7 +173,7 @@ def main(argv=None) -> int:
                     "model the default was distilled from")
     ap.add_argument("--steps", type=int, default=None,
                     help="sampler steps; default: a distilled model's own step count (4 for the embedded default), "
-                         "else 25 (avfast.Pipeline's default; python -m avfast.sample takes 200)")
+                         "else 25 (avfast.Pipeline's default, as python -m avfast.sample)")
     ap.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"),
                     help="default: a distilled model's own sampler, else dpmpp2m (python -m avfast.sample: ddim)")
     ap.add_argument("--seed", type=int, default=0)

@@ -53,14 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="FILE", help="the condition for v2a (mp4) or a2v (mp4 with sound, or wav/flac/ogg)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps; default: a distilled model's own step count (config distilled_steps; 4 for "
-                        "the shipped default), else 200 (this program's default for other models; "
-                        "avfast.Pipeline and python -m avfast.demo take 25). A distilled model refuses fewer steps "
-                        "or a count its own does not divide")
+                        "the shipped default), else 25 (avfast.Pipeline's default, as python -m avfast.demo). A "
+                        "distilled model refuses fewer steps or a count its own does not divide")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="default: a distilled model's own sampler, else ddim (avfast.Pipeline and python -m "
-                        "avfast.demo: dpmpp2m)")
+                   help="default: a distilled model's own sampler, else dpmpp2m (avfast.Pipeline's default)")
     p.add_argument("--spacing", choices=SPACINGS, default="trailing")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic); > 0 samples with "
+                   "ddim unless --sampler says otherwise")
     p.add_argument("--guidance", type=float, default=0.0, help="reconstruction guidance λ for v2a/a2v (0 = replacement)")
     p.add_argument("--condition-mode", choices=CONDITION_MODES, default=None,
                    help="how the v2a / a2v condition reaches the model: replace (forward-noised) or clean (at t = 0); "
@@ -313,9 +312,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     out = Path(args.out)  # checked writable before any work (_check_inputs), made when the first clip is ready
     cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
     condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
-    steps, sampler = args.steps, args.sampler
-    if not pipe.config.distilled:  # this program's defaults for a model that is not a distilled student
-        steps, sampler = 200 if steps is None else steps, sampler or "ddim"
+    steps, sampler = args.steps, args.sampler   # None: the Pipeline's defaults, as the demo and the API
+    if sampler is None and args.eta > 0:   # stochastic DDIM: only ddim takes eta > 0
+        sampler = "ddim"
     use_cfg = args.label is not None and _guided(args)
     chunk = clips_per_call(pipe.config, args.batch, args.device, pipe.frame_size, use_cfg)
     if isinstance(args.seconds, (int, float)):   # a long clip's own memory grows with its duration

@@ -278,10 +278,13 @@ def test_sample_default_steps_are_what_its_help_says(plain_checkpoint, tmp_path,
     from avfast.sample import build_parser, main
 
     text = " ".join(build_parser().format_help().split())
-    assert "else 200 (this program's default" in text and "own sampler, else ddim" in text
+    assert "else 25 (avfast.Pipeline's default" in text and "own sampler, else dpmpp2m" in text
     assert main(["--checkpoint", str(plain_checkpoint), "--threads", "1", "--out", str(tmp_path), "--no-progress",
                  "--device", "cpu"]) == 0
-    assert "joint, ddim, 200 steps" in capsys.readouterr().out
+    assert "joint, dpmpp2m, 25 steps" in capsys.readouterr().out   # the Pipeline's and the demo's defaults
+    assert main(["--checkpoint", str(plain_checkpoint), "--threads", "1", "--out", str(tmp_path), "--no-progress",
+                 "--device", "cpu", "--eta", "0.5", "--steps", "2"]) == 0
+    assert "joint, ddim, 2 steps" in capsys.readouterr().out       # stochastic DDIM: eta picks ddim
 
 
 def test_demo_default_steps_are_what_its_help_says(plain_checkpoint, capsys, threads):

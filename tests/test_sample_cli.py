@@ -64,7 +64,7 @@ def test_joint_in_passes_from_the_command_line(checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert _summary(out)[0] == 3 * 2  # three passes of 2 steps
-    assert "joint then a2v then v2a, ddim, 2 steps per pass" in out
+    assert "joint then a2v then v2a, dpmpp2m, 2 steps per pass" in out
     assert read_video(tmp_path / "joint_seed0.mp4", fps=10, size=None).audio is not None
 
 
