@@ -175,7 +175,7 @@ def main(argv=None) -> int:
                     help="sampler steps; default: a distilled model's own step count (4 for the embedded default), "
                          "else 25 (avfast.Pipeline's default, as python -m avfast.sample)")
     ap.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"),
-                    help="default: a distilled model's own sampler, else dpmpp2m (python -m avfast.sample: ddim)")
+                    help="default: a distilled model's own sampler, else dpmpp2m (avfast.Pipeline's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--condition-mode", default="clean", choices=("clean", "replace"),
                     help="how v2a/a2v give the model its condition (the default model was trained for 'clean')")

@@ -312,9 +312,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     out = Path(args.out)  # checked writable before any work (_check_inputs), made when the first clip is ready
     cfg = args.cfg_scale[0] if len(args.cfg_scale) == 1 else tuple(args.cfg_scale)
     condition = {} if args.task == "joint" else {"video" if args.task == "v2a" else "audio": args.input}
-    steps, sampler = args.steps, args.sampler   # None: the Pipeline's defaults, as the demo and the API
-    if sampler is None and args.eta > 0:   # stochastic DDIM: only ddim takes eta > 0
-        sampler = "ddim"
+    steps, sampler = args.steps, args.sampler   # None: the Pipeline's defaults (eta > 0: ddim), as the demo and the API
     use_cfg = args.label is not None and _guided(args)
     chunk = clips_per_call(pipe.config, args.batch, args.device, pipe.frame_size, use_cfg)
     if isinstance(args.seconds, (int, float)):   # a long clip's own memory grows with its duration

@@ -192,6 +192,12 @@ def test_an_autoencoder_folder_of_neither_kind_is_named_before_any_loader(tmp_pa
         Pipeline(_net(), autoencoder=tmp_path / "nowhere", progress=False)
 
 
+def test_eta_without_a_sampler_samples_with_ddim(pipe):
+    clip = pipe("joint", steps=2, eta=0.5)          # the default dpmpp2m takes no eta: ddim, not an error
+    assert clip.sampler == "ddim"
+    assert pipe("joint", steps=2).sampler == "dpmpp2m"
+
+
 def test_fp16_on_the_cpu_warns_that_it_is_slow():
     with pytest.warns(UserWarning, match="no fast fp16 kernels"):
         Pipeline(_net(), precision="fp16", progress=False)

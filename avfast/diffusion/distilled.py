@@ -66,6 +66,8 @@ def resolve(config: Any, steps: int | None, sampler: str | None, spacing: str | 
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
             raise ValueError(f"`steps` must be an int in [1, {T}] (the model's num_train_steps), got {steps!r}")
     if not n:
+        if sampler is None and isinstance(eta, (int, float)) and eta > 0:
+            sampler = "ddim"   # stochastic DDIM asked for: the one sampler that takes eta > 0
         return Settings(default_steps if steps is None else steps, default_sampler if sampler is None else sampler,
                         "trailing" if spacing is None else spacing,
                         (1.0 if own_gamma is None else float(own_gamma)) if gamma is None else gamma)
