@@ -85,3 +85,51 @@ def test_distillation_passes_crop_prob_to_the_loops_data(tmp_path):
     assert make_dataset(cfg, CFG).crop_prob == 0.25
     with pytest.raises(ValueError, match="crop_prob"):
         DistillConfig(out=str(tmp_path), teacher=str(tmp_path), crop_prob=-1.0)
+
+
+def test_persistent_crops_are_the_crops_of_before():
+    default = SyntheticAVDataset(CFG, N, seed=3, cache=False, crop_prob=1.0)
+    named = SyntheticAVDataset(CFG, N, seed=3, cache=False, crop_prob=1.0, crop_content="persistent")
+    for i in range(0, N, 5):
+        assert torch.equal(default.clip(i).video, named.clip(i).video)
+        assert torch.equal(default.clip(i).audio, named.clip(i).audio)
+
+
+def test_scenes_crops_show_balls_of_hits_outside_the_window():
+    """Cut from a scenes clip (a ball only between the flashes around its hit), a window can show a ball that
+    falls after it, or none for a hit before it; cut from a persistent clip, every ball of a hit in the window
+    is in view from the window's first frame."""
+    frames, ahead, late_start = CFG.frames, 0, 0
+    scenes = SyntheticAVDataset(CFG, N, seed=3, cache=False, crop_prob=1.0, crop_content="scenes")
+    persistent = SyntheticAVDataset(CFG, N, seed=3, cache=False, crop_prob=1.0)
+    for i in range(N):
+        clip = scenes.clip(i)
+        hits = [round(t * CFG.fps) for t, k in zip(clip.event_times, clip.event_kinds) if k == "hit"]
+        assert all(0 <= lo <= hi < frames for lo, hi in clip.ball_frames), clip.ball_frames
+        # balls in view that fall after the window: more balls than hits still to come in it
+        ahead += sum(1 for lo, hi in clip.ball_frames if hi == frames - 1) > sum(1 for h in hits if h < frames)
+        late_start += any(lo > 0 for lo, _ in clip.ball_frames)
+        assert all(lo == 0 for lo, _ in persistent.clip(i).ball_frames)
+    assert ahead >= N // 10, f"only {ahead} of {N} scenes crops show a ball whose hit comes after the window"
+    assert late_start >= N // 5, f"only {late_start} of {N} scenes crops have a ball appear inside the window"
+
+
+def test_bad_crop_content_is_named(tmp_path):
+    from avfast.distill.config import DistillConfig
+
+    with pytest.raises(ValueError, match="crop_content.*scenes.*'cut'"):
+        SyntheticAVDataset(CFG, 4, crop_prob=0.5, crop_content="cut")
+    with pytest.raises(ValueError, match="crop_content"):
+        TrainConfig(out=str(tmp_path), crop_content="cut")
+    with pytest.raises(ValueError, match="crop_content"):
+        DistillConfig(out=str(tmp_path), teacher=str(tmp_path), crop_content="cut")
+
+
+def test_training_and_distillation_pass_crop_content_to_the_data(tmp_path):
+    from avfast.distill.config import DistillConfig
+    from avfast.distill.run import train_config
+    from avfast.train.loop import make_dataset
+
+    assert make_dataset(TrainConfig(out=str(tmp_path), crop_content="scenes"), CFG).crop_content == "scenes"
+    dcfg = DistillConfig(out=str(tmp_path), teacher=str(tmp_path), steps=4, start_steps=16, crop_content="scenes")
+    assert make_dataset(train_config(dcfg, autoencoder=""), CFG).crop_content == "scenes"

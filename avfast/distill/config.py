@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._precision import FLOAT_PRECISIONS as PRECISIONS
-from ..train.config import DEVICES, options_from_dict
+from ..train.config import CROP_CONTENTS, DEVICES, options_from_dict
 
 SAMPLERS = ("ddim",)
 
@@ -67,6 +67,7 @@ class DistillConfig:
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
     crop_prob: float = 0.0                       # share of synthetic clips cut from 3-window clips (as train's --crop-prob)
+    crop_content: str = "persistent"             # the long clips crops are cut from: persistent (balls in every frame) or scenes (a ball between the flashes around its hit)
     seed: int = 0                                # every step's draws
     save_every: int = 250                        # steps between checkpoints (and each stage's last step)
     keep: int = 2                                # checkpoints kept (0: all)
@@ -108,6 +109,7 @@ class DistillConfig:
              "autoencoder"),
             (self.num_clips >= 1, "num_clips must be >= 1", "num_clips"),
             (0 <= self.crop_prob <= 1, "crop_prob must be in [0, 1]", "crop_prob"),
+            (self.crop_content in CROP_CONTENTS, f"crop_content must be one of {', '.join(CROP_CONTENTS)}", "crop_content"),
             (self.save_every >= 1, "save_every must be >= 1", "save_every"),
             (self.keep >= 0, "keep must be >= 0", "keep"), (self.log_every >= 1, "log_every must be >= 1", "log_every"),
             (self.threads >= 0, "threads must be >= 0", "threads"),

@@ -67,7 +67,7 @@ def train_config(dcfg: DistillConfig, autoencoder: str) -> TrainConfig:
     return TrainConfig(out=dcfg.out, steps=steps, batch_size=dcfg.batch_size, lr=dcfg.lr, lr_decay=1.0,
                        lr_min=0.0, warmup=0, grad_clip=dcfg.grad_clip, eta=0.0, ema_decay=dcfg.ema_decay,
                        precision=dcfg.precision, data=dcfg.data, autoencoder=autoencoder, cache_dir=dcfg.cache_dir,
-                       num_clips=dcfg.num_clips, crop_prob=dcfg.crop_prob, seed=dcfg.seed, save_every=dcfg.save_every, keep=dcfg.keep,
+                       num_clips=dcfg.num_clips, crop_prob=dcfg.crop_prob, crop_content=dcfg.crop_content, seed=dcfg.seed, save_every=dcfg.save_every, keep=dcfg.keep,
                        log_every=dcfg.log_every, resume=dcfg.resume, device=dcfg.device, threads=dcfg.threads,
                        progress=dcfg.progress)
 

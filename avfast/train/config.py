@@ -14,6 +14,8 @@ from ..models.config import PRESETS, ModelConfig, preset
 from .._precision import FLOAT_PRECISIONS as PRECISIONS  # training autocasts: the float precisions of the one table
 from .negatives import METHODS
 
+CROP_CONTENTS = ("persistent", "scenes")  # the long clips crops are cut from (make_clip(transient=...))
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -48,6 +50,7 @@ class TrainConfig:
     cache_dir: str = ""                          # where prepared clips are cached ("": ~/.cache/avfast/train-clips)
     num_clips: int = 2048                        # synthetic clips (deterministic by index)
     crop_prob: float = 0.0                       # share of synthetic clips cut from 3-window clips (events up to the edges; for long clips)
+    crop_content: str = "persistent"             # the long clips crops are cut from: persistent (balls in every frame) or scenes (a ball between the flashes around its hit)
     seed: int = 0                                # initial weights and every step's draws
     init: str = ""                               # start from this model folder's weights (a checkpoint's EMA) instead of random ones; a resumed run ignores it
     save_every: int = 250                        # steps between checkpoints (and the last step)
@@ -93,6 +96,7 @@ class TrainConfig:
              "ema.safetensors)", "init"),
             (self.num_clips >= 1, "num_clips must be >= 1", "num_clips"),
             (0 <= self.crop_prob <= 1, "crop_prob must be in [0, 1]", "crop_prob"),
+            (self.crop_content in CROP_CONTENTS, f"crop_content must be one of {', '.join(CROP_CONTENTS)}", "crop_content"),
             (self.save_every >= 1, "save_every must be >= 1", "save_every"),
             (self.keep >= 0, "keep must be >= 0", "keep"), (self.log_every >= 1, "log_every must be >= 1", "log_every"),
             (self.threads >= 0, "threads must be >= 0", "threads"),

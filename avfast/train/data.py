@@ -11,7 +11,10 @@ making one costs more than a `tiny` training step spends per sample.
 edges, and balls that fell before the window rest in it. A plain clip keeps its events 3 frames in from
 each end; a window of a long clip (`avfast.diffusion.windowed`) does not, and a model never shown such
 windows draws them worse (docs/long-clips.md). Whether clip i is cut, and where, comes from its own
-generator, so crop_prob = 0 gives the same clips as before.
+generator, so crop_prob = 0 gives the same clips as before. `crop_content` is what the long clip shows:
+"persistent" (every ball in every frame, as a plain clip) or "scenes" (`make_clip(transient=True)`: a ball
+only between the flashes around its hit, as the held-out long clips of `avfast.experiments.long_clips`),
+so a scenes crop can show a ball whose hit lies after the window, or none for a hit before it.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch
 
 from ..models.codec import audio_to_model, video_to_model
 from ..models.config import ModelConfig
+from .config import CROP_CONTENTS
 
 
 CROP_LENGTHS = 3  # a cropped clip is cut from a clip this many windows long
@@ -27,7 +31,8 @@ CROP_STREAM = 7_777_777_777  # offsets the crop draws' seed from the plain clips
 
 class SyntheticAVDataset:
     def __init__(self, config: ModelConfig, num_clips: int = 2048, seed: int = 0, cache: bool = True,
-                 autoencoder=None, max_events: int = 3, crop_prob: float = 0.0):
+                 autoencoder=None, max_events: int = 3, crop_prob: float = 0.0,
+                 crop_content: str = "persistent"):
         if num_clips < 1:
             raise ValueError(f"SyntheticAVDataset: `num_clips` must be >= 1, got {num_clips}")
         if config.height != config.width and config.video_space == "pixels":
@@ -41,7 +46,10 @@ class SyntheticAVDataset:
         if not 0 <= crop_prob <= 1:
             raise ValueError(f"SyntheticAVDataset: `crop_prob` must be in [0, 1], got {crop_prob}")
         self.config, self.num_clips, self.seed, self.autoencoder = config, num_clips, seed, autoencoder
-        self.crop_prob = crop_prob
+        if crop_content not in CROP_CONTENTS:
+            raise ValueError(f"SyntheticAVDataset: `crop_content` must be one of {', '.join(CROP_CONTENTS)}, "
+                             f"got {crop_content!r}")
+        self.crop_prob, self.crop_content = crop_prob, crop_content
         self.max_events = min(max_events, fit)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
 
@@ -74,7 +82,7 @@ class SyntheticAVDataset:
         fit = (frames - 6) // 6 + 1
         n_events = min(fit, int(torch.randint(1, self.max_events + 1, (CROP_LENGTHS,), generator=g).sum()))
         long = make_clip(duration=frames / c.fps, fps=int(c.fps), sample_rate=c.sample_rate, size=size,
-                         n_events=n_events, kinds="mixed", generator=g)
+                         n_events=n_events, kinds="mixed", generator=g, transient=self.crop_content == "scenes")
         start = int(torch.randint(0, frames - c.frames + 1, (1,), generator=g))
         t0, t1 = start / c.fps, (start + c.frames) / c.fps
         a0 = round(t0 * c.sample_rate)

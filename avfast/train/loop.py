@@ -232,7 +232,8 @@ def _load_autoencoder(cfg: TrainConfig, device: torch.device):
 def make_dataset(cfg: TrainConfig, mcfg: ModelConfig, autoencoder=None, rank: int = 0, world: int = 1):
     """The synthetic set, or the clips of the folder `cfg.data` (prepared into the cache first)."""
     if cfg.data == "synthetic":
-        return SyntheticAVDataset(mcfg, cfg.num_clips, cfg.seed, autoencoder=autoencoder, crop_prob=cfg.crop_prob)
+        return SyntheticAVDataset(mcfg, cfg.num_clips, cfg.seed, autoencoder=autoencoder, crop_prob=cfg.crop_prob,
+                                  crop_content=cfg.crop_content)
     from .folder import FolderAVDataset
 
     progress = cfg.progress and rank == 0
