@@ -420,3 +420,28 @@ def test_pooled_measures_of_the_report_come_from_the_event_counts():
     assert out["pooled_vs_real_long"]["mean"] == pytest.approx(0.5)
     assert out["pooled_long_over_window"]["mean"] == pytest.approx(0.5)
     assert out["pooled_long_over_cut"]["mean"] == pytest.approx(0.5)
+
+
+def test_balls_outside_windows_counts_what_a_window_shows_without_its_sound():
+    from avfast.diffusion.windowed import window_layout
+    from avfast.experiments.long_clips import balls_outside_windows
+
+    layout = window_layout(30, round(30 * 6.25), 18, 112, 6)   # windows [0, 18) and [12, 30)
+    spans = [[(0, 29, 5)],      # persistent ball, hit in window 0 only: shown in both -> window 1 lacks it
+             [(13, 16, 15)],    # inside the overlap, hit there: both windows hear it
+             [(2, 9, 25)]]      # hangs in window 0 only, falls in window 1 (a scene ball of a later hit)
+    got = balls_outside_windows(spans, layout)
+    assert got == {"pairs": 5, "hit_outside": 2, "share": pytest.approx(0.4)}
+    one = window_layout(18, 112, 18, 112, 6)                  # the whole clip in one window
+    assert balls_outside_windows(spans[:1], one)["hit_outside"] == 0
+    assert balls_outside_windows([], layout)["share"] is None
+
+
+def test_held_out_scenes_clips_give_each_ball_its_hit_inside_its_span(pipe):
+    from avfast.experiments.long_clips import held_out_clips
+
+    *_, kinds, _, spans = held_out_clips(pipe, 2.4, 4, data_seed=2, transient=True)
+    assert len(spans) == 4 and any(spans)
+    for clip_kinds, clip_spans in zip(kinds, spans):
+        assert len(clip_spans) == clip_kinds.count("hit")
+        assert all(lo <= hit <= hi for lo, hi, hit in clip_spans), clip_spans

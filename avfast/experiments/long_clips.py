@@ -144,7 +144,7 @@ class LongClipSettings:
 
 def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0, transient: bool = False):
     """n clips of `seconds` at the pipeline's frame size: (pixels [n, 3, F, S, S], waves [n, N], event times,
-    event kinds, balls in view per frame). transient=False: every ball of a clip is in view in every frame (it
+    event kinds, balls in view per frame, and per clip its balls as (first frame in view, last, hit frame)). transient=False: every ball of a clip is in view in every frame (it
     hangs until its event, then rests), as in a training clip, so a long clip's windows show all of its balls,
     more than a training clip holds; transient=True: a ball only between the flashes around its hit
     (`make_clip(transient=True)`). Balls in view: the mean over frames of the balls (partly) in view.
@@ -161,7 +161,7 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
     samples = audio_columns_for_seconds(cfg, seconds) * pipe.mel.hop_length
     lengths = max(1, round(frames / cfg.frames))          # window-lengths in the clip
     fit = max(1, (frames - 6) // MIN_GAP + 1)              # make_clip: 3 frames at each end, MIN_GAP between
-    pixels, waves, events, kinds, balls = [], [], [], [], []
+    pixels, waves, events, kinds, balls, ball_spans = [], [], [], [], [], []
     for i in range(n):
         g = torch.Generator().manual_seed(data_seed * 1_000_003 + offset + i)
         n_events = int(sum(torch.randint(1, MAX_EVENTS + 1, (lengths,), generator=g)))
@@ -174,7 +174,9 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
         events.append(clip.event_times)
         kinds.append(clip.event_kinds)
         balls.append(sum(min(hi, frames - 1) - lo + 1 for lo, hi in clip.ball_frames if lo < frames) / frames)
-    return torch.stack(pixels), torch.stack(waves), events, kinds, balls
+        hits = [round(t * cfg.fps) for t, k in zip(clip.event_times, clip.event_kinds) if k == "hit"]
+        ball_spans.append([(lo, hi, hit) for (lo, hi), hit in zip(clip.ball_frames, hits)])
+    return torch.stack(pixels), torch.stack(waves), events, kinds, balls, ball_spans
 
 
 # --- measures -----------------------------------------------------------------------------------------
@@ -221,6 +223,22 @@ def seam_scores(series: np.ndarray, joins: list[int], distance: int) -> dict:
     mean_away, sd_away = series[:, away].mean(axis=1), series[:, away].std(axis=1) + 1e-12
     return {"at_joins": at.tolist(), "away_mean": mean_away.tolist(), "away_sd": sd_away.tolist(),
             "z": ((at - mean_away) / sd_away).tolist(), "joins": len(joins), "away": int(away.size)}
+
+
+def balls_outside_windows(ball_spans: list[list[tuple[int, int, int]]], layout) -> dict:
+    """What a window of the layout must show without hearing why: window-ball pairs (a ball in view in some
+    frame of the window) whose hit frame lies outside the window (the ball hangs for a later window's hit, or
+    rests after an earlier one's). A training clip has none (each ball hangs from frame 0 and falls in the
+    clip); a2v windows are conditioned on their own seconds of sound only. ball_spans: per clip, per ball
+    (first frame in view, last, hit frame), as `held_out_clips` returns them."""
+    pairs = outside = 0
+    for spans in ball_spans:
+        for lo, hi, hit in spans:
+            for w in layout.windows:
+                if max(lo, w.frame_start) <= min(hi, w.frame_stop - 1):
+                    pairs += 1
+                    outside += not w.frame_start <= hit < w.frame_stop
+    return {"pairs": pairs, "hit_outside": outside, "share": outside / pairs if pairs else None}
 
 
 def window_drift(pixels: torch.Tensor, window: int) -> list[float]:
@@ -388,6 +406,7 @@ def run(settings: LongClipSettings, out: Path) -> dict:
         "real": {
             "long": {**scores(long_real[0], long_real[1]), "events": [len(e) for e in long_real[2]],
                      "balls": long_real[4],
+                     "balls_outside_windows": balls_outside_windows(long_real[5], layout),
                      "drift": window_drift(long_real[0], cfg.frames)},
             "window": {**scores(win_real[0], win_real[1]), "events": [len(e) for e in win_real[2]],
                        "balls": win_real[4]},
@@ -558,6 +577,16 @@ def _pooled_summary(entry: dict, real: dict) -> dict:
     return out
 
 
+def _outside_words(real_long: dict) -> str:
+    """The sentence on window-ball pairs whose hit lies outside the window (absent from results made before it)."""
+    o = real_long.get("balls_outside_windows")
+    if not o or not o["pairs"]:
+        return ""
+    return (f" Of the {o['pairs']} window-ball pairs of the real long clips (a ball in view in a window), "
+            f"{o['hit_outside']} ({o['share']:.0%}) have the ball's hit outside that window: the window must show "
+            "a ball whose sound it does not get (a training clip has none).")
+
+
 def _content_words(settings: dict) -> str:
     """The long clips' content, in the settings line (results from before --content had persistent balls)."""
     if settings.get("content", "persistent") == "persistent":
@@ -660,7 +689,7 @@ def markdown(results: dict) -> str:
                 if st.get("content", "persistent") == "persistent" else
                 "A long held-out clip shows a ball only between the flashes around its hit: "
                 f"{balls_long:.1f} in view on average, against {balls_window:.1f} in a window clip (the "
-                "training kind).") + " Long / cut windows is "
+                "training kind).") + _outside_words(results["real"]["long"]) + " Long / cut windows is "
             "paired over the same clips. Seams as z (below) at the window joins (long) and at the cuts (cut).",
             "",
             "| task | AV-Align long | AV-Align cut windows | long / cut windows | vs real: long / cut windows | "
