@@ -31,6 +31,20 @@ def _cut(pipe, task, pixels, waves, settings, layout):
     p, w, sec, *_ = LC._generate(pipe, task, pixels, waves, settings, True)
     return p, w, sec
 LC._generate_cut = _cut
+SPAN = int(os.environ.get("EVENT_SPAN", "0"))   # held-out clips: 1-3 events per SPAN frames (the default model's 18)
+if SPAN:
+    _held = LC.held_out_clips
+    class _Proxy:
+        def __init__(self, pipe):
+            self._pipe = pipe
+            self.config = pipe.config.replace(frames=SPAN, audio_length=round(pipe.config.audio_length * SPAN / pipe.config.frames))
+        def __getattr__(self, name):
+            return getattr(self._pipe, name)
+    def held(pipe, seconds, *a, **k):
+        if k.get("offset"):   # the model's own window clips (offset 500_000): as they are
+            return _held(pipe, seconds, *a, **k)
+        return _held(_Proxy(pipe), seconds, *a, **k)
+    LC.held_out_clips = held
 _seam = LC.seam_scores
 def seam(series, joins, distance):
     if not joins:
