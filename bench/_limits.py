@@ -82,6 +82,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The matrix instructions a CPU row's speed depends on (the model name alone may not say: "Intel(R) Xeon(R)
+# Processor" is one name for several generations): recorded with each run.
+MATRIX_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_matrix_flags() -> list[str]:
+    """The MATRIX_FLAGS /proc/cpuinfo lists for this CPU (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in MATRIX_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def _torch_blas() -> str:
     """The BLAS torch was built with, from torch.__config__.show() (e.g. "mkl (oneMKL 2024.2), oneDNN v3.12")."""
     cfg = torch.__config__.show()
@@ -112,7 +129,7 @@ def _numpy_blas() -> str:
 def machine_description(device: str) -> dict:
     desc = {"device": device, "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "torch_blas": _torch_blas(), "numpy_blas": _numpy_blas(),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(), "cpu_flags": cpu_matrix_flags()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         desc.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),

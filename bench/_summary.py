@@ -108,8 +108,9 @@ def describe_machine(machine: dict) -> str:
     if not machine:
         return "a machine not probed (benchmarks disabled: nothing was timed)"
     hw = machine.get("gpu") or machine.get("cpu", "?")
-    return (f"{hw}, {machine.get('cores')} cores, {machine.get('threads')} threads, torch {machine.get('torch')} "
-            f"({machine.get('torch_blas')})")
+    flags = f" ({' '.join(machine['cpu_flags'])})" if machine.get("cpu_flags") and not machine.get("gpu") else ""
+    return (f"{hw}{flags}, {machine.get('cores')} cores, {machine.get('threads')} threads, "
+            f"torch {machine.get('torch')} ({machine.get('torch_blas')})")
 
 
 def describe_limits(limits: dict) -> str:

@@ -8,7 +8,8 @@ kernels; where installed), int8 on ONNX Runtime and OpenVINO (NNCF post-training
 calibration data from the sampler's trajectory, avfast.export.int8; needs nncf), and on a GPU ONNX Runtime's CUDA
 provider and TensorRT fp32/fp16. The exported runtimes load a dynamic-batch export of each model and
 precision, made once and cached (~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE); exports and
-compilation happen before timing. Weights are stand-ins (timing does not depend on their values).
+compilation happen before timing (OpenVINO compiles the dynamic graph once per batch, at that static
+batch, on the warm-up call: avfast.runtime.ov). Weights are stand-ins (timing does not depend on their values).
 
     pytest bench/bench_runtimes.py --benchmark-only      # ~20 min on 2 CPU cores, most of it exports
 """

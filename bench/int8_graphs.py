@@ -5,6 +5,7 @@ rows run their float layers at the runtime's default (`int8_float_precision()`: 
 `rewritten int8 f32` row compiles the same int8 graph with its float layers in f32, as before that default.
 
     nice python -m bench.int8_graphs [--preset paper-128] [--rounds 24] [--pause PID,PID] [--work DIR]
+    python -m bench.int8_graphs --suite [--rounds 24]   # the runtimes suite's own exports, B1 and B4
 
 All compiled models live in one process and are called round-robin (one call each per round, the order
 rotated), so slow drifts of a shared machine hit every row alike; `--pause` stops the given processes
@@ -59,12 +60,17 @@ def _time(rows: dict, rounds: int, pause: list[int], frames: int, audio_length: 
     v = torch.randn(1, config.video_channels, frames, config.height, config.width, generator=g)
     a = torch.randn(1, config.mel_bins, audio_length, generator=g)
     t = torch.full((1,), config.num_train_steps / 2)
+    return _round_robin(runtimes, (v, a, t, t), rounds, pause)
+
+
+def _round_robin(runtimes: dict, inputs: tuple, rounds: int, pause: list[int]) -> dict[str, list[float]]:
+    """ms of each call: 3 warm-up calls each, then `rounds` rounds of one call each, the order rotated."""
     names = list(runtimes)
     times: dict[str, list[float]] = {k: [] for k in names}
     with torch.no_grad():
         for r in runtimes.values():
             for _ in range(3):
-                r(v, a, t, t)
+                r(*inputs)
         for pid in pause:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -72,12 +78,34 @@ def _time(rows: dict, rounds: int, pause: list[int], frames: int, audio_length: 
             for i in range(rounds):
                 for k in names[i % len(names):] + names[:i % len(names)]:
                     start = time.perf_counter()
-                    runtimes[k](v, a, t, t)
+                    runtimes[k](*inputs)
                     times[k].append(1e3 * (time.perf_counter() - start))
         finally:
             for pid in pause:
                 os.kill(pid, signal.SIGCONT)
     return times
+
+
+SUITE_ROWS = ("openvino bf16", "openvino int8", "eager-fused bf16")
+
+
+def _suite(preset: str, rounds: int, pause: list[int]) -> dict:
+    """The runtimes suite's own runtimes (bench/bench_runtimes.py: its cached exports, stand-in weights), round-robin
+    at each of its batches: the int8-over-bf16 ratio its few timed rounds per row cannot resolve."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_runtimes as suite
+
+    out = {}
+    for batch in suite.BATCHES:
+        runtimes = {label: suite._runtime(preset, *suite.ROWS[label][:2], batch) for label in SUITE_ROWS}
+        inputs = suite._model(preset).example_inputs(batch_size=batch)
+        times = _round_robin(runtimes, inputs, rounds, pause)
+        med = {k: statistics.median(x) for k, x in times.items()}
+        best_bf16 = min(m for k, m in med.items() if k.endswith("bf16"))
+        print(f"B{batch}: " + ", ".join(f"{k} {m:.1f} ms" for k, m in med.items())
+              + f"; best bf16 / openvino int8 {best_bf16 / med['openvino int8']:.2f}x")
+        out[f"B{batch}"] = {"median_ms": med, "best_bf16_over_int8": best_bf16 / med["openvino int8"], "ms": times}
+    return out
 
 
 def main(argv=None) -> int:
@@ -89,7 +117,16 @@ def main(argv=None) -> int:
     ap.add_argument("--pause", default="", help="comma-separated PIDs to stop while timing")
     ap.add_argument("--work", default=None, help="folder for the exports (default: a temporary one)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--suite", action="store_true", help="time the runtimes suite's own OpenVINO bf16/int8 and eager "
+                                                         "bf16 rows (its cached exports) at B1 and B4 instead")
     args = ap.parse_args(argv)
+    pause = [int(p) for p in args.pause.split(",") if p]
+    if args.suite:
+        runs = _suite(args.preset, args.rounds, pause)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"preset": args.preset, "rounds": args.rounds, "rows": SUITE_ROWS,
+                                                   "batches": runs}, indent=1) + "\n")
+        return 0
     import tempfile
 
     from avfast.models.config import preset
@@ -98,8 +135,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = _build(args.preset, work, args.frames, args.audio_length)
     config = preset(args.preset)
-    times = _time(rows, args.rounds, [int(p) for p in args.pause.split(",") if p], args.frames, args.audio_length,
-                  config)
+    times = _time(rows, args.rounds, pause, args.frames, args.audio_length, config)
     med = {k: statistics.median(x) for k, x in times.items()}
     for k, m in med.items():
         graph = k.split()[0]

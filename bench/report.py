@@ -7,7 +7,9 @@ by default), so the documented numbers cannot drift from the committed results: 
 the blocks of every page and requires them equal to the page. A block can move to another page (or
 appear on two) without any change here. NAME is `machine`, `denoiser_targets` (cross-dtype ratios of
 the denoiser rows), `gpu` (every bench/results/gpu-*.json that `python -m bench.gpu_check` wrote,
-rendered by render_gpu, the text of its gpu-*.md) or one of SECTIONS. `--check` changes nothing
+rendered by render_gpu, the text of its gpu-*.md) or one of SECTIONS; `NAME@STEM` renders NAME from
+`bench/results/STEM.json` instead (another machine's run of some suites, kept apart because its figures
+are not comparable with the main file's). `--check` changes nothing
 and exits 1 when a block of any file differs.
 
 `--merge RUN.json` first folds a run of some suites (a results JSON that `AVFAST_BENCH_SUMMARY=PREFIX pytest
@@ -30,7 +32,8 @@ from bench._summary import describe_limits, describe_machine, describe_state, fm
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "cpu.json"
 DEFAULT_README = ROOT / "README.md"  # the front door; the other tables live in docs/ (docs/benchmarks.md)
-GPU_RESULTS = ROOT / "bench" / "results"  # gpu-<name>.json from `python -m bench.gpu_check`
+RESULTS_DIR = ROOT / "bench" / "results"  # NAME@STEM blocks render from RESULTS_DIR/STEM.json
+GPU_RESULTS = RESULTS_DIR  # gpu-<name>.json from `python -m bench.gpu_check`
 BLOCK = re.compile(r"(<!-- bench:begin (\S+) -->\n)(.*?)(<!-- bench:end -->)", flags=re.S)
 
 
@@ -282,9 +285,26 @@ def render_block(name: str, results: dict) -> str:
     return _table(rows) if rows else "(no results for this section in the committed results file)"
 
 
+def other_results(stem: str) -> dict:
+    """The results file `bench/results/<stem>.json` that a `NAME@<stem>` block renders from: a second
+    machine's suite, kept apart from the main results because its figures are not comparable with them."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", stem):
+        raise ValueError(f"bench block: expected NAME@<results file stem> (letters, digits, . _ -), got @{stem!r}")
+    path = RESULTS_DIR / f"{stem}.json"
+    if not path.is_file():
+        raise ValueError(f"bench block @{stem}: no results file {path}; `AVFAST_BENCH_SUMMARY=bench/results/{stem} "
+                         f"pytest bench/FILE.py --benchmark-only` writes one")
+    return json.loads(path.read_text())
+
+
 def update_readme(text: str, results: dict) -> str:
-    """`text` with every bench block regenerated from `results`."""
-    return BLOCK.sub(lambda m: f"{m.group(1)}{render_block(m.group(2), results)}\n{m.group(4)}", text)
+    """`text` with every bench block regenerated from `results`; a block named `NAME@STEM` from
+    `bench/results/STEM.json` instead (another machine's run)."""
+    def block(m: re.Match) -> str:
+        name, _, stem = m.group(2).partition("@")
+        return f"{m.group(1)}{render_block(name, other_results(stem) if stem else results)}\n{m.group(4)}"
+
+    return BLOCK.sub(block, text)
 
 
 def block_names(text: str) -> list[str]:

@@ -296,6 +296,27 @@ def test_report_rewrites_blocks_and_rejects_unknown_names():
         report.update_readme("<!-- bench:begin nope -->\n<!-- bench:end -->", results)
 
 
+def test_a_block_at_a_stem_renders_from_that_results_file(tmp_path, monkeypatch):
+    """`NAME@STEM` (another machine's run) renders from bench/results/STEM.json, the rest from the main file."""
+    def doc(fused_s):
+        return _summary.results_document(_summary.build_rows([_record("attention fwd x", "fused", [fused_s] * 5),
+                                                              _record("attention fwd x", "reference", [0.004] * 5)],
+                                                             LIMITS), LIMITS, None, None, "m", [])
+    (tmp_path / "other-cpu.json").write_text(json.dumps(doc(0.002)))
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    text = ("<!-- bench:begin attention -->\n<!-- bench:end -->\n"
+            "<!-- bench:begin attention@other-cpu -->\n<!-- bench:end -->\n")
+    new = report.update_readme(text, json.loads(json.dumps(doc(0.001))))
+    main, other = new.split("<!-- bench:begin attention@other-cpu -->")
+    assert "| 1.000 ±0% | 4.000 ±0% | 4.00 ±0% |" in main and "2.000" not in main
+    assert "| 2.000 ±0% | 4.000 ±0% | 2.00 ±0% |" in other and "1.000 ±0%" not in other
+    assert report.block_names(new) == ["attention", "attention@other-cpu"]
+    with pytest.raises(ValueError, match="@missing: no results file .*missing.json"):
+        report.update_readme("<!-- bench:begin attention@missing -->\n<!-- bench:end -->", doc(0.001))
+    with pytest.raises(ValueError, match="expected NAME@<results file stem>"):
+        report.update_readme("<!-- bench:begin attention@../cpu -->\n<!-- bench:end -->", doc(0.001))
+
+
 def test_denoiser_targets_divide_across_dtype_cases():
     recs = [_record("denoiser fwd m 18f B1 fp32", "fused", [0.2] * 5),
             _record("denoiser fwd m 18f B1 fp32", "reference", [0.3] * 5),

@@ -271,6 +271,39 @@ def test_openvino_bf16_holds_the_bf16_bound():
         assert max(errors) > BOUNDS["fp32"], f"bf16 asked for, but the result has fp32 accuracy: {errors}"
 
 
+@requires_onnx
+@requires_openvino
+@pytest.mark.slow
+def test_openvino_compiles_a_dynamic_batch_graph_per_batch(tmp_path, monkeypatch):
+    """A dynamic-batch export runs on static compilations, one per batch seen (the plugin's dynamic-shape
+    kernels were 1.44x slower); same outputs as the graph compiled dynamic, the oldest dropped past the cap."""
+    from avfast.export.pipeline import export_cached
+    from avfast.runtime import load, ov
+
+    model, _ = tiny_export()
+    path = export_cached(model, "openvino", batch_size=4, frames=FRAMES, audio_length=AUDIO_LENGTH,
+                         dynamic_batch=True, cache_dir=tmp_path, progress=False)
+    rt = load("openvino", path)
+    plain = ov.OpenVinoDenoiser(path, static_batches=False)
+    assert rt.static_batches and not plain.static_batches and rt.spec.batch is None
+    assert rt.spec.batch_range[0] == 1 and list(rt._requests) == [1]   # the smallest batch, compiled on load
+    assert [d.is_static for d in rt.compiled.inputs[0].get_partial_shape()] == [True] * 5
+    assert not plain.compiled.inputs[0].get_partial_shape()[0].is_static
+    for B in (3, 1, 3):
+        v, a = _inputs(B=B, seed=B)
+        t = torch.linspace(100.0, 900.0, B)
+        got, want = rt(v, a, t, t.flip(0)), plain(v, a, t, t.flip(0))
+        with torch.no_grad():
+            ref = model(v, a, t, t.flip(0))
+        for g, w, r in zip(got, want, ref):
+            assert g.shape == r.shape and (g - w).abs().max() <= 1e-4 * w.abs().max()
+            assert (g - r).abs().max() <= 1e-4 * r.abs().max()
+    assert list(rt._requests) == [1, 3]
+    monkeypatch.setattr(ov, "MAX_STATIC_BATCHES", 2)
+    rt(*_inputs(B=2), 500.0, 500.0)                                    # a third batch: the least recent goes
+    assert list(rt._requests) == [3, 2]
+
+
 def test_load_refuses_precision_for_runtimes_that_cannot_change_it():
     from avfast.runtime import load
 
