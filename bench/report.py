@@ -140,6 +140,11 @@ def merge(results: dict, run: dict) -> dict:
     if run["machine"].get("device") != results["machine"].get("device"):
         raise ValueError(f"merge: the run is on {run['machine'].get('device')}, the results on "
                          f"{results['machine'].get('device')}")
+    for key in ("cpu", "gpu"):   # another machine's rows are not comparable: they go to their own file (NAME@STEM)
+        if run["machine"].get(key) != results["machine"].get(key):
+            raise ValueError(f"merge: the run is on {key} {run['machine'].get(key)!r}, the results on "
+                             f"{results['machine'].get(key)!r}; keep another machine's run in its own results "
+                             f"file and render it with NAME@STEM blocks")
     merged = dict(results)
     kept = [r for r in results["rows"] if _file(r) not in files]
     merged["rows"] = kept + [{**r, "run": run["created"]} for r in run["rows"]]
