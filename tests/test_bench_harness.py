@@ -296,6 +296,17 @@ def test_report_rewrites_blocks_and_rejects_unknown_names():
         report.update_readme("<!-- bench:begin nope -->\n<!-- bench:end -->", results)
 
 
+def test_the_machine_line_names_the_cpus_matrix_instructions():
+    """A CPU run records which of AVX-512 / VNNI / BF16 / AMX its CPU has (a model name like "Intel(R) Xeon(R)
+    Processor" does not say), and the machine line shows them; a results file from before says what it said."""
+    flags = _limits.cpu_matrix_flags()
+    assert set(flags) <= set(_limits.MATRIX_FLAGS) and _limits.machine_description("cpu")["cpu_flags"] == flags
+    machine = {"cpu": "Xeon", "cores": 2, "threads": 2, "torch": "t", "torch_blas": "mkl"}
+    assert _summary.describe_machine(machine) == "Xeon, 2 cores, 2 threads, torch t (mkl)"
+    line = _summary.describe_machine({**machine, "cpu_flags": ["avx512_bf16", "amx_int8"]})
+    assert line == "Xeon (avx512_bf16 amx_int8), 2 cores, 2 threads, torch t (mkl)"
+
+
 def test_a_block_at_a_stem_renders_from_that_results_file(tmp_path, monkeypatch):
     """`NAME@STEM` (another machine's run) renders from bench/results/STEM.json, the rest from the main file."""
     def doc(fused_s):

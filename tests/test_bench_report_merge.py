@@ -53,6 +53,17 @@ def test_merge_replaces_the_rows_of_the_rerun_files_only():
     assert len(report.render_block("per_clip_joint", merged).splitlines()) == 3
 
 
+def test_merge_refuses_another_machines_run():
+    """Rows of another CPU (or GPU) model are not comparable with the file's: merge says where they belong."""
+    full = _doc([_row("bench/bench_model.py::a", "denoiser fwd x", 10.0)], "t0")
+    other = _doc([_row("bench/bench_per_clip.py::new", "per clip x", 500.0, **CLIP)], "t1")
+    other["machine"] = {**other["machine"], "cpu": "Y"}
+    with pytest.raises(ValueError, match="run is on cpu 'Y', the results on 'X'.*NAME@STEM"):
+        report.merge(full, other)
+    other["machine"] = {**other["machine"], "cpu": "X"}
+    assert len(report.merge(full, other)["rows"]) == 2
+
+
 def test_merge_through_main_writes_the_results(tmp_path, monkeypatch):
     results, run = tmp_path / "cpu.json", tmp_path / "run.json"
     results.write_text(json.dumps(_doc([_row("bench/bench_model.py::a", "denoiser fwd x", 10.0)], "t0")))
