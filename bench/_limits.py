@@ -72,14 +72,19 @@ class Limits:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo (None where there is none or it cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # The matrix instructions a CPU row's speed depends on (the model name alone may not say: "Intel(R) Xeon(R)
@@ -89,14 +94,8 @@ MATRIX_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 def cpu_matrix_flags() -> list[str]:
     """The MATRIX_FLAGS /proc/cpuinfo lists for this CPU (empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in MATRIX_FLAGS if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in MATRIX_FLAGS if f in flags]
 
 
 def _torch_blas() -> str:

@@ -32,8 +32,8 @@ from bench._summary import describe_limits, describe_machine, describe_state, fm
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "cpu.json"
 DEFAULT_README = ROOT / "README.md"  # the front door; the other tables live in docs/ (docs/benchmarks.md)
-RESULTS_DIR = ROOT / "bench" / "results"  # NAME@STEM blocks render from RESULTS_DIR/STEM.json
-GPU_RESULTS = RESULTS_DIR  # gpu-<name>.json from `python -m bench.gpu_check`
+# NAME@STEM blocks render from STEM.json here; `python -m bench.gpu_check` writes gpu-<name>.json here
+RESULTS_DIR = ROOT / "bench" / "results"
 BLOCK = re.compile(r"(<!-- bench:begin (\S+) -->\n)(.*?)(<!-- bench:end -->)", flags=re.S)
 
 
@@ -260,7 +260,7 @@ def render_gpu(check: dict, heading: str = "###") -> str:
     return "\n".join(lines)
 
 
-def gpu_results(directory: Path = GPU_RESULTS) -> list[dict]:
+def gpu_results(directory: Path = RESULTS_DIR) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("gpu-*.json"))]
 
 

@@ -276,7 +276,7 @@ def test_openvino_bf16_holds_the_bf16_bound():
 @pytest.mark.slow
 def test_openvino_compiles_a_dynamic_batch_graph_per_batch(tmp_path, monkeypatch):
     """A dynamic-batch export runs on static compilations, one per batch seen (the plugin's dynamic-shape
-    kernels were 1.44x slower); same outputs as the graph compiled dynamic, the oldest dropped past the cap."""
+    kernels ran 1.1-1.9x slower); same outputs as the graph compiled dynamic, the oldest dropped past the cap."""
     from avfast.export.pipeline import export_cached
     from avfast.runtime import load, ov
 

@@ -147,7 +147,8 @@ def held_out_clips(pipe, seconds: float, n: int, data_seed: int, offset: int = 0
     event kinds, balls in view per frame, and per clip its balls as (first frame in view, last, hit frame)).
     transient=False: every ball of a clip is in view in every frame (it hangs until its event, then rests),
     as in a training clip, so a long clip's windows show all of its balls, more than a training clip holds;
-    transient=True: a ball only between the flashes around its hit (`make_clip(transient=True)`). Balls in view: the mean over frames of the balls (partly) in view.
+    transient=True: a ball only between the flashes around its hit (`make_clip(transient=True)`). Balls in
+    view: the mean over frames of the balls (partly) in view.
 
     Clip i: generator seeded data_seed * 1_000_003 + offset + i; 1-3 events per window-length of the clip
     (summed over its window-lengths), placed at random over the whole clip."""

@@ -119,7 +119,6 @@ class OpenVinoDenoiser(Runtime):
             if self.int8_layers["int8_layers"] == 0:
                 raise ValueError(f"openvino: {path} is an int8 export, but the compiled model runs none of its "
                                  f"{self.int8_layers['compute_layers']} convolutions/matmuls in int8")
-        self.request = self._requests[first]
         found = first_step_graph(path, first_step, manifest)
         if found is not None:
             self.first_step = OpenVinoDenoiser(found[0], threads, inference_precision, first_step=False,
@@ -142,12 +141,11 @@ class OpenVinoDenoiser(Runtime):
         return compiled
 
     def _request(self, batch: int):
-        if not self.static_batches:
-            return self.request
-        if batch not in self._requests:
-            self._compile(batch)
-        self._requests.move_to_end(batch)
-        return self._requests[batch]
+        key = batch if self.static_batches else None
+        if key not in self._requests:
+            self._compile(key)
+        self._requests.move_to_end(key)
+        return self._requests[key]
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         import openvino as ov
