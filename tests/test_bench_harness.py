@@ -8,6 +8,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from pytest_benchmark.utils import NameWrapper  # noqa: E402
 
 from bench import _fixture, _flops, _limits, _memory, _noise, _summary, compare, report  # noqa: E402
 from avfast.ops import attention as A  # noqa: E402
+from _compare import assert_accurate  # noqa: E402
 
 
 # ------------------------------------------------------------------ limits
@@ -32,6 +34,18 @@ def test_limits_probe_measures_this_machine():
     assert lim.flop_limit("fp16") is None  # not probed on CPU: no fraction rather than a made-up one
     assert lim.flop_limit("fp32") == pytest.approx(lim.matmul_gflops["fp32"] * 1e9)
     assert _limits.Limits.from_json(json.loads(json.dumps(lim.to_json()))) == lim
+
+
+def test_int8_probe_runs_an_int8_product_on_u8_input_and_computes_it():
+    pytest.importorskip("openvino", reason="the int8 GEMM probe is OpenVINO's (the `openvino` extra)")
+    n = 64
+    matmul = _limits.openvino_int8_matmul(n)
+    assert matmul is not None, "OpenVINO did not compile the probe's product as an int8 FullyConnected"
+    compiled, x_u8, w_i8, scale = matmul
+    assert x_u8.dtype == np.uint8 and w_i8.dtype == np.int8 and x_u8.shape == w_i8.shape == (n, n)
+    got = compiled.create_infer_request().infer({0: x_u8})[0]
+    want = scale * (x_u8.astype(np.int64) @ w_i8.astype(np.int64).T)  # exact integer product
+    assert_accurate(torch.from_numpy(np.asarray(got, np.float32)), torch.from_numpy(want), what="int8 probe product")
 
 
 def test_bandwidth_limit_takes_the_nearest_probe_size():
