@@ -74,11 +74,13 @@ class Limits:
 
 
 def _cpuinfo(field: str) -> str | None:
-    """The value of the first `field` line of /proc/cpuinfo (None where there is none or it cannot be read)."""
+    """The value of the first `field` line of /proc/cpuinfo (None where there is none or it cannot be read).
+    The name must match whole: "model" is not "model name"."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
+            name, colon, value = line.partition(":")
+            if colon and name.strip() == field:
+                return value.strip()
     except OSError:
         pass
     return None
@@ -91,6 +93,14 @@ def cpu_model() -> str:
 # The matrix instructions a CPU row's speed depends on (the model name alone may not say: "Intel(R) Xeon(R)
 # Processor" is one name for several generations): recorded with each run.
 MATRIX_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_id() -> str | None:
+    """The CPU's family and model numbers ("family 25 model 17"), None where /proc/cpuinfo does not give them.
+    One model name covers several generations ("AMD EPYC" for Zen 4 and Zen 5, whose AVX-512 units are half and
+    full width): the numbers tell them apart."""
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"family {family} model {model}" if family and model else None
 
 
 def cpu_matrix_flags() -> list[str]:
@@ -129,7 +139,8 @@ def _numpy_blas() -> str:
 def machine_description(device: str) -> dict:
     desc = {"device": device, "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "torch_blas": _torch_blas(), "numpy_blas": _numpy_blas(),
-            "python": platform.python_version(), "platform": platform.platform(), "cpu_flags": cpu_matrix_flags()}
+            "python": platform.python_version(), "platform": platform.platform(), "cpu_flags": cpu_matrix_flags(),
+            "cpu_id": cpu_id()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         desc.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),

@@ -319,6 +319,24 @@ def test_the_machine_line_names_the_cpus_matrix_instructions():
     assert _summary.describe_machine(machine) == "Xeon, 2 cores, 2 threads, torch t (mkl)"
     line = _summary.describe_machine({**machine, "cpu_flags": ["avx512_bf16", "amx_int8"]})
     assert line == "Xeon (avx512_bf16 amx_int8), 2 cores, 2 threads, torch t (mkl)"
+    line = _summary.describe_machine({**machine, "cpu_flags": ["avx512_bf16"], "cpu_id": "family 6 model 207"})
+    assert line == "Xeon (family 6 model 207; avx512_bf16), 2 cores, 2 threads, torch t (mkl)"
+
+
+def test_cpu_id_reads_family_and_model_not_the_model_name(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16\n")
+    real = Path
+
+    def fake_path(p, *rest):
+        return cpuinfo if str(p) == "/proc/cpuinfo" else real(p, *rest)
+
+    monkeypatch.setattr(_limits, "Path", fake_path)
+    assert _limits.cpu_id() == "family 25 model 17" and _limits.cpu_model() == "AMD EPYC"
+    assert _limits.cpu_matrix_flags() == ["avx512f", "avx512_bf16"]
+    cpuinfo.write_text("model name\t: Some CPU\n")
+    assert _limits.cpu_id() is None
 
 
 def test_a_block_at_a_stem_renders_from_that_results_file(tmp_path, monkeypatch):

@@ -64,6 +64,20 @@ def test_merge_refuses_another_machines_run():
     assert len(report.merge(full, other)["rows"]) == 2
 
 
+def test_merge_refuses_another_cpu_generation_under_the_same_name():
+    """"AMD EPYC" names Zen 4 and Zen 5 alike: where both sides recorded family and model, they must agree; a
+    results file from before they were recorded is matched by name alone."""
+    full = _doc([_row("bench/bench_model.py::a", "denoiser fwd x", 10.0)], "t0")
+    other = _doc([_row("bench/bench_per_clip.py::new", "per clip x", 500.0, **CLIP)], "t1")
+    other["machine"] = {**other["machine"], "cpu_id": "family 25 model 17"}
+    assert len(report.merge(full, other)["rows"]) == 2  # the file does not say: allowed
+    full["machine"] = {**full["machine"], "cpu_id": "family 26 model 2"}
+    with pytest.raises(ValueError, match="cpu_id 'family 25 model 17', the results on 'family 26 model 2'"):
+        report.merge(full, other)
+    full["machine"]["cpu_id"] = "family 25 model 17"
+    assert len(report.merge(full, other)["rows"]) == 2
+
+
 def test_merge_through_main_writes_the_results(tmp_path, monkeypatch):
     results, run = tmp_path / "cpu.json", tmp_path / "run.json"
     results.write_text(json.dumps(_doc([_row("bench/bench_model.py::a", "denoiser fwd x", 10.0)], "t0")))
