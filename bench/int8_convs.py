@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="avfast-int8-convs-"))
     work.mkdir(parents=True, exist_ok=True)
-    int8_path = _build(args.preset, work, args.frames, args.audio_length)["rewritten int8"][0]
+    int8_path = _build(args.preset, work, args.frames, args.audio_length, graphs=("rewritten",))["rewritten int8"][0]
     rows = measure(int8_convolutions(int8_path), args.rounds, args.threads)
     s = summary(rows)
     for r in sorted(rows, key=lambda r: -r["count"] * r["median_ms"]["bf16"]):

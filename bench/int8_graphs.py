@@ -26,18 +26,20 @@ from pathlib import Path
 import torch
 
 
-def _build(preset: str, work: Path, frames: int, audio_length: int) -> dict[str, tuple[Path, str | None]]:
+def _build(preset: str, work: Path, frames: int, audio_length: int,
+           graphs: tuple[str, ...] = ("stock", "rewritten")) -> dict[str, tuple[Path, str | None]]:
     from avfast import models
     from avfast.export import randomize_zero_layers_
     from avfast.export.graph import export_onnx
     from avfast.export.int8 import KEEP_FLOAT, CalibrationSettings, QuantizeOptions, collect_calibration, quantize_onnx
 
     model = randomize_zero_layers_(models.create(preset), seed=0).eval()
-    graphs = {"stock": (work / "stock.onnx", False, ("fusion", "wide_range")),
-              "rewritten": (work / "rewritten.onnx", True, KEEP_FLOAT)}
+    kinds = {"stock": (work / "stock.onnx", False, ("fusion", "wide_range")),
+             "rewritten": (work / "rewritten.onnx", True, KEEP_FLOAT)}
     calibration = None
     rows = {}
-    for name, (path, rewrite, keep) in graphs.items():
+    for name in graphs:
+        path, rewrite, keep = kinds[name]
         if not path.is_file():
             export_onnx(model, path, batch=1, frames=frames, audio_length=audio_length, rewrite=rewrite)
         q = work / f"{name}-int8-{'-'.join(keep) or 'none'}.onnx"
@@ -48,7 +50,8 @@ def _build(preset: str, work: Path, frames: int, audio_length: int) -> dict[str,
             quantize_onnx(path, q, calibration, 1, QuantizeOptions(keep_float=keep))
         rows[f"{name} bf16"] = (path, "bf16")
         rows[f"{name} int8"] = (q, None)
-    rows["rewritten int8 f32"] = (rows["rewritten int8"][0], "fp32")
+    if "rewritten" in graphs:
+        rows["rewritten int8 f32"] = (rows["rewritten int8"][0], "fp32")
     return rows
 
 
