@@ -8,8 +8,8 @@ its own input shape, weight, strides, pads and groups, becomes a one-layer graph
 with bf16 kernels) and int8 (QuantizeLinear/DequantizeLinear on the input, per-channel int8 weights, as the
 export writes them). Identical layers are timed once and counted as often as the model has them. The
 compiled int8 layer is checked to run in int8, and each call is timed by its Convolution layer's own time
-(PERF_COUNT), without the conversions of the one-layer graph's input and output. All graphs live in one process and are called round-robin,
-so a slow spell of a shared machine hits both precisions alike.
+(PERF_COUNT), without the conversions of the one-layer graph's input and output. All graphs live in one
+process and are called round-robin, so a slow spell of a shared machine hits both precisions alike.
 
 The sum over the model's int8 convolutions, count-weighted, bf16 / int8, is the int8-over-bf16 ratio of a
 denoiser that were nothing but those convolutions: what the library's int8 kernels allow at best here,
@@ -170,7 +170,8 @@ def main(argv=None) -> int:
     s = summary(rows)
     for r in sorted(rows, key=lambda r: -r["count"] * r["median_ms"]["bf16"]):
         print(f"{'x'.join(map(str, r['weight'])):>18} on {'x'.join(map(str, r['input'])):<20} x{r['count']:<3} "
-              f"bf16 {r['median_ms']['bf16']:7.3f} ms  int8 {r['median_ms']['int8']:7.3f} ms  {r['bf16_over_int8']:.2f}x")
+              f"bf16 {r['median_ms']['bf16']:7.3f} ms  int8 {r['median_ms']['int8']:7.3f} ms  "
+              f"{r['bf16_over_int8']:.2f}x")
     print(f"{s['layers']} int8 convolutions ({s['distinct']} distinct): bf16 {s['sum_ms']['bf16']:.1f} ms, int8 "
           f"{s['sum_ms']['int8']:.1f} ms, bf16 / int8 {s['bf16_over_int8']:.2f}x (layers "
           f"{s['per_layer_ratio_range'][0]:.2f}-{s['per_layer_ratio_range'][1]:.2f}x)")

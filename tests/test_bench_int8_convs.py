@@ -24,8 +24,10 @@ X_SHAPE = (1, 6, 5, 7)
 def _qdq_model(path: Path) -> None:
     """x -> QDQ -> Conv(int8 weights) -> QDQ -> Conv(same shape, int8 weights) -> Conv(float weights)."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(np.full(6, 0.02, np.float32), "ws"), numpy_helper.from_array(np.zeros(6, np.int8), "wz"),
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(np.full(6, 0.02, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(6, np.int8), "wz"),
              numpy_helper.from_array(rng.standard_normal((6, 6, 3, 3)).astype(np.float32), "w_float")]
     nodes = []
     x = "x"
