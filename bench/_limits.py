@@ -221,9 +221,9 @@ def openvino_int8_matmul(n: int):
     compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-    kinds = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
-             for op in compiled.get_runtime_model().get_ordered_ops()]
-    if not any(k == "FullyConnected" and p.upper() in ("I8", "U8") for k, p in kinds):
+    from avfast.runtime.ov import openvino_int8_layers
+
+    if not openvino_int8_layers(compiled)["int8_layers"]:  # the graph's one compute layer did not run in int8
         return None
     return compiled, x_u8, w_i8, w_scale
 

@@ -108,8 +108,9 @@ def describe_machine(machine: dict) -> str:
     if not machine:
         return "a machine not probed (benchmarks disabled: nothing was timed)"
     hw = machine.get("gpu") or machine.get("cpu", "?")
-    about = [] if machine.get("gpu") else [machine.get("cpu_id")] + [" ".join(machine.get("cpu_flags") or [])]
-    flags = f" ({'; '.join(a for a in about if a)})" if any(about) else ""
+    about = [] if machine.get("gpu") else [machine.get("cpu_id"), " ".join(machine.get("cpu_flags") or [])]
+    about = [a for a in about if a]
+    flags = f" ({'; '.join(about)})" if about else ""
     return (f"{hw}{flags}, {machine.get('cores')} cores, {machine.get('threads')} threads, "
             f"torch {machine.get('torch')} ({machine.get('torch_blas')})")
 

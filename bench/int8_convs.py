@@ -89,15 +89,17 @@ def conv_graph(x_shape: tuple, w_shape: tuple, attrs: tuple, int8: bool):
 
 
 def _compile(model, threads: int):
+    """(compiled model, the runtime precisions of its Convolution layers, upper case)."""
     import openvino as ov
+
+    from avfast.runtime.ov import openvino_int8_layers
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads,
         "PERF_COUNT": True})
-    kinds = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str).upper())
-             for op in compiled.get_runtime_model().get_ordered_ops()]
-    return compiled, [p for k, p in kinds if k == "Convolution"]
+    layers = openvino_int8_layers(compiled)["by_type"]  # {"<layer type> <precision>": count}
+    return compiled, [k.split()[1].upper() for k in layers if k.split()[0] == "Convolution"]
 
 
 def convolution_ms(request) -> float:

@@ -140,9 +140,10 @@ def merge(results: dict, run: dict) -> dict:
     if run["machine"].get("device") != results["machine"].get("device"):
         raise ValueError(f"merge: the run is on {run['machine'].get('device')}, the results on "
                          f"{results['machine'].get('device')}")
-    for key in ("cpu", "gpu", "cpu_id"):  # another machine's rows are not comparable: their own file (NAME@STEM)
-        if key == "cpu_id" and not (run["machine"].get(key) and results["machine"].get(key)):
-            continue  # a results file from before runs recorded the family and model: the name is all there is
+    # Another machine's rows are not comparable: they go to their own file (NAME@STEM). The CPU's family and
+    # model are compared where both sides recorded them (files from before have only the name).
+    keys = ["cpu", "gpu"] + (["cpu_id"] if run["machine"].get("cpu_id") and results["machine"].get("cpu_id") else [])
+    for key in keys:
         if run["machine"].get(key) != results["machine"].get(key):
             raise ValueError(f"merge: the run is on {key} {run['machine'].get(key)!r}, the results on "
                              f"{results['machine'].get(key)!r}; keep another machine's run in its own results "
