@@ -9,9 +9,10 @@ calibration data from the sampler's trajectory, avfast.export.int8; needs nncf),
 provider and TensorRT fp32/fp16. The exported runtimes load a dynamic-batch export of each model and
 precision, made once and cached (~/.cache/avfast/export, or $AVFAST_EXPORT_CACHE); exports and
 compilation happen before timing (OpenVINO compiles the dynamic graph once per batch, at that static
-batch, on the warm-up call: avfast.runtime.ov). Weights are stand-ins (timing does not depend on their values).
+batch, on the warm-up call: avfast.runtime.ov). Weights are stand-ins (timing does not depend on their values),
+the same in every run (`avfast.export.stand_in_model`), so a later run reuses the cached exports.
 
-    pytest bench/bench_runtimes.py --benchmark-only      # ~20 min on 2 CPU cores, most of it exports
+    pytest bench/bench_runtimes.py --benchmark-only      # ~20 min on 2 CPU cores the first time, most of it exports
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 from avfast import models
-from avfast.export import create_runtime, randomize_zero_layers_
+from avfast.export import create_runtime, stand_in_model
 from avfast.runtime import RuntimeUnavailable, create
 from conftest import warm_up
 
@@ -50,7 +51,7 @@ GPU_ONLY = {"onnxruntime-cuda", "tensorrt"}
 
 @functools.lru_cache(maxsize=1)  # a model's cases run back to back: keep one alive
 def _model(preset: str) -> models.JointUNet:
-    return randomize_zero_layers_(models.create(preset), seed=0).eval().to(DEVICE)
+    return stand_in_model(preset).to(DEVICE)  # the same weights in every run: the export cache is reused
 
 
 @functools.lru_cache(maxsize=8)

@@ -46,14 +46,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from avfast import models
-    from avfast.export import export_onnx, parity_inputs, randomize_zero_layers_
+    from avfast.export import export_onnx, parity_inputs, stand_in_model
     from avfast.export.int8 import (FLOAT_OP_TYPES, GROUPS, KEEP_FLOAT, CalibrationSettings, QuantizeOptions, check_int8_graph,
                                     collect_calibration, quantize_onnx)
     from avfast.runtime import load
     from avfast.runtime.torch_runtimes import EagerDenoiser
 
     model = (models.default() if args.preset == "tiny" else
-             randomize_zero_layers_(models.create(args.preset), seed=0)).eval()
+             stand_in_model(args.preset)).eval()
     work = Path(tempfile.mkdtemp(prefix="avfast-int8-sens-"))
     fp32 = work / "fp32.onnx"
     export_onnx(model, fp32, batch=1, frames=args.frames, audio_length=args.audio_length)

@@ -164,6 +164,23 @@ def _small_checkpoint(tmp_path: Path) -> Path:
     return tmp_path / "ckpt"
 
 
+def test_stand_in_model_draws_the_same_weights_in_every_process_and_leaves_the_global_generator():
+    """The export cache is keyed by the weights' checksum: stand-in weights must not depend on the global RNG."""
+    from avfast.export import stand_in_model
+    from avfast.models.weights import weights_checksum
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = stand_in_model("tiny", channel_mult=(1,), attention_levels=(0,))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is untouched
+    torch.manual_seed(7)  # another process's global state
+    b = stand_in_model("tiny", channel_mult=(1,), attention_levels=(0,))
+    c = stand_in_model("tiny", seed=1, channel_mult=(1,), attention_levels=(0,))
+    assert weights_checksum(a.state_dict()) == weights_checksum(b.state_dict())
+    assert weights_checksum(a.state_dict()) != weights_checksum(c.state_dict())
+    assert not a.training and all(p.any() for p in a.parameters() if p.dim() >= 2)  # no all-zero layer is left
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "nope"], "invalid choice"),
     (["--checkpoint", "/nonexistent/folder"], "is not a folder"),

@@ -15,7 +15,8 @@ from .checks import GraphCheckError, check_graph
 from .graph import PRECISIONS, ExportError, GraphInfo, export_onnx
 from .parity import BOUNDS, Parity, ParityError, measure_parity, parity_inputs
 from .runtimes import create_runtime
-from .weights import randomize_zero_layers_
+from .weights import randomize_zero_layers_, stand_in_model
 
 __all__ = ["BOUNDS", "ExportError", "GraphCheckError", "GraphInfo", "PRECISIONS", "Parity", "ParityError",
-           "check_graph", "create_runtime", "export_onnx", "measure_parity", "parity_inputs", "randomize_zero_layers_"]
+           "check_graph", "create_runtime", "export_onnx", "measure_parity", "parity_inputs", "randomize_zero_layers_",
+           "stand_in_model"]

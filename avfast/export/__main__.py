@@ -80,7 +80,7 @@ DEFAULT_PRESET = "tiny-latent"  # the package's default model (a distilled tiny-
 def _load_model(args):
     """(model, preset name, weights source)."""
     from .. import models
-    from .weights import randomize_zero_layers_
+    from .weights import stand_in_model
 
     if args.checkpoint is not None:
         # "default" / "default:teacher" name the shipped models, as for Pipeline.from_pretrained
@@ -101,7 +101,7 @@ def _load_model(args):
             return models.default(), DEFAULT_PRESET, "the package's trained default model"
         except models.DefaultModelUnavailable:
             pass
-    model = randomize_zero_layers_(models.create(preset), seed=0).eval()
+    model = stand_in_model(preset, seed=0)
     print(f"note: no trained {preset} weights here (pass --checkpoint DIR); exporting the {preset} preset with "
           f"stand-in random weights (seed 0)")
     return model, preset, f"random stand-in weights (preset {preset} initialisation, seed 0, zero layers drawn)"

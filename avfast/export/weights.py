@@ -21,3 +21,18 @@ def randomize_zero_layers_(model: nn.Module, seed: int = 0) -> nn.Module:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
     return model
+
+
+def stand_in_model(preset: str, seed: int = 0, **overrides) -> nn.Module:
+    """`models.create(preset, **overrides)` with its initialisation drawn from `seed` (the global generator is
+    left as it was) and its all-zero layers randomised, in eval mode: the same stand-in weights in every process.
+
+    Exports are cached by their weights' checksum (`avfast.export.pipeline.export_cached`), so weights drawn
+    from the unseeded global generator made each benchmark run export its graphs anew.
+    """
+    from avfast import models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = models.create(preset, **overrides)
+    return randomize_zero_layers_(model, seed=seed).eval()
