@@ -148,6 +148,17 @@ def machine_description(device: str) -> dict:
     return desc
 
 
+def run_record(prog: str, argv: list[str] | None) -> dict:
+    """When, how and where a script's results were made: `created` (UTC), `command` (`prog` and its arguments:
+    `argv`, or the process's own when None) and `machine` (machine_description of the CPU), for its JSON."""
+    import datetime
+    import sys
+
+    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([f"python -m {prog}", *(argv if argv is not None else sys.argv[1:])]),
+            "machine": machine_description("cpu")}
+
+
 def prime_threads(seconds: float = 0.1) -> None:
     """Keep every thread of torch's pool busy for a moment. On a loaded machine the scheduler may park
     the pool's threads on one core; each parallel region then waits a time slice for its second

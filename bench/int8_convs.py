@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench._limits import machine_description
+    from bench._limits import run_record
     from bench.int8_graphs import _build
 
     work = Path(args.work or tempfile.mkdtemp(prefix="avfast-int8-convs-"))
@@ -178,9 +178,9 @@ def main(argv=None) -> int:
           f"{s['sum_ms']['int8']:.1f} ms, bf16 / int8 {s['bf16_over_int8']:.2f}x (layers "
           f"{s['per_layer_ratio_range'][0]:.2f}-{s['per_layer_ratio_range'][1]:.2f}x)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "rounds": args.rounds, "threads": args.threads,
-                                               "machine": machine_description("cpu"), "summary": s, "rows": rows},
-                                              indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**run_record("bench.int8_convs", argv), "preset": args.preset,
+                                               "rounds": args.rounds, "threads": args.threads, "summary": s,
+                                               "rows": rows}, indent=1) + "\n")
     return 0
 
 

@@ -144,16 +144,15 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", action="store_true", help="time the runtimes suite's own OpenVINO bf16/int8 and eager "
                                                          "bf16 rows (its cached exports) at B1 and B4 instead")
     args = ap.parse_args(argv)
+    from bench._limits import run_record
+
     pause = [int(p) for p in args.pause.split(",") if p]
     if args.suite:
         runs = _suite(args.preset, args.rounds, pause)
         if args.json:
-            from bench._limits import machine_description
-
-            Path(args.json).write_text(json.dumps({
-                "preset": args.preset, "rounds": args.rounds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "command": "python -m bench.int8_graphs " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "machine": machine_description("cpu"), "rows": SUITE_ROWS, "batches": runs}, indent=1) + "\n")
+            Path(args.json).write_text(json.dumps({**run_record("bench.int8_graphs", argv), "preset": args.preset,
+                                                   "rounds": args.rounds, "rows": SUITE_ROWS, "batches": runs},
+                                                  indent=1) + "\n")
         return 0
     import tempfile
 
@@ -170,8 +169,8 @@ def main(argv=None) -> int:
         print(f"{k:20s} {m:7.1f} ms  {graph} bf16 / this {med[graph + ' bf16'] / m:.2f}x  "
               f"stock bf16 / this {med['stock bf16'] / m:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "rounds": args.rounds, "median_ms": med,
-                                               "ms": times}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**run_record("bench.int8_graphs", argv), "preset": args.preset,
+                                               "rounds": args.rounds, "median_ms": med, "ms": times}, indent=1) + "\n")
     return 0
 
 

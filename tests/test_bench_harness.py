@@ -382,3 +382,13 @@ def test_profile_denoiser_groups_ops_and_accounts_for_the_whole_call():
     assert times["convolution"] > 0 and times[P.UNATTRIBUTED] >= 0
     # self times do not overlap: together they fit in the profiled call (double counting would not)
     assert sum(times[g] for g in events) <= 1.05 * times["profiled"]
+
+
+def test_run_record_says_when_how_and_where():
+    import datetime
+
+    rec = _limits.run_record("bench.profile_int8", ["--preset", "tiny", "--calls", "2"])
+    assert rec["command"] == "python -m bench.profile_int8 --preset tiny --calls 2"
+    created = datetime.datetime.fromisoformat(rec["created"])
+    assert created.tzinfo is not None and abs((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()) < 60
+    assert rec["machine"] == _limits.machine_description("cpu")
