@@ -59,7 +59,7 @@ from .diffusion.sampling import TASKS
 from .diffusion.sampling import sample as _sample
 from .diffusion.windowed import DEFAULT_MAX_BATCH as DEFAULT_WINDOW_BATCH
 from .diffusion.windowed import (audio_columns_for_seconds, check_window_noise, frames_for_seconds,
-                                 shared_window_noise, windowed)
+                                 shared_window_noise, window_shapes, windowed)
 from .export.runtimes import create_runtime
 from .models import codec
 from .models.config import REFINE_PASSES
@@ -544,7 +544,7 @@ class Pipeline:
                  cfg: float | Sequence[float] = 1.0, labels: int | torch.Tensor | None = None, eta: float = 0.0,
                  spacing: str = "trailing", condition_mode: str | None = None, max_batch: int | None = None,
                  progress: bool | None = None, seconds: float | str | None = None, overlap: int | None = None,
-                 window_batch: int | None = None, window_noise: str | None = None,
+                 window_batch: int | None = None, window_noise: str | None = None, window: int | None = None,
                  refine: str | Sequence[str] | None = None) -> Clip:
         """Generates `batch` clips and returns them as a `Clip` (see the module docstring).
 
@@ -567,7 +567,12 @@ class Pipeline:
             batch is fixed). window_noise: the windows' starting noise, "independent" (the default: drawn
             for the whole clip) or "shared" (every window starts from a permutation of the first window's
             noise frames and columns, FreeNoise-style: `avfast.diffusion.windowed.shared_window_noise`,
-            clip i from seed + i). All three need `seconds`.
+            clip i from seed + i). window: video frames per window (default the model's own, 18 for the
+            shipped default); a longer window is the same U-Net on more frames and their seconds of mel
+            columns (it has no positional encoding along time), with more context per window and memory
+            that grows with the window, not the clip (docs/long-clips.md measures what it buys: a2v
+            draws less stray motion). Exported runtimes have the model's window only. All four need
+            `seconds`.
         refine: joint only: conditional passes run after the joint pass, in order, each redrawing one
             modality for the other (a Gibbs sweep through the model's own conditionals), e.g. "v2a" (the
             sound redrawn for the joint video) or ("a2v", "v2a") (the video redrawn for the joint sound,
@@ -601,16 +606,19 @@ class Pipeline:
             refine = tuple(getattr(self.config, "joint_refine", ())) if task == "joint" else ()
         else:
             refine = check_refine(refine, task)
-        frames_per_window = self.config.frames
+        frames_per_window = self.config.frames if window is None else window
         if window_noise is not None:
             check_window_noise(window_noise)
             if seconds is None:
                 raise ValueError("`window_noise` is the starting noise of a long clip's windows; give `seconds=` too "
                                  "(a duration, or 'all' for the condition's length)")
-        if overlap is not None or window_batch is not None:
+        if overlap is not None or window_batch is not None or window is not None:
             if seconds is None:
-                raise ValueError("`overlap` and `window_batch` shape the windows of a long clip; give `seconds=` too "
-                                 "(a duration, or 'all' for the condition's length)")
+                raise ValueError("`overlap`, `window_batch` and `window` shape the windows of a long clip; give "
+                                 "`seconds=` too (a duration, or 'all' for the condition's length)")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"`window` must be an int number of video frames >= 1 (the model's own is "
+                             f"{self.config.frames}), got {window!r}")
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
                                     or not 0 <= overlap < frames_per_window):
             raise ValueError(f"`overlap` must be an int number of video frames in [0, {frames_per_window - 1}] (less "
@@ -622,6 +630,9 @@ class Pipeline:
         if exported and window_batch not in (None, 1):
             raise ValueError(f"runtime {self.runtime!r} has a fixed input batch: it runs one window per call "
                              f"(window_batch=1), got window_batch={window_batch}")
+        if exported and window not in (None, self.config.frames):
+            raise ValueError(f"runtime {self.runtime!r} has a fixed input shape of {self.config.frames} frames: it "
+                             f"runs the model's own window only, got window={window}; use runtime 'torch'")
         window_batch = 1 if exported else window_batch or DEFAULT_WINDOW_BATCH
         progress = self.progress if progress is None else progress
         # A distilled student's own steps/sampler/γ when not given (refusals and warnings here, once).
@@ -661,6 +672,7 @@ class Pipeline:
                          self.encode_audio(data, columns if long else None))
 
         chunk = max_batch or B
+        window_video, window_audio = window_shapes(self.config, window)
         use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
         videos, audios, calls, elapsed, windows, peak = [], [], 0, 0.0, 0, 0
@@ -675,8 +687,8 @@ class Pipeline:
                 denoiser = counted
                 if long:   # one sampler state for the whole clip; the model sees windows of it
                     denoiser = windowed(counted, frames, audio_length=columns, overlap=overlap,
-                                        max_batch=window_batch, video_shape=self.config.video_shape,
-                                        audio_shape=self.config.audio_shape, fps=float(self.config.fps),
+                                        max_batch=window_batch, video_shape=window_video,
+                                        audio_shape=window_audio, fps=float(self.config.fps),
                                         mel_rate=self.config.sample_rate / self.mel.hop_length, callback=bar)
                     windows = len(denoiser.layout.windows)
                 part_labels = label_ids if label_ids is None or label_ids.numel() == 1 else label_ids[start:stop]
@@ -692,8 +704,7 @@ class Pipeline:
                         pass_seed = seed + start + i * REFINE_SEED_STRIDE   # clip j: pass_seed + j, fresh per pass
                         start_noise = None
                         if long and window_noise == "shared":   # from the same seeds as the sampler's own noise
-                            start_noise = shared_window_noise(denoiser.layout, self.config.video_shape,
-                                                              self.config.audio_shape,
+                            start_noise = shared_window_noise(denoiser.layout, window_video, window_audio,
                                                               range(pass_seed, pass_seed + stop - start))
                         v, a = _sample(denoiser, task=pass_task, condition=kept, steps=steps, sampler=sampler,
                                        seed=pass_seed, batch_size=stop - start, eta=eta, spacing=spacing,

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-batch", type=int, metavar="N",
                    help="with --seconds: windows per model call (default 8; peak memory does not grow with the "
                         "duration)")
+    p.add_argument("--window", type=int, metavar="F",
+                   help="with --seconds: video frames per window (default the model's own; longer windows give "
+                        "each window more context, with memory that grows with the window, not the clip; "
+                        "docs/long-clips.md)")
     p.add_argument("--window-noise", choices=WINDOW_NOISES,
                    help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
                         "clip) or shared (every window starts from a permutation of the first window's noise, "
@@ -136,14 +140,17 @@ def _check(args: argparse.Namespace) -> None:
         except ValueError as e:
             raise CliError(f"--gamma: {e}") from None
     args.seconds = _seconds(args.seconds, args.task)
-    if args.seconds is None and (args.overlap is not None or args.window_batch is not None):
-        raise CliError("--overlap and --window-batch shape the windows of a long clip; give --seconds too")
+    if args.seconds is None and (args.overlap is not None or args.window_batch is not None
+                                 or args.window is not None):
+        raise CliError("--overlap, --window-batch and --window shape the windows of a long clip; give --seconds too")
     if args.seconds is None and args.window_noise is not None:
         raise CliError("--window-noise is the starting noise of a long clip's windows; give --seconds too")
     if args.overlap is not None and args.overlap < 0:
         raise CliError(f"--overlap must be >= 0 video frames (and less than the model's window), got {args.overlap}")
     if args.window_batch is not None and args.window_batch < 1:
         raise CliError(f"--window-batch must be >= 1, got {args.window_batch}")
+    if args.window is not None and args.window < 1:
+        raise CliError(f"--window must be >= 1 video frames, got {args.window}")
     if args.refine is not None and args.task != "joint":
         raise CliError(f"--refine redraws a modality of a joint clip; --task {args.task} already keeps its condition")
     args.refine = parse_refine(args.refine)
@@ -329,7 +336,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                          batch=min(chunk, args.batch - start), eta=args.eta, spacing=args.spacing,
                          guidance=args.guidance, condition_mode=args.condition_mode, gamma=args.gamma, cfg=cfg,
                          labels=args.label, seconds=args.seconds, overlap=args.overlap,
-                         window_batch=args.window_batch, window_noise=args.window_noise, refine=args.refine)
+                         window_batch=args.window_batch, window_noise=args.window_noise, window=args.window,
+                         refine=args.refine)
         except ValueError as e:
             if _too_short(e, args):
                 raise CliError(f"--input: {e} (use --seconds all to make {'sound' if args.task == 'v2a' else 'video'} "
@@ -346,8 +354,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")
     print(f"audio: {audio_source}")
     if clips.windows > 1:
-        print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {pipe.config.frames} frames per step, "
-              f"largest model call {clips.peak_batch} inputs")
+        print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {args.window or pipe.config.frames} "
+              f"frames per step, largest model call {clips.peak_batch} inputs")
     elif clips.windows == 1:   # shorter than a window, or exactly one: the model runs once on the whole clip
         n = clips.pixels.shape[2]
         print(f"{clips.duration:g} s: one window of {n} frame{'' if n == 1 else 's'}")

@@ -100,6 +100,61 @@ def test_a_clip_shorter_than_a_window(pipe):
     assert clip.pixels.shape[2] == 4 and clip.waveform.shape == (1, 25 * 256) and clip.windows == 1
 
 
+# ------------------------------------------------------------------ window=: windows longer than the model's
+def _frames_seen(monkeypatch, call):
+    """The video frame counts of the denoiser calls `call()` makes (what the runtime is given), and its result."""
+    import avfast.pipeline as pipeline_module
+
+    seen, counted = [], pipeline_module._Counted.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(int(args[0].shape[2]))
+        return counted(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline_module._Counted, "__call__", spy)
+        result = call()
+    return set(seen), result
+
+
+def test_window_is_the_models_own_by_default_bit_for_bit(pipe):
+    kw = dict(seconds=2.0, steps=2, seed=1)
+    plain, own = pipe("joint", **kw), pipe("joint", window=FRAMES, **kw)
+    assert torch.equal(plain.pixels, own.pixels) and torch.equal(plain.waveform, own.waveform)
+
+
+@pytest.mark.parametrize("task", ["joint", "a2v", "v2a"])
+def test_a_longer_window_runs_the_model_on_its_frames(pipe, task, monkeypatch):
+    from avfast.diffusion.windowed import window_layout
+
+    given = {"joint": {}, "v2a": {"video": _video(24)}, "a2v": {"audio": _sound(2.4)}}[task]
+    seen, clip = _frames_seen(monkeypatch, lambda: pipe(task, seconds=2.4, window=12, steps=2, **given))
+    expected = window_layout(24, 150, 12, 75, None).windows                  # overlap 4: a third of 12
+    assert seen == {12} and clip.windows == len(expected) == 3
+    assert clip.pixels.shape[2] == 24 and clip.waveform.shape[1] == 150 * 256
+    short = pipe(task, seconds=2.4, steps=2, **given)
+    assert short.windows == 6 and not torch.equal(short.pixels if task != "v2a" else short.waveform,
+                                                  clip.pixels if task != "v2a" else clip.waveform)
+    # A window as long as the clip is the model once over the whole clip: the call's frames are the clip's.
+    seen, whole = _frames_seen(monkeypatch, lambda: pipe(task, seconds=2.4, window=24, steps=2, **given))
+    assert seen == {24} and whole.windows == 1
+
+
+def test_overlap_is_bounded_by_the_window_not_the_model(pipe):
+    clip = pipe("joint", seconds=2.4, window=12, overlap=8, steps=1)          # 8 >= the model's 6 frames
+    assert clip.windows == 4
+    with pytest.raises(ValueError, match=r"`overlap` must be an int number of video frames in \[0, 11\]"):
+        pipe("joint", seconds=2.4, window=12, overlap=12, steps=1)
+
+
+def test_an_exported_runtime_refuses_another_window():
+    pytest.importorskip("onnxruntime", reason="an exported runtime needs the ort extra")
+    exported = Pipeline(_net(), runtime="onnxruntime", progress=False)
+    with pytest.raises(ValueError, match=r"runtime 'onnxruntime' has a fixed input shape of 6 frames: it runs the "
+                                         r"model's own window only, got window=12"):
+        exported("joint", seconds=2.4, window=12, steps=1)
+
+
 # ------------------------------------------------------------------ memory: windows in flight
 def test_model_call_batch_does_not_grow_with_duration(pipe):
     peaks, windows = [], []
@@ -185,6 +240,9 @@ def test_whole_input_files(pipe, tmp_path):
     (dict(seconds=2.0, overlap=1.5), r"`overlap` must be an int"),
     (dict(overlap=2), r"give `seconds=` too"),
     (dict(seconds=2.0, window_batch=0), r"`window_batch` must be an int >= 1"),
+    (dict(seconds=2.0, window=0), r"`window` must be an int number of video frames >= 1 \(the model's own is 6\)"),
+    (dict(seconds=2.0, window=7.5), r"`window` must be an int number of video frames >= 1"),
+    (dict(window=12), r"`overlap`, `window_batch` and `window` shape the windows of a long clip; give `seconds=`"),
 ])
 def test_bad_duration_and_overlap_are_refused_in_one_line(pipe, kwargs, match):
     with pytest.raises(ValueError, match=match) as e:
@@ -210,6 +268,9 @@ def test_cli_writes_one_long_mp4_with_sound(folder, tmp_path, capsys):
     assert rc == 0, out
     assert [p.name for p in tmp_path.iterdir()] == ["joint_seed0.mp4"]
     assert "2.4 s: 6 overlapping windows of 6 frames per step" in out
+    rc = main(["--checkpoint", str(folder), "--seconds", "2.4", "--window", "12", "--steps", "1", "--out",
+               str(tmp_path / "w12"), "--no-progress", "--device", "cpu"])
+    assert rc == 0 and "2.4 s: 3 overlapping windows of 12 frames per step" in capsys.readouterr().out
     clip = read_video(tmp_path / "joint_seed0.mp4", fps=10, size=None)
     assert clip.video.shape == (3, 24, SIZE, SIZE)
     assert clip.audio is not None and clip.audio.shape[0] > 0.9 * 2.4 * 16000
@@ -221,7 +282,9 @@ def test_cli_writes_one_long_mp4_with_sound(folder, tmp_path, capsys):
     (["--seconds", "inf"], "--seconds must be a finite number of seconds > 0"),
     (["--seconds", "ten"], "--seconds must be a number of seconds > 0 or 'all', got 'ten'"),
     (["--seconds", "all"], "--seconds all takes the length of --input; --task joint has none"),
-    (["--overlap", "2"], "--overlap and --window-batch shape the windows of a long clip; give --seconds too"),
+    (["--overlap", "2"], "--overlap, --window-batch and --window shape the windows of a long clip; give --seconds"),
+    (["--window", "12"], "--overlap, --window-batch and --window shape the windows of a long clip; give --seconds"),
+    (["--seconds", "2", "--window", "0"], "--window must be >= 1 video frames, got 0"),
     (["--seconds", "2", "--overlap", "-1"], "--overlap must be >= 0"),
     (["--seconds", "2", "--overlap", str(FRAMES)], "`overlap` must be an int number of video frames in [0, 5]"),
     (["--seconds", "2", "--window-batch", "0"], "--window-batch must be >= 1"),
@@ -445,3 +508,32 @@ def test_held_out_scenes_clips_give_each_ball_its_hit_inside_its_span(pipe):
     for clip_kinds, clip_spans in zip(kinds, spans):
         assert len(clip_spans) == clip_kinds.count("hit")
         assert all(lo <= hit <= hi for lo, hi, hit in clip_spans), clip_spans
+
+
+def test_experiment_window_options_and_a_clip_in_one_window(folder, tmp_path):
+    """--window samples the long clips with windows of its frames (here the whole clip: no joins, so no seams,
+    and no cut row); --window-clips sizes the window rows on their own."""
+    from avfast.experiments.long_clips import LongClipSettings, markdown, run
+
+    settings = LongClipSettings(model=str(folder), clips=2, window_clips=3, seconds=1.2, window=12, tasks=("a2v",),
+                                progress=False, steps=1, sampler="ddim", gamma=1.0)
+    results = run(settings, tmp_path)
+    assert results["layout"]["window_frames"] == 12 and len(results["layout"]["windows"]) == 1
+    assert len(results["real"]["long"]["av_align"]) == 2 and len(results["real"]["window"]["av_align"]) == 3
+    assert len(results["tasks"]["a2v"]["window"]["av_align"]) == 3 and "cut" not in results["tasks"]["a2v"]
+    assert "seams" not in results["real"] and "seams_video" not in results["tasks"]["a2v"]["long"]
+    table = markdown(results)
+    assert "2 held-out clips per row (window rows 3)" in table and "1 window of 12 frames" in table
+    assert "| real | — | — | — | — | — | — | " in table and "own 1.2 s" in table
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window=0), r"--window must be an integer >= 1"),
+    (dict(window=2.5), r"--window must be an integer >= 1"),
+    (dict(window_clips=1), r"--window-clips must be an integer >= 2"),
+])
+def test_experiment_window_options_are_checked(kwargs, match):
+    from avfast.experiments.long_clips import LongClipSettings
+
+    with pytest.raises(ValueError, match=match):
+        LongClipSettings(**kwargs)

@@ -320,3 +320,23 @@ def test_wrong_input_length_is_refused():
     assert isinstance(den, WindowedDenoiser)
     with pytest.raises(ValueError, match=r"laid out for 40 frames and 250 mel columns"):
         den(torch.zeros(1, 1, 30, 2, 2), torch.zeros(1, 3, 250), torch.zeros(1), torch.zeros(1))
+
+
+def test_window_shapes_give_the_model_its_own_or_a_longer_windows_seconds():
+    from types import SimpleNamespace
+
+    from avfast.diffusion.windowed import window_shapes
+
+    cfg = SimpleNamespace(video_shape=(4, 18, 8, 8), audio_shape=(80, 112), fps=10.0, sample_rate=16_000)
+    assert window_shapes(cfg) == ((4, 18, 8, 8), (80, 112))
+    assert window_shapes(cfg, 18) == ((4, 18, 8, 8), (80, 112))
+    assert window_shapes(cfg, 72) == ((4, 72, 8, 8), (80, 450))      # 7.2 s: the mel columns of those seconds
+    assert window_shapes(cfg, 7) == ((4, 7, 8, 8), (80, 43))         # 0.7 s = 11200 samples -> 43 columns
+    assert window_shapes(SimpleNamespace(config=cfg), 36)[1] == (80, 225)   # a model with .config
+    # A longer window's audio spans its frames, as window_layout demands (it refuses more than a frame off).
+    for frames in (5, 18, 36, 72, 101):
+        v, a = window_shapes(cfg, frames)
+        assert abs(a[1] / (16_000 / HOP_LENGTH) - v[1] / 10.0) < 0.1
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match=r"`window` must be an int number of video frames >= 1"):
+            window_shapes(cfg, bad)

@@ -23,6 +23,10 @@ API
       (what `make_clip(duration=seconds)` and the mel front end give: 1.8 s -> 18 frames, 112 columns)
   mel_rate(config) -> float                         mel columns per second, sample_rate / 256 (62.5)
       `config` is a ModelConfig, or a model with `.config`; it needs `.fps` and `.sample_rate`.
+  window_shapes(config, window_frames=None) -> (video_shape, audio_shape)
+      one window's shapes for windows of `window_frames` frames (None: the model's own) and the mel
+      columns of their seconds (72 frames -> 450 columns); give them to `windowed` as video_shape /
+      audio_shape for windows longer than the model's.
   window_layout(frames, audio_length, window_frames, window_audio, overlap, fps, mel_rate) -> WindowLayout
       the windows (frame_start/stop, audio_start/stop each), their fusion weights and coverage counts.
   windowed(model, frames=None, *, seconds=None, audio_length=None, overlap=None, max_batch=8,
@@ -153,6 +157,21 @@ def audio_columns_for_seconds(config: Any, seconds: float) -> int:
     if columns < 1:
         raise ValueError(f"`seconds` must be at least one mel column ({HOP_LENGTH / sr:g} s), got {seconds!r}")
     return columns
+
+
+def window_shapes(config: Any, window_frames: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One window's video_shape (C, F, H, W) and audio_shape (mel, T) for windows of `window_frames` video
+    frames (None: the model's own, `config.video_shape` / `config.audio_shape`). A window longer (or shorter)
+    than the model's is the same U-Net on more (fewer) frames and the mel columns of those seconds
+    (`audio_columns_for_seconds`): the model has no positional encoding along time, so it runs at any length;
+    how well it draws there is measured in docs/long-clips.md ("Longer windows")."""
+    config = _config_of(config)
+    video_shape, audio_shape = tuple(config.video_shape), tuple(config.audio_shape)
+    if window_frames is None or window_frames == video_shape[1]:
+        return video_shape, audio_shape
+    window_frames = _positive_int("window", window_frames, "an int number of video frames >= 1")
+    columns = audio_columns_for_seconds(config, window_frames / _rate(config, "fps", "window_shapes"))
+    return (video_shape[0], window_frames, *video_shape[2:]), (audio_shape[0], columns)
 
 
 # --------------------------------------------------------------------------------- the layout
@@ -580,4 +599,4 @@ def sample_windowed(model: Denoiser, seconds: float | None = None, frames: int |
 
 __all__ = ["HOP_LENGTH", "WINDOW_NOISES", "Window", "WindowLayout", "WindowedDenoiser", "audio_columns_for_seconds",
            "check_window_noise", "frames_for_seconds", "mel_rate", "sample_windowed", "shared_noise_sources",
-           "shared_window_noise", "window_layout", "windowed"]
+           "shared_window_noise", "window_layout", "window_shapes", "windowed"]

@@ -40,6 +40,10 @@ bootstrap CIs over clips (`avfast.experiments.stats`):
                   for the whole clip; a generated long clip need not (each window sees only its own
                   ~2 s, so the scene and objects may change from window to window).
   s/clip          sampling + decoding time per clip, long and window.
+--window F samples the long clips (and their cut windows) with windows of F video frames instead of the
+model's own (Pipeline's window=); the window clips stay at the model's length. --window-clips N makes the
+window rows of N clips instead of --clips (they cost a fifth of a long clip, and their spread is most of the
+bar's CI).
 --window-noise shared starts the long clips' windows from shared noise (each window's noise a permutation
 of the first window's, FreeNoise-style; `avfast.diffusion.windowed.shared_window_noise`); the window clips
 are unchanged.
@@ -102,6 +106,8 @@ class LongClipSettings:
     refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
     gamma: float | None = None    # timestep adjustment γ of every task (None: the model's own, config sampling_gamma)
     content: str = "scenes"       # the long clips' balls (CONTENTS): make_clip(transient=True) for scenes
+    window: int | None = None     # video frames per window of the long clips (Pipeline's window=; None: the model's)
+    window_clips: int | None = None  # clips of the window row (None: --clips); its CI narrows the bar's denominator
 
     def __post_init__(self) -> None:
         for name in ("clips", "steps", "batch"):
@@ -127,6 +133,12 @@ class LongClipSettings:
             raise ValueError(f"--tasks must be some of {', '.join(TASKS)}, got {', '.join(self.tasks) or 'none'}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int)
+                                        or self.window < 1):
+            raise ValueError(f"--window must be an integer >= 1 (video frames per window), got {self.window!r}")
+        if self.window_clips is not None and (isinstance(self.window_clips, bool)
+                                              or not isinstance(self.window_clips, int) or self.window_clips < 2):
+            raise ValueError(f"--window-clips must be an integer >= 2, got {self.window_clips!r}")
         if self.gamma is not None and (isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float))
                                        or not 0 < self.gamma < math.inf):
             raise ValueError(f"--gamma must be a finite number > 0 (1 = no timestep adjustment), got {self.gamma!r}")
@@ -290,7 +302,7 @@ def _generate(pipe, task: str, pixels, waves, settings: LongClipSettings, long: 
         given = {"v2a": {"video": pixels[start:stop]}, "a2v": {"audio": waves[start:stop]},
                  "joint": {"batch": stop - start, "refine": settings.refine}}[task]
         extra = dict(seconds="all" if task != "joint" else settings.seconds, overlap=settings.overlap,
-                     window_noise=settings.window_noise) if long else {}
+                     window_noise=settings.window_noise, window=settings.window) if long else {}
         t0 = time.perf_counter()
         clip = pipe(task, steps=settings.steps, sampler=settings.sampler, seed=settings.seed + start,
                     gamma=settings.gamma, condition_mode=settings.condition_mode,
@@ -346,6 +358,9 @@ def _generate_cut(pipe, task: str, pixels, waves, settings: LongClipSettings, la
             given = {"v2a": {"video": pixels[start:stop, :, w.frame_start:w.frame_stop]},
                      "a2v": {"audio": waves[start:stop, a0:w.audio_stop * hop]},
                      "joint": {"batch": stop - start, "refine": settings.refine}}[task]
+            if settings.window is not None:   # one window of its own length (the model's own: the plain call)
+                given |= {"seconds": "all" if task != "joint" else (w.frame_stop - w.frame_start) / fps,
+                          "window": settings.window}
             t0 = time.perf_counter()
             clip = pipe(task, steps=settings.steps, sampler=settings.sampler, gamma=settings.gamma,
                         seed=settings.seed + start + CUT_SEED_STRIDE * k, condition_mode=settings.condition_mode,
@@ -362,7 +377,7 @@ def _generate_cut(pipe, task: str, pixels, waves, settings: LongClipSettings, la
 
 
 def run(settings: LongClipSettings, out: Path) -> dict:
-    from ..diffusion.windowed import windowed
+    from ..diffusion.windowed import window_shapes, windowed
     from ..metrics import av_align, beat_hit_rate
     from ..models.weights import weights_checksum
 
@@ -381,12 +396,15 @@ def run(settings: LongClipSettings, out: Path) -> dict:
         settings = replace(settings, refine=tuple(cfg.joint_refine))
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
     window_seconds = cfg.frames / fps
-    if settings.overlap is not None and settings.overlap >= cfg.frames:
-        raise ValueError(f"--overlap must be less than the model's {cfg.frames} frames, got {settings.overlap}")
+    long_window = settings.window or cfg.frames
+    if settings.overlap is not None and settings.overlap >= long_window:
+        raise ValueError(f"--overlap must be less than the window's {long_window} frames, got {settings.overlap}")
     long_real = held_out_clips(pipe, settings.seconds, n, settings.data_seed,
                                transient=settings.content == "scenes")
-    win_real = held_out_clips(pipe, window_seconds, n, settings.data_seed, offset=500_000)
-    layout = windowed(pipe.model, seconds=settings.seconds, overlap=settings.overlap).layout
+    win_real = held_out_clips(pipe, window_seconds, settings.window_clips or n, settings.data_seed, offset=500_000)
+    video_shape, audio_shape = window_shapes(cfg, settings.window)
+    layout = windowed(pipe.model, seconds=settings.seconds, overlap=settings.overlap, video_shape=video_shape,
+                      audio_shape=audio_shape).layout
     v_joins, a_joins = join_positions(layout)
 
     def scores(pixels, waves):
@@ -402,6 +420,7 @@ def run(settings: LongClipSettings, out: Path) -> dict:
                   "video_space": cfg.video_space, "window_frames": cfg.frames, "window_seconds": window_seconds},
         "vocoder": pipe.vocoder.method,
         "layout": {"frames": layout.frames, "audio_length": layout.audio_length, "overlap": layout.overlap,
+                   "window_frames": layout.window_frames, "window_audio": layout.window_audio,
                    "windows": [[w.frame_start, w.frame_stop, w.audio_start, w.audio_stop] for w in layout.windows],
                    "video_joins": v_joins, "audio_joins": a_joins},
         "real": {
@@ -411,33 +430,37 @@ def run(settings: LongClipSettings, out: Path) -> dict:
                      "drift": window_drift(long_real[0], cfg.frames)},
             "window": {**scores(win_real[0], win_real[1]), "events": [len(e) for e in win_real[2]],
                        "balls": win_real[4]},
-            "seams": {"video": seam_scores(frame_change(long_real[0]), v_joins, AWAY_FRAMES),
-                      "audio": seam_scores(np.abs(np.diff(column_energy_db(long_real[1], hop), axis=1)), a_joins,
-                                           AWAY_COLUMNS)},
         },
         "tasks": {},
     }
+    joined = len(layout.windows) > 1   # one window (the clip no longer than it) has no joins, so no seams
+    if joined:
+        results["real"]["seams"] = {
+            "video": seam_scores(frame_change(long_real[0]), v_joins, AWAY_FRAMES),
+            "audio": seam_scores(np.abs(np.diff(column_energy_db(long_real[1], hop), axis=1)), a_joins, AWAY_COLUMNS)}
     figure_clips: dict = {}
     for task in settings.tasks:
         entry: dict = {}
         for name, (real_p, real_w, *_), long in (("window", win_real, False), ("long", long_real, True)):
             pixels, waves, seconds, windows, peak = _generate(pipe, task, real_p, real_w, settings, long)
-            row = {**scores(pixels, waves), "seconds_per_clip": seconds / n, "windows": windows,
+            rows = real_p.shape[0]
+            row = {**scores(pixels, waves), "seconds_per_clip": seconds / rows, "windows": windows,
                    "peak_batch": peak}
             if task == "v2a":
                 hits = [beat_hit_rate(w, r, sr, tuple(TOLERANCES.values())).hit_rates for w, r in zip(waves, real_w)]
                 row |= {k: [h[t] for h in hits] for k, t in TOLERANCES.items()}
             if long:
-                if task != "v2a":
+                if task != "v2a" and joined:
                     row["seams_video"] = seam_scores(frame_change(pixels), v_joins, AWAY_FRAMES)
+                if task != "v2a":
                     row["drift"] = window_drift(pixels, cfg.frames)
-                if task != "a2v":
+                if task != "a2v" and joined:
                     row["seams_audio"] = seam_scores(np.abs(np.diff(column_energy_db(waves, hop), axis=1)),
                                                      a_joins, AWAY_COLUMNS)
                 if task != "v2a":
                     figure_clips[task] = (pixels[0], waves[0])
             entry[name] = row
-            log(f"{task} {name}: {n} clips, {seconds / n:.2f} s/clip" + (f", {windows} windows" if long else ""))
+            log(f"{task} {name}: {rows} clips, {seconds / rows:.2f} s/clip" + (f", {windows} windows" if long else ""))
         if len(layout.windows) > 1:   # the long clips' content, one window at a time, cut together
             pixels, waves, seconds = _generate_cut(pipe, task, long_real[0], long_real[1], settings, layout)
             row = {**scores(pixels, waves), "seconds_per_clip": seconds / n}
@@ -492,9 +515,10 @@ def summarize(results: dict) -> dict:
         "av_align_window": _ci(results["real"]["window"]["av_align"]),
         "av_align_ratio": _ratio(results["real"]["long"]["av_align"], results["real"]["window"]["av_align"]),
         "drift": _ci(results["real"]["long"]["drift"]),
-        "seam_z_video": _ci(results["real"]["seams"]["video"]["z"]),
-        "seam_z_audio": _ci(results["real"]["seams"]["audio"]["z"]),
     }}
+    if "seams" in results["real"]:
+        summary["real"] |= {"seam_z_video": _ci(results["real"]["seams"]["video"]["z"]),
+                            "seam_z_audio": _ci(results["real"]["seams"]["audio"]["z"])}
     for task, entry in results["tasks"].items():
         long, win = entry["long"], entry["window"]
         s = {"av_align_long": _ci(long["av_align"]), "av_align_window": _ci(win["av_align"]),
@@ -595,6 +619,12 @@ def _content_words(settings: dict) -> str:
     return "long clips in scenes (a ball in view only between the flashes around its hit)"
 
 
+def _per_second(region: dict) -> str:
+    """A region's unmatched peaks per second ('—' where the layout has no such frames: one window, no overlap)."""
+    rate = region["unmatched_per_second"]
+    return "—" if rate is None else f"{rate:.2f}"
+
+
 def _cell(ci: dict | None, fmt: str = ".3f") -> str:
     if ci is None:
         return "—"
@@ -609,13 +639,17 @@ def _pair(summary: dict, first: str, second: str) -> str:
 def markdown(results: dict) -> str:
     st, sm = results["settings"], results["summary"]
     lay = results["layout"]
+    window_frames = lay.get("window_frames", results["model"]["window_frames"])   # results before --window: the model's
+    window_seconds = window_frames * results["model"]["window_seconds"] / results["model"]["window_frames"]
     lines = [
         f"# Long clips: {st['seconds']:g} s from a {results['model']['window_seconds']:g}-s model",
         "",
         f"Model `{st['model']}` ({results['model']['sha256'][:12]}), {st['sampler']} {st['steps']} steps"
         f"{'' if st.get('gamma') in (None, 1, 1.0) else ' at timestep adjustment γ = ' + format(st['gamma'], 'g')}, "
-        f"{st['clips']} held-out clips per row (data seed {st['data_seed']}), {len(lay['windows'])} windows of "
-        f"{results['model']['window_frames']} frames, overlap {lay['overlap']} frames, "
+        f"{st['clips']} held-out clips per row"
+        f"{'' if st.get('window_clips') in (None, st['clips']) else ' (window rows ' + str(st['window_clips']) + ')'}"
+        f" (data seed {st['data_seed']}), {len(lay['windows'])} window{'' if len(lay['windows']) == 1 else 's'} of "
+        f"{window_frames} frames, overlap {lay['overlap']} frames, "
         f"{st.get('window_noise', 'independent')} window noise, {_content_words(st)}"
         f"{'; joint in passes: joint, then ' + ', then '.join(st['refine']) if st.get('refine') else ''}; sound: "
         f"{results['vocoder']}. 95 % bootstrap CIs over clips; ratios resample the two sets independently.",
@@ -674,7 +708,7 @@ def markdown(results: dict) -> str:
         for name, c in region_rows:
             o, e = c["overlap"], c["single"]
             lines.append(f"| {name} | {o['matched']} / {o['unmatched']} | {e['matched']} / {e['unmatched']} | "
-                         f"{o['unmatched_per_second']:.2f} / {e['unmatched_per_second']:.2f} |")
+                         f"{_per_second(o)} / {_per_second(e)} |")
     cut_tasks = [t for t in results["tasks"] if "av_align_cut" in sm[t]]
     if cut_tasks:
         balls_long = np.mean(results["real"]["long"]["balls"])
@@ -717,12 +751,12 @@ def markdown(results: dict) -> str:
         "first-vs-last window colour drift |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    real = results["real"]["seams"]
-    lines.append(f"| real | {np.mean(real['video']['at_joins']):.4f} | {np.mean(real['video']['away_mean']):.4f} "
-                 f"({np.mean(real['video']['away_sd']):.4f}) | {_cell(r['seam_z_video'], '.2f')} | "
-                 f"{np.mean(real['audio']['at_joins']):.2f} | {np.mean(real['audio']['away_mean']):.2f} "
-                 f"({np.mean(real['audio']['away_sd']):.2f}) | {_cell(r['seam_z_audio'], '.2f')} | "
-                 f"{_cell(r['drift'], '.4f')} |")
+    real = results["real"].get("seams")
+    lines.append((f"| real | {np.mean(real['video']['at_joins']):.4f} | {np.mean(real['video']['away_mean']):.4f} "
+                   f"({np.mean(real['video']['away_sd']):.4f}) | {_cell(r['seam_z_video'], '.2f')} | "
+                   f"{np.mean(real['audio']['at_joins']):.2f} | {np.mean(real['audio']['away_mean']):.2f} "
+                   f"({np.mean(real['audio']['away_sd']):.2f}) | {_cell(r['seam_z_audio'], '.2f')} | "
+                   if real else "| real | — | — | — | — | — | — | ") + f"{_cell(r['drift'], '.4f')} |")
     for task in results["tasks"]:
         s = sm[task]
         v = (f"{s['seam_at_joins_video']:.4f} | {s['seam_away_video']:.4f} ({s['seam_away_sd_video']:.4f}) | "
@@ -733,7 +767,7 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         CANNOT_DO_OPENING + " each window sees only its own "
-        f"{results['model']['window_seconds']:g} s (and, through the overlaps, its neighbours' predictions), so "
+        f"{window_seconds:g} s (and, through the overlaps, its neighbours' predictions), so "
         "nothing carries the scene from the first window to the last. Timing and local continuity hold across "
         "joins; identity does not: a ball's colour, the background hue or the number of objects can change from "
         "window to window (the drift column; the real clips' drift comes from their events alone, their "
@@ -826,6 +860,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--condition-mode", default=s.condition_mode, choices=("clean", "replace"))
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of v2a,a2v,joint")
     ap.add_argument("--threads", type=int, default=s.threads, help="torch threads (0: torch's default)")
+    ap.add_argument("--window", type=int, default=None, help="video frames per window of the long clips (default: "
+                    "the model's own; Pipeline's window=)")
+    ap.add_argument("--window-clips", type=int, default=None, help="clips of the window rows (default: --clips); "
+                    "they are cheap, and their CI is the bar's denominator")
     ap.add_argument("--window-noise", default=s.window_noise, choices=WINDOW_NOISES,
                     help="the long clips' starting noise: independent (drawn for the whole clip) or shared (every "
                          "window from a permutation of the first window's noise, FreeNoise-style; default: "
@@ -885,7 +923,8 @@ def main(argv=None) -> int:
         settings = LongClipSettings(args.model, args.clips, args.seconds, args.overlap, args.steps, args.sampler,
                                     args.seed, args.data_seed, args.batch, args.condition_mode,
                                     tuple(t for t in args.tasks.split(",") if t), args.threads, not args.no_progress,
-                                    args.window_noise, parse_refine(args.refine), args.gamma, args.content)
+                                    args.window_noise, parse_refine(args.refine), args.gamma, args.content,
+                                    args.window, args.window_clips)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
         results = run(settings, out)
