@@ -78,7 +78,7 @@ default-model: setup
 	$(BIN)/python -m avfast.distill --teacher $(RUNS)/teacher/final --autoencoder $(RUNS)/codec/final \
 	  --out $(RUNS)/distill-default --steps 1 --start-steps 64 --stage-steps 300 300 500 500 300 300 --batch-size 8 \
 	  --lr 1e-4 --num-clips 1024 --save-every 100 --log-every 10 --seed 0 --threads 1
-	$(BIN)/python -m avfast.models.ship --student $(RUNS)/distill-default/stages/4-steps --teacher $(RUNS)/teacher/final --joint-refine v2a --sampling-gamma 0.05
+	$(BIN)/python -m avfast.models.ship --student $(RUNS)/distill-default/stages/4-steps --teacher $(RUNS)/teacher/final --joint-refine v2a --sampling-gamma 0.05 --long-window 36
 
 clean:
 	rm -rf build $(VENV) avfast/_C_*.so *.egg-info .pytest_cache .benchmarks

@@ -107,6 +107,7 @@ class Clip:
     steps: int = 0
     sampler: str = ""
     windows: int = 0       # windows per step of a long clip (0: the model's own length, no windowing)
+    window_frames: int = 0  # video frames per window of a long clip (0: no windowing)
     peak_batch: int = 0    # the largest batch of one model call (windows x clips x 2 with CFG)
     passes: tuple[str, ...] = ()  # a joint clip's conditional passes after the joint one (refine=), e.g. ("v2a",)
     gamma: float = 1.0     # the timestep adjustment γ it was sampled at (config sampling_gamma unless the call gave one)
@@ -562,17 +563,17 @@ class Pipeline:
             clip is sampled as overlapping windows denoised together (avfast.diffusion.windowed): one sampler
             state for the whole clip, so every option above works unchanged. A duration of exactly one window
             gives the plain call's clip bit for bit.
-        overlap: video frames shared by neighbouring windows, 0 <= overlap < the model's frames (default a
+        overlap: video frames shared by neighbouring windows, 0 <= overlap < the window's frames (default a
             third of them); window_batch: windows per model call (default 8; 1 on exported runtimes, whose
             batch is fixed). window_noise: the windows' starting noise, "independent" (the default: drawn
             for the whole clip) or "shared" (every window starts from a permutation of the first window's
             noise frames and columns, FreeNoise-style: `avfast.diffusion.windowed.shared_window_noise`,
-            clip i from seed + i). window: video frames per window (default the model's own, 18 for the
-            shipped default); a longer window is the same U-Net on more frames and their seconds of mel
-            columns (it has no positional encoding along time), with more context per window and memory
-            that grows with the window, not the clip (docs/long-clips.md measures what it buys: a2v
-            draws less stray motion). Exported runtimes have the model's window only. All four need
-            `seconds`.
+            clip i from seed + i). window: video frames per window (default the model's config
+            `long_window`, else its own frames: 36 for the shipped default, two of its 18-frame windows); a
+            longer window is the same U-Net on more frames and their seconds of mel columns (it has no
+            positional encoding along time), with more context per window and memory that grows with the
+            window, not the clip (docs/long-clips.md measures what it buys). Exported runtimes run the
+            model's own frames only. All four need `seconds`.
         refine: joint only: conditional passes run after the joint pass, in order, each redrawing one
             modality for the other (a Gibbs sweep through the model's own conditionals), e.g. "v2a" (the
             sound redrawn for the joint video) or ("a2v", "v2a") (the video redrawn for the joint sound,
@@ -606,7 +607,11 @@ class Pipeline:
             refine = tuple(getattr(self.config, "joint_refine", ())) if task == "joint" else ()
         else:
             refine = check_refine(refine, task)
-        frames_per_window = self.config.frames if window is None else window
+        exported = self.runtime != "torch" and self.runtime not in _runtime.TORCH_RUNTIMES
+        # The model's long-clip window (config long_window) unless the call gives one; an exported graph has
+        # the model's own frames only.
+        frames_per_window = (window if window is not None else self.config.frames if exported
+                             else self.config.long_window or self.config.frames)
         if window_noise is not None:
             check_window_noise(window_noise)
             if seconds is None:
@@ -626,7 +631,6 @@ class Pipeline:
         if window_batch is not None and (isinstance(window_batch, bool) or not isinstance(window_batch, int)
                                          or window_batch < 1):
             raise ValueError(f"`window_batch` must be an int >= 1 (windows per model call), got {window_batch!r}")
-        exported = self.runtime != "torch" and self.runtime not in _runtime.TORCH_RUNTIMES
         if exported and window_batch not in (None, 1):
             raise ValueError(f"runtime {self.runtime!r} has a fixed input batch: it runs one window per call "
                              f"(window_batch=1), got window_batch={window_batch}")
@@ -672,7 +676,7 @@ class Pipeline:
                          self.encode_audio(data, columns if long else None))
 
         chunk = max_batch or B
-        window_video, window_audio = window_shapes(self.config, window)
+        window_video, window_audio = window_shapes(self.config, frames_per_window)
         use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
         videos, audios, calls, elapsed, windows, peak = [], [], 0, 0.0, 0, 0
@@ -731,6 +735,7 @@ class Pipeline:
         return Clip(pixels.contiguous(), waves.contiguous(), float(self.config.fps), int(self.config.sample_rate),
                     task=task, seeds=tuple(range(seed, seed + B)), calls=calls, seconds=elapsed, audio_source=source,
                     steps=settings.steps, sampler=settings.sampler, windows=windows, peak_batch=peak,
+                    window_frames=frames_per_window if long else 0,
                     passes=refine, gamma=float(settings.gamma))
 
     def __repr__(self) -> str:

@@ -83,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --seconds: windows per model call (default 8; peak memory does not grow with the "
                         "duration)")
     p.add_argument("--window", type=int, metavar="F",
-                   help="with --seconds: video frames per window (default the model's own; longer windows give "
-                        "each window more context, with memory that grows with the window, not the clip; "
-                        "docs/long-clips.md)")
+                   help="with --seconds: video frames per window (default the model's config long_window, else its "
+                        "own frames: 36 for the shipped default; longer windows give each window more context, with "
+                        "memory that grows with the window, not the clip; docs/long-clips.md)")
     p.add_argument("--window-noise", choices=WINDOW_NOISES,
                    help="with --seconds: the windows' starting noise, independent (default: drawn for the whole "
                         "clip) or shared (every window starts from a permutation of the first window's noise, "
@@ -354,8 +354,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                     "Griffin-Lim fallback (no --vocoder given; lower quality)")
     print(f"audio: {audio_source}")
     if clips.windows > 1:
-        print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {args.window or pipe.config.frames} "
-              f"frames per step, largest model call {clips.peak_batch} inputs")
+        print(f"{clips.duration:g} s: {clips.windows} overlapping windows of {clips.window_frames} frames per step, "
+              f"largest model call {clips.peak_batch} inputs")
     elif clips.windows == 1:   # shorter than a window, or exactly one: the model runs once on the whole clip
         n = clips.pixels.shape[2]
         print(f"{clips.duration:g} s: one window of {n} frame{'' if n == 1 else 's'}")

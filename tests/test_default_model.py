@@ -49,11 +49,13 @@ def test_default_and_teacher_ship_with_the_package_and_load(student, teacher):
     assert teacher.config.condition_mode == student.config.condition_mode == "clean"
     assert teacher.config.replace(condition_mode="replace", version=1) == base and not teacher.training
     assert student.config.replace(distilled_steps=0, distilled_sampler="", distilled_gamma=1.0, joint_refine=(),
-                                  condition_mode="replace", sampling_gamma=None, version=1) == base
+                                  condition_mode="replace", sampling_gamma=None, long_window=0, version=1) == base
     # distilled at γ = 1; samples at γ = 0.05, chosen on validation clips (data seed 5, docs/sampling.md)
     assert student.config.distilled_gamma == 1.0 and student.config.sampling_gamma == 0.05
     assert student.config.distilled_steps == 4 and student.config.distilled_sampler == "ddim"
     assert student.config.joint_refine == ("v2a",)  # joint: the joint pass, then the sound redrawn for its video
+    # long clips in windows of 36 frames, two of its own (held-out long clips, docs/long-clips.md)
+    assert student.config.long_window == 36 and teacher.config.long_window == 0
     codec = _autoencoder(DEFAULT_DIR)
     assert codec.downsample * base.height == 32 and codec.latent_channels == base.video_channels
     with pytest.raises(ValueError, match="student, teacher"):

@@ -140,6 +140,17 @@ def test_a_longer_window_runs_the_model_on_its_frames(pipe, task, monkeypatch):
     assert seen == {24} and whole.windows == 1
 
 
+def test_the_models_long_window_is_the_default_and_a_call_overrides_it(monkeypatch):
+    own = Pipeline(_net(long_window=12), progress=False)
+    seen, clip = _frames_seen(monkeypatch, lambda: own("joint", seconds=2.4, steps=1))
+    assert seen == {12} and clip.windows == 3 and clip.window_frames == 12
+    seen, clip = _frames_seen(monkeypatch, lambda: own("joint", seconds=2.4, window=FRAMES, steps=1))
+    assert seen == {FRAMES} and clip.windows == 6 and clip.window_frames == FRAMES
+    # A clip no longer than the model's own window is still the plain call, bit for bit.
+    assert torch.equal(own("joint", seconds=0.6, steps=2).pixels, own("joint", steps=2).pixels)
+    assert own("joint", steps=1).window_frames == 0
+
+
 def test_overlap_is_bounded_by_the_window_not_the_model(pipe):
     clip = pipe("joint", seconds=2.4, window=12, overlap=8, steps=1)          # 8 >= the model's 6 frames
     assert clip.windows == 4

@@ -296,6 +296,19 @@ def test_sampling_gamma_is_a_version_4_field_only_where_set():
             plain.replace(sampling_gamma=bad)
 
 
+def test_long_window_is_a_version_5_field_only_where_set():
+    plain = PRESETS["tiny"]
+    assert "long_window" not in plain.to_dict() and plain.long_window == 0 and plain.version < 5
+    own = plain.replace(long_window=36)
+    assert own.version == 5 and own.to_dict()["long_window"] == 36 and ModelConfig.from_dict(own.to_dict()) == own
+    for bad in (-1, 2.5, "36", True):
+        with pytest.raises(ValueError, match=r"long_window must be an integer >= 0 \(video frames per window"):
+            plain.replace(long_window=bad)
+    newer = {**own.to_dict(), "version": 6}
+    with pytest.raises(ValueError, match=r"config version 6 is not one this avfast understands \(1..5\)"):
+        ModelConfig.from_dict(newer)
+
+
 @pytest.mark.parametrize("corruption,match", [
     ("missing", "missing tensors"), ("extra", "unexpected tensors"), ("shape", "mis-shaped"),
     ("not_safetensors", "not a readable safetensors"), ("no_weights", "no file"),
@@ -428,7 +441,7 @@ def test_a_refine_options_words():
         parse_refine(["v2a", "none"])
 
 
-def test_ship_records_the_students_joint_passes_only(tmp_path):
+def test_ship_records_the_students_sampling_fields_only(tmp_path):
     import shutil
 
     from avfast.models import DEFAULT_DIR
@@ -438,10 +451,11 @@ def test_ship_records_the_students_joint_passes_only(tmp_path):
         small().save_pretrained(tmp_path / name)
         shutil.copytree(DEFAULT_DIR / "autoencoder", tmp_path / name / "autoencoder")
     out = tmp_path / "default"
-    ship(tmp_path / "student", tmp_path / "teacher", out, joint_refine=("v2a",))
+    ship(tmp_path / "student", tmp_path / "teacher", out, joint_refine=("v2a",), long_window=24)
     assert json.loads((out / "config.json").read_text())["joint_refine"] == ["v2a"]
-    assert from_pretrained(out).config.joint_refine == ("v2a",)
-    assert "joint_refine" not in json.loads((out / "teacher" / "config.json").read_text())
+    assert from_pretrained(out).config.joint_refine == ("v2a",) and from_pretrained(out).config.long_window == 24
+    teacher = json.loads((out / "teacher" / "config.json").read_text())
+    assert "joint_refine" not in teacher and "long_window" not in teacher
     assert (out / "autoencoder" / "model.safetensors").is_file()
 
 

@@ -377,11 +377,13 @@ def test_a_model_trained_with_clean_conditions_says_so(tmp_path):
     assert clean.config.condition_mode == "clean" and clean.config.version == 3
     assert loop._initial_model(micro_config(tmp_path / "b")).config.condition_mode == "replace"
     clean.config = clean.config.replace(joint_refine=("v2a",), sampling_gamma=0.05, distilled_steps=4,
-                                        distilled_sampler="ddim", distilled_gamma=0.5)
+                                        distilled_sampler="ddim", distilled_gamma=0.5, long_window=12)
     clean.save_pretrained(tmp_path / "folder")
     again = loop._initial_model(micro_config(tmp_path / "c", init=str(tmp_path / "folder")))
     assert again.config.condition_mode == "replace" and again.config.joint_refine == ("v2a",)
-    # γ was chosen for the init weights, the step grid was distilled into them: a fine-tune keeps neither
+    # γ and the long window were chosen for the init weights, the step grid was distilled into them: a
+    # fine-tune keeps none of them
     assert again.config.sampling_gamma is None and again.config.distilled_steps == 0
+    assert again.config.long_window == 0
     assert (again.config.distilled_sampler, again.config.distilled_gamma) == ("", 1.0)
     assert all(torch.equal(again.state_dict()[k], v) for k, v in clean.state_dict().items())

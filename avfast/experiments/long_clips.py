@@ -41,7 +41,8 @@ bootstrap CIs over clips (`avfast.experiments.stats`):
                   ~2 s, so the scene and objects may change from window to window).
   s/clip          sampling + decoding time per clip, long and window.
 --window F samples the long clips (and their cut windows) with windows of F video frames instead of the
-model's own (Pipeline's window=); the window clips stay at the model's length. --window-clips N makes the
+model's own (Pipeline's window=; default its config long_window, else its frames); the window clips stay at
+the model's length. --window-clips N makes the
 window rows of N clips instead of --clips (they cost a fifth of a long clip, and their spread is most of the
 bar's CI).
 --window-noise shared starts the long clips' windows from shared noise (each window's noise a permutation
@@ -106,7 +107,8 @@ class LongClipSettings:
     refine: tuple[str, ...] | None = None  # joint's passes after the joint one (Pipeline's refine=; None: the model's)
     gamma: float | None = None    # timestep adjustment γ of every task (None: the model's own, config sampling_gamma)
     content: str = "scenes"       # the long clips' balls (CONTENTS): make_clip(transient=True) for scenes
-    window: int | None = None     # video frames per window of the long clips (Pipeline's window=; None: the model's)
+    window: int | None = None     # video frames per window of the long clips (Pipeline's window=; None: the model's
+    #                               config long_window, else its frames, recorded as resolved)
     window_clips: int | None = None  # clips of the window row (None: --clips); its CI narrows the bar's denominator
 
     def __post_init__(self) -> None:
@@ -394,11 +396,12 @@ def run(settings: LongClipSettings, out: Path) -> dict:
         settings = replace(settings, steps=own.steps, sampler=own.sampler, gamma=own.gamma)
     if settings.refine is None:   # the model's own joint passes, recorded as resolved
         settings = replace(settings, refine=tuple(cfg.joint_refine))
+    if settings.window is None:   # the model's own long-clip window, recorded as resolved
+        settings = replace(settings, window=cfg.long_window or cfg.frames)
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
     window_seconds = cfg.frames / fps
-    long_window = settings.window or cfg.frames
-    if settings.overlap is not None and settings.overlap >= long_window:
-        raise ValueError(f"--overlap must be less than the window's {long_window} frames, got {settings.overlap}")
+    if settings.overlap is not None and settings.overlap >= settings.window:
+        raise ValueError(f"--overlap must be less than the window's {settings.window} frames, got {settings.overlap}")
     long_real = held_out_clips(pipe, settings.seconds, n, settings.data_seed,
                                transient=settings.content == "scenes")
     win_real = held_out_clips(pipe, window_seconds, settings.window_clips or n, settings.data_seed, offset=500_000)
@@ -861,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of v2a,a2v,joint")
     ap.add_argument("--threads", type=int, default=s.threads, help="torch threads (0: torch's default)")
     ap.add_argument("--window", type=int, default=None, help="video frames per window of the long clips (default: "
-                    "the model's own; Pipeline's window=)")
+                    "the model's config long_window, else its frames; Pipeline's window=)")
     ap.add_argument("--window-clips", type=int, default=None, help="clips of the window rows (default: --clips); "
                     "they are cheap, and their CI is the bar's denominator")
     ap.add_argument("--window-noise", default=s.window_noise, choices=WINDOW_NOISES,

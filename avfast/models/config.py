@@ -21,14 +21,15 @@ from typing import Any
 #   3  + joint_refine (a joint clip's conditional passes after the joint one), condition_mode (how a v2a / a2v
 #        condition reaches the model by default)
 #   4  + sampling_gamma (the timestep adjustment γ a call samples at when it gives none)
-CONFIG_VERSION = 4
+#   5  + long_window (the video frames per window a long clip is sampled with when a call gives none)
+CONFIG_VERSION = 5
 DISTILLED_SAMPLERS = ("ddim",)
 DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
 REFINE_PASSES = ("v2a", "a2v")  # the conditional tasks a joint pass can be followed by
 REFINE_WORDS = REFINE_PASSES + ("none",)  # what a --refine option takes: passes, or none (one joint pass)
 CONDITION_MODES = ("replace", "clean")
 # What a config says about sampling, not about the weights: two configs that differ only here hold the same network.
-SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode", "sampling_gamma")
+SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode", "sampling_gamma", "long_window")
 FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
 VIDEO_SPACES = ("pixels", "latent")
 ATTENTION_KINDS = ("spatial_temporal", "joint")
@@ -83,6 +84,10 @@ class ModelConfig:
     # none, chosen on held-out validation clips (None: a student's distilled_gamma, else 1). A student may
     # sample best off the γ it was distilled at: the shipped default's is 0.05 (docs/sampling.md)
     sampling_gamma: float | None = None
+    # the video frames per window of a long clip (avfast.Pipeline's window= when a call gives none; 0: `frames`,
+    # the model's own), chosen on held-out long clips: the shipped default's is 36, two of its windows
+    # (docs/long-clips.md, "Longer windows")
+    long_window: int = 0
     version: int = 1                   # the oldest config format that holds this config (see CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,8 @@ class ModelConfig:
             self.version = 3  # joint_refine and condition_mode are version 3's
         if self.sampling_gamma is not None and isinstance(self.version, int) and self.version < 4:
             self.version = 4  # sampling_gamma is version 4's
+        if self.long_window and isinstance(self.version, int) and self.version < 5:
+            self.version = 5  # long_window is version 5's
         _check_config(self)
 
     @property
@@ -139,6 +146,8 @@ class ModelConfig:
             del d["condition_mode"]
         if self.sampling_gamma is None:  # version 4's
             del d["sampling_gamma"]
+        if not self.long_window:  # version 5's
+            del d["long_window"]
         return d
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -220,6 +229,8 @@ def _check_config(c: ModelConfig) -> None:
     need(c.sampling_gamma is None or (isinstance(c.sampling_gamma, float) and math.isfinite(c.sampling_gamma)
                                       and c.sampling_gamma > 0),
          "sampling_gamma must be None or a finite number > 0", c.sampling_gamma)
+    need(isinstance(c.long_window, int) and not isinstance(c.long_window, bool) and c.long_window >= 0,
+         "long_window must be an integer >= 0 (video frames per window of a long clip; 0: frames)", c.long_window)
     need(0.0 <= c.dropout < 1.0, "dropout must be in [0, 1)", c.dropout)
     need(c.mel_scale > 0 and c.fps > 0 and c.sample_rate > 0, "mel_scale, fps and sample_rate must be > 0",
          (c.mel_scale, c.fps, c.sample_rate))

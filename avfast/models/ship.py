@@ -22,10 +22,10 @@ from .weights import save_pretrained
 
 
 def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tuple[str, ...] = (),
-         sampling_gamma: float | None = None) -> list[Path]:
+         sampling_gamma: float | None = None, long_window: int = 0) -> list[Path]:
     """Writes the student (its config's `joint_refine` set to `joint_refine`: how its joint clips are sampled
-    by default, and `sampling_gamma`: the γ its calls sample at by default) and the teacher as the default
-    model folder `out`."""
+    by default, `sampling_gamma`: the γ its calls sample at by default, and `long_window`: the frames per
+    window of its long clips, 0 its own) and the teacher as the default model folder `out`."""
     for name, folder in (("student", student), ("teacher", teacher)):
         if not (Path(folder) / "config.json").is_file() or not (Path(folder) / "autoencoder").is_dir():
             raise ValueError(f"--{name}: {folder} is not a latent model folder (config.json, model.safetensors, "
@@ -37,7 +37,8 @@ def ship(student: Path, teacher: Path, out: Path = DEFAULT_DIR, joint_refine: tu
     for src, dst in ((Path(student), out), (Path(teacher), out / "teacher")):
         m = from_pretrained(src)
         if dst == out:
-            m.config = m.config.replace(joint_refine=tuple(joint_refine), sampling_gamma=sampling_gamma)
+            m.config = m.config.replace(joint_refine=tuple(joint_refine), sampling_gamma=sampling_gamma,
+                                        long_window=long_window)
         save_pretrained(m, dst, state_dict={k: v.half() if v.is_floating_point() else v
                                             for k, v in m.state_dict().items()})
         shutil.copytree(src / "autoencoder", dst / "autoencoder", dirs_exist_ok=True)
@@ -57,10 +58,13 @@ def main(argv=None) -> int:
     ap.add_argument("--sampling-gamma", type=float, default=None, metavar="GAMMA",
                     help="the timestep adjustment γ the student samples at when a call gives none (config "
                          "sampling_gamma; the shipped default: 0.05, chosen on validation clips, docs/sampling.md)")
+    ap.add_argument("--long-window", type=int, default=0, metavar="FRAMES",
+                    help="video frames per window of the student's long clips when a call gives none (config "
+                         "long_window; 0: its own frames; the shipped default: 36, docs/long-clips.md)")
     args = ap.parse_args(argv)
     try:
         for d in ship(Path(args.student), Path(args.teacher), Path(args.out), tuple(args.joint_refine),
-                      args.sampling_gamma):
+                      args.sampling_gamma, args.long_window):
             print(f"wrote {d}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

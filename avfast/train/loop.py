@@ -289,12 +289,13 @@ def _initial_model(cfg: TrainConfig) -> JointUNet:
         raise ValueError(f"TrainConfig: init={cfg.init!r} is a different model from preset={cfg.preset!r} with "
                          f"model={cfg.model!r}; pass the preset and overrides it was made with")
     # What was measured on the init weights does not hold for the new ones: the timestep adjustment γ chosen
-    # for them (sampling_gamma) and, for a distilled student, its step grid (a diffusion fine-tune is no
-    # longer a student). The joint passes (joint_refine) are a way of sampling, not a measured value: kept.
+    # for them (sampling_gamma), the long clips' window (long_window) and, for a distilled student, its step
+    # grid (a diffusion fine-tune is no longer a student). The joint passes (joint_refine) are a way of
+    # sampling, not a measured value: kept.
     fresh = ModelConfig()
     model.config = model.config.replace(
         gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode,
-        **{name: getattr(fresh, name) for name in (*DISTILLED_FIELDS, "sampling_gamma")})
+        **{name: getattr(fresh, name) for name in (*DISTILLED_FIELDS, "sampling_gamma", "long_window")})
     return model
 
 
