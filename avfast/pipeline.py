@@ -19,8 +19,9 @@ numpy arrays; uint8 video is read as 0..255 and int16 audio as 16-bit PCM (both 
 
 Long clips: `seconds=` beyond the model's window (or seconds="all" for v2a / a2v: the condition's own
 length) samples overlapping windows denoised together at every step (`avfast.diffusion.windowed`), with
-every sampler option; `overlap=` frames between neighbouring windows, `window_batch=` windows per model
-call (peak memory is that of `window_batch` windows, whatever the duration). See docs/long-clips.md.
+every sampler option; `window=` frames per window (default the model's config `long_window`, else its own
+frames), `overlap=` frames between neighbouring windows, `window_batch=` windows per model call (peak memory
+is that of `window_batch` windows, whatever the duration). See docs/long-clips.md.
 
     clip = pipe("joint", seconds=10, steps=25, seed=0)                  # 10 s of video with sound
     clip = pipe("v2a", video="long.mp4", seconds="all", overlap=6)      # sound for the whole video
