@@ -105,18 +105,23 @@ def _gib(n: float) -> str:
 
 
 def long_clips_that_fit(config, seconds: float, device: str | torch.device, frame_size: int,
-                        name: str = "`seconds`", clips: int = 1) -> int | None:
+                        name: str = "`seconds`", clips: int = 1, model_bytes: int = 0) -> int | None:
     """Refuses (TooLarge, one line naming `name`) a duration whose `clips` clips cannot fit in this machine's
     memory (half the available memory is the budget, as for batches); returns the most such clips that fit
-    at once (None: nothing known about this device's memory)."""
+    at once (None: nothing known about this device's memory). `model_bytes`: the model's peak on the windows
+    in flight (avfast.models.memory.windows_peak_bytes), which grows with the window and window_batch, not
+    with the duration."""
     have = available_bytes(device)
     if have is None:
         return None
     one, per_second = long_clip_bytes(config, seconds, frame_size), long_clip_bytes(config, 1.0, frame_size)
-    if one * clips > have // 2:
+    budget = have // 2 - model_bytes
+    if one * clips > budget:
         many = "a clip that long needs" if clips == 1 else f"{clips} clips that long need"
-        raise TooLarge(f"{name} {seconds:g}: {many} about {_gib(one * clips)} GiB of memory (estimated, "
-                       f"{per_second / 1e6:.1f} MB per second of clip), more than half of the {_gib(have)} GiB "
-                       f"available; the longest that fits is about {int((have // 2) / max(per_second * clips, 1))} s"
-                       + ("" if clips == 1 else " (or make fewer clips per call)"))
-    return max(1, int((have // 2) // max(one, 1)))
+        windows = f" and {_gib(model_bytes)} GiB for the windows in flight" if model_bytes else ""
+        raise TooLarge(f"{name} {seconds:g}: {many} about {_gib(one * clips + model_bytes)} GiB of memory (estimated, "
+                       f"{per_second / 1e6:.1f} MB per second of clip{windows}), more than half of the {_gib(have)} "
+                       f"GiB available; the longest that fits is about {max(0, int(budget / max(per_second * clips, 1)))} s"
+                       + ("" if clips == 1 else " (or make fewer clips per call)")
+                       + ("; shorter windows or fewer windows per call need less" if model_bytes else ""))
+    return max(1, int(budget // max(one, 1)))

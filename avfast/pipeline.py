@@ -612,7 +612,7 @@ class Pipeline:
         # The model's long-clip window (config long_window) unless the call gives one; an exported graph has
         # the model's own frames only.
         frames_per_window = (window if window is not None else self.config.frames if exported
-                             else self.config.long_window or self.config.frames)
+                             else self.config.long_window_frames)
         if window_noise is not None:
             check_window_noise(window_noise)
             if seconds is None:
@@ -622,9 +622,8 @@ class Pipeline:
             if seconds is None:
                 raise ValueError("`overlap`, `window_batch` and `window` shape the windows of a long clip; give "
                                  "`seconds=` too (a duration, or 'all' for the condition's length)")
-        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-            raise ValueError(f"`window` must be an int number of video frames >= 1 (the model's own is "
-                             f"{self.config.frames}), got {window!r}")
+        if window is not None:
+            window_shapes(self.config, window)   # the sampler's own check: an int number of frames >= 1
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
                                     or not 0 <= overlap < frames_per_window):
             raise ValueError(f"`overlap` must be an int number of video frames in [0, {frames_per_window - 1}] (less "
@@ -666,11 +665,22 @@ class Pipeline:
         if batch is not None and n_given not in (1, batch):
             raise ValueError(f"`batch` ({batch}) disagrees with the {n_given} clips given as the condition")
         B = batch or n_given
+        use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         if long:   # a long clip's own memory grows with its duration: refuse what cannot fit, before any work
             from ._memory import long_clips_that_fit
+            from .models.memory import windows_peak_bytes
 
-            long_clips_that_fit(self.config, float(duration), self.device, self.frame_size, "`seconds`",
-                                clips=B)
+            # The windows in flight: window_batch of them (at most the clip's, counted as window_layout's
+            # fewest) for each clip of a call, twice with classifier-free guidance; a clip shorter than a
+            # window is one window of its own length.
+            (_, window_frames, *_), (_, window_columns) = window_shapes(self.config, frames_per_window)
+            stride = window_frames - (window_frames // 3 if overlap is None else overlap)
+            clip_windows = 1 + max(0, -(-(frames - window_frames) // stride))
+            in_flight = min(window_batch, clip_windows) * min(max_batch or B, B) * (2 if use_cfg else 1)
+            model_bytes = windows_peak_bytes(self.config, min(frames, window_frames), min(columns, window_columns),
+                                             in_flight)
+            long_clips_that_fit(self.config, float(duration), self.device, self.frame_size, "`seconds`", clips=B,
+                                model_bytes=model_bytes)
         if data is not None:
             data = data.expand(B, *data.shape[1:])
             condition = (self.encode_video(data) if task == "v2a" else
@@ -678,7 +688,6 @@ class Pipeline:
 
         chunk = max_batch or B
         window_video, window_audio = window_shapes(self.config, frames_per_window)
-        use_cfg = labels is not None and tuple(cfg if isinstance(cfg, Sequence) else (cfg, cfg)) != (1.0, 1.0)
         label_ids = None if labels is None else torch.as_tensor(labels).reshape(-1)
         videos, audios, calls, elapsed, windows, peak = [], [], 0, 0.0, 0, 0
         bar = (_WindowProgress(steps * (1 + len(refine)) * -(-B // chunk), f"{sampler} {task} {duration:g} s",

@@ -361,6 +361,21 @@ def test_seam_measures_and_independent_ratio():
     assert bootstrap_independent_ratio_ci([1.0], [0.0, 0.0]) is None
 
 
+def test_seam_z_spread_reports_where_most_clips_lie_not_one_static_clip():
+    """One near-static clip (tiny sd away from joins) moves the mean z by units; the median and the share
+    over 2 do not, and the table shows them next to the mean (and reads results written before them)."""
+    from avfast.experiments.long_clips import _z_cell, _z_spread
+
+    z = [-0.4, 0.1, -0.2, 0.3, 0.0, 40.0]                        # five clips without a seam, one static clip
+    spread = _z_spread(z)
+    assert spread == {"median": pytest.approx(0.05), "over_2": pytest.approx(1 / 6)}
+    assert _z_spread([3.0, 2.5, 2.1])["over_2"] == 1.0 and _z_spread([2.0])["over_2"] == 0.0   # strictly over
+    ci = {"mean": 6.63, "low": -0.1, "high": 19.9}
+    assert _z_cell({"seam_z_video": ci, "seam_z_spread_video": spread}, "video") == \
+        "6.63 [-0.10, 19.90]; 0.05, 17% > 2"
+    assert _z_cell({"seam_z_video": ci}, "video") == "6.63 [-0.10, 19.90]"      # an older results file
+
+
 def test_cut_windows_cover_the_clip_once_and_keep_each_window_inside_itself():
     from types import SimpleNamespace
 

@@ -299,7 +299,9 @@ def test_sampling_gamma_is_a_version_4_field_only_where_set():
 def test_long_window_is_a_version_5_field_only_where_set():
     plain = PRESETS["tiny"]
     assert "long_window" not in plain.to_dict() and plain.long_window == 0 and plain.version < 5
+    assert plain.long_window_frames == plain.frames          # unset: the model's own window
     own = plain.replace(long_window=36)
+    assert own.long_window_frames == 36
     assert own.version == 5 and own.to_dict()["long_window"] == 36 and ModelConfig.from_dict(own.to_dict()) == own
     for bad in (-1, 2.5, "36", True):
         with pytest.raises(ValueError, match=r"long_window must be an integer >= 0 \(video frames per window"):

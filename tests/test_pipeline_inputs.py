@@ -206,18 +206,51 @@ def test_fp16_on_the_cpu_warns_that_it_is_slow():
 def test_a_long_clip_that_cannot_fit_is_refused_before_any_work(pipe, monkeypatch):
     import avfast._memory
     from avfast._memory import TooLarge, long_clip_bytes
+    from avfast.models.memory import windows_peak_bytes
 
     per_second = long_clip_bytes(pipe.config, 1.0, SIZE)
+    # The model's share: 8 windows in flight (the default window_batch) of the model's own shape.
+    windows = windows_peak_bytes(pipe.config, pipe.config.frames, pipe.config.audio_length, 8)
+    assert 0 < windows < 50 * per_second
     monkeypatch.setattr(avfast._memory, "available_bytes", lambda device: int(200 * per_second))
     monkeypatch.setattr(Pipeline, "denoiser", lambda *a, **k: pytest.fail("sampling started"))
     with pytest.raises(TooLarge, match=re.escape("`seconds` 1e+09: a clip that long needs about")) as e:
         pipe("joint", seconds=1e9)
-    assert "the longest that fits is about 100 s" in str(e.value)
+    assert f"the longest that fits is about {int((100 * per_second - windows) / per_second)} s" in str(e.value)
+    assert "GiB for the windows in flight" in str(e.value)
     with pytest.raises(TooLarge, match=re.escape("`seconds` 60: 2 clips that long need about")):
         pipe("joint", seconds=60, batch=2)              # 120 s of clips against 100 s of budget
     with pytest.raises(TooLarge, match=r"needs about \d\.\de\+\d+ GiB") as e:
         pipe("joint", seconds=1e300)                    # a short figure, not 300 digits
     assert len(str(e.value)) < 400
+
+
+def test_a_long_clip_counts_the_windows_in_flight(pipe, monkeypatch):
+    """A long clip's model memory grows with the window and the windows per call (window_batch), not with the
+    duration: the same clip that fits one window at a time is refused, before any work, at eight."""
+    import avfast._memory
+    from avfast._memory import TooLarge, long_clip_bytes
+    from avfast.models.memory import windows_peak_bytes
+
+    cfg = pipe.config
+    own, eight = (windows_peak_bytes(cfg, cfg.frames, cfg.audio_length, n) for n in (1, 8))
+    assert eight > 1.5 * own                                            # the weights are most of one window's
+    assert windows_peak_bytes(cfg, 4 * cfg.frames, 4 * cfg.audio_length, 1) > 1.3 * own   # a longer window
+    seconds = 10 * cfg.frames / cfg.fps                                 # ten of the model's windows long
+    half = long_clip_bytes(cfg, seconds, SIZE) + (own + eight) // 2     # the clip and one window, not eight
+    monkeypatch.setattr(avfast._memory, "available_bytes", lambda device: int(2 * half))
+
+    class Started(Exception):
+        pass
+
+    def denoiser(*args, **kwargs):
+        raise Started
+    monkeypatch.setattr(Pipeline, "denoiser", denoiser)
+    with pytest.raises(TooLarge, match=r"GiB for the windows in flight\).*shorter windows or fewer windows per "
+                                       r"call need less"):
+        pipe("joint", seconds=seconds, window_batch=8)
+    with pytest.raises(Started):                                        # past the check: sampling starts
+        pipe("joint", seconds=seconds, window_batch=1)
 
 
 # ------------------------------------------------------------------ 6. Clip.save

@@ -337,6 +337,7 @@ def test_window_shapes_give_the_model_its_own_or_a_longer_windows_seconds():
     for frames in (5, 18, 36, 72, 101):
         v, a = window_shapes(cfg, frames)
         assert abs(a[1] / (16_000 / HOP_LENGTH) - v[1] / 10.0) < 0.1
-    for bad in (0, -3, 1.5, True):
-        with pytest.raises(ValueError, match=r"`window` must be an int number of video frames >= 1"):
+    for bad in (0, -3, 1.5, 18.0, True):   # 18.0 is the model's own length, but not an int
+        with pytest.raises(ValueError, match=r"`window` must be an int number of video frames >= 1 "
+                                             r"\(the model's own is 18\)"):
             window_shapes(cfg, bad)

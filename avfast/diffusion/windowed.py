@@ -167,9 +167,12 @@ def window_shapes(config: Any, window_frames: int | None = None) -> tuple[tuple[
     how well it draws there is measured in docs/long-clips.md ("Longer windows")."""
     config = _config_of(config)
     video_shape, audio_shape = tuple(config.video_shape), tuple(config.audio_shape)
-    if window_frames is None or window_frames == video_shape[1]:
+    if window_frames is None:
         return video_shape, audio_shape
-    window_frames = _positive_int("window", window_frames, "an int number of video frames >= 1")
+    window_frames = _positive_int("window", window_frames,
+                                  f"an int number of video frames >= 1 (the model's own is {video_shape[1]})")
+    if window_frames == video_shape[1]:
+        return video_shape, audio_shape
     columns = audio_columns_for_seconds(config, window_frames / _rate(config, "fps", "window_shapes"))
     return (video_shape[0], window_frames, *video_shape[2:]), (audio_shape[0], columns)
 

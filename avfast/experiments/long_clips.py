@@ -270,6 +270,13 @@ def _ci(values) -> dict | None:
     return bootstrap_ci(values).to_dict() if len(values) >= 2 else None
 
 
+def _z_spread(z: list[float]) -> dict:
+    """The median seam z and the share of clips above 2: a near-static clip's sd away from joins is tiny, so
+    one such clip can move the mean z by a whole unit (the mean's CI says so, not where most clips lie)."""
+    z = np.asarray(z, dtype=float)
+    return {"median": float(np.median(z)), "over_2": float(np.mean(z > 2.0))}
+
+
 def _paired_ratio(numerator: list[float], denominator: list[float]) -> dict | None:
     """mean / mean over the same clips, with a paired bootstrap CI (clip i's two scores drawn together)."""
     from .stats import bootstrap_ratio_ci
@@ -397,7 +404,7 @@ def run(settings: LongClipSettings, out: Path) -> dict:
     if settings.refine is None:   # the model's own joint passes, recorded as resolved
         settings = replace(settings, refine=tuple(cfg.joint_refine))
     if settings.window is None:   # the model's own long-clip window, recorded as resolved
-        settings = replace(settings, window=cfg.long_window or cfg.frames)
+        settings = replace(settings, window=cfg.long_window_frames)
     fps, sr, n = float(cfg.fps), int(cfg.sample_rate), settings.clips
     window_seconds = cfg.frames / fps
     if settings.overlap is not None and settings.overlap >= settings.window:
@@ -520,8 +527,9 @@ def summarize(results: dict) -> dict:
         "drift": _ci(results["real"]["long"]["drift"]),
     }}
     if "seams" in results["real"]:
-        summary["real"] |= {"seam_z_video": _ci(results["real"]["seams"]["video"]["z"]),
-                            "seam_z_audio": _ci(results["real"]["seams"]["audio"]["z"])}
+        summary["real"] |= {f"seam_z_{m}": _ci(results["real"]["seams"][m]["z"]) for m in ("video", "audio")}
+        summary["real"] |= {f"seam_z_spread_{m}": _z_spread(results["real"]["seams"][m]["z"])
+                            for m in ("video", "audio")}
     for task, entry in results["tasks"].items():
         long, win = entry["long"], entry["window"]
         s = {"av_align_long": _ci(long["av_align"]), "av_align_window": _ci(win["av_align"]),
@@ -538,6 +546,7 @@ def summarize(results: dict) -> dict:
             if f"seams_{m}" in long:
                 seams = long[f"seams_{m}"]
                 s[f"seam_z_{m}"] = _ci(seams["z"])
+                s[f"seam_z_spread_{m}"] = _z_spread(seams["z"])
                 s[f"seam_at_joins_{m}"] = float(np.mean(seams["at_joins"]))
                 s[f"seam_away_{m}"] = float(np.mean(seams["away_mean"]))
                 s[f"seam_away_sd_{m}"] = float(np.mean(seams["away_sd"]))
@@ -637,6 +646,13 @@ def _cell(ci: dict | None, fmt: str = ".3f") -> str:
 def _pair(summary: dict, first: str, second: str) -> str:
     """Two of a row's CIs as one cell, 'first / second'."""
     return f"{_cell(summary.get(first), '.2f')} / {_cell(summary.get(second), '.2f')}"
+
+
+def _z_cell(summary: dict, modality: str) -> str:
+    """Seam z: mean [CI]; median, share of clips over 2 (results before the spread was kept: the mean alone)."""
+    cell = _cell(summary[f"seam_z_{modality}"], ".2f")
+    spread = summary.get(f"seam_z_spread_{modality}")
+    return cell if spread is None else f"{cell}; {spread['median']:.2f}, {spread['over_2']:.0%} > 2"
 
 
 def markdown(results: dict) -> str:
@@ -748,7 +764,9 @@ def markdown(results: dict) -> str:
         "",
         "Seams: the measure at window joins against the spread away from them, z = (mean at joins - mean "
         "away) / sd away, per clip (mean [95 % CI]); the real clips' z at the same positions is what content "
-        "alone gives. Video: frame-to-frame change mean |x_f - x_f-1|; audio: |Δ dB| of the per-column energy.",
+        "alone gives; after it, the median z and the share of clips with z > 2 (a near-static clip's tiny sd away "
+        "can move the mean by a unit on its own). Video: frame-to-frame change mean |x_f - x_f-1|; audio: |Δ dB| of "
+        "the per-column energy.",
         "",
         "| clips | video at joins | video away (sd) | video z | audio at joins | audio away (sd) | audio z | "
         "first-vs-last window colour drift |",
@@ -756,16 +774,16 @@ def markdown(results: dict) -> str:
     ]
     real = results["real"].get("seams")
     lines.append((f"| real | {np.mean(real['video']['at_joins']):.4f} | {np.mean(real['video']['away_mean']):.4f} "
-                   f"({np.mean(real['video']['away_sd']):.4f}) | {_cell(r['seam_z_video'], '.2f')} | "
+                   f"({np.mean(real['video']['away_sd']):.4f}) | {_z_cell(r, 'video')} | "
                    f"{np.mean(real['audio']['at_joins']):.2f} | {np.mean(real['audio']['away_mean']):.2f} "
-                   f"({np.mean(real['audio']['away_sd']):.2f}) | {_cell(r['seam_z_audio'], '.2f')} | "
+                   f"({np.mean(real['audio']['away_sd']):.2f}) | {_z_cell(r, 'audio')} | "
                    if real else "| real | — | — | — | — | — | — | ") + f"{_cell(r['drift'], '.4f')} |")
     for task in results["tasks"]:
         s = sm[task]
         v = (f"{s['seam_at_joins_video']:.4f} | {s['seam_away_video']:.4f} ({s['seam_away_sd_video']:.4f}) | "
-             f"{_cell(s['seam_z_video'], '.2f')}") if "seam_z_video" in s else "— | — | —"
+             f"{_z_cell(s, 'video')}") if "seam_z_video" in s else "— | — | —"
         a = (f"{s['seam_at_joins_audio']:.2f} | {s['seam_away_audio']:.2f} ({s['seam_away_sd_audio']:.2f}) | "
-             f"{_cell(s['seam_z_audio'], '.2f')}") if "seam_z_audio" in s else "— | — | —"
+             f"{_z_cell(s, 'audio')}") if "seam_z_audio" in s else "— | — | —"
         lines.append(f"| {task} | {v} | {a} | {_cell(s.get('drift'), '.4f')} |")
     lines += [
         "",

@@ -111,6 +111,12 @@ class ModelConfig:
         _check_config(self)
 
     @property
+    def long_window_frames(self) -> int:
+        """The video frames per window a long clip is sampled with when a call gives none: `long_window`, else
+        the model's own `frames`."""
+        return self.long_window or self.frames
+
+    @property
     def distilled(self) -> bool:
         """Whether this is a distilled student (see `distilled_steps`)."""
         return self.distilled_steps > 0

@@ -11,6 +11,13 @@ from .config import ModelConfig, preset
 from .unet import JointUNet
 
 
+def windows_peak_bytes(config: ModelConfig, window_frames: int, window_audio: int, windows: int) -> int:
+    """Estimated peak bytes of one model call on `windows` windows of a long clip, each `window_frames` video
+    frames and `window_audio` mel columns (avfast.diffusion.windowed.window_shapes): a long clip's model memory,
+    which grows with the window and the windows per call, not with the clip's duration."""
+    return model_peak_bytes(config.replace(frames=window_frames, audio_length=window_audio), windows)
+
+
 def model_peak_bytes(config: "str | ModelConfig", batch: int = 1, *, training: bool = False, decomposed: bool = False) -> int:
     """Estimated peak bytes of one forward (and backward, with `training`: plus weights, gradients and
     Adam's two moments) of a joint U-Net with `config` at `batch`, in fp32. `decomposed`: the ops as
