@@ -361,6 +361,45 @@ def test_seam_measures_and_independent_ratio():
     assert bootstrap_independent_ratio_ci([1.0], [0.0, 0.0]) is None
 
 
+def test_paired_with_pools_the_same_clips_of_two_runs_and_refuses_other_clips():
+    """--paired-with: this run's pooled AV-Align over another run's, clip i of both resampled together; the
+    same counts give exactly 1, a run matching half the events scores lower, other clips are refused."""
+    import numpy as np
+
+    from avfast.experiments.long_clips import _paired_lines, check_paired, paired_with
+    from avfast.metrics.av_align import pooled_av_align
+
+    rng = np.random.default_rng(0)
+    onsets = rng.integers(4, 9, size=12)
+    peaks = onsets + rng.integers(0, 3, size=12)
+    good = np.stack([onsets, onsets, peaks, peaks], axis=1)              # every event matched
+    half = np.stack([onsets // 2, onsets, peaks // 2, peaks], axis=1)    # about half of each matched
+    settings = {"clips": 12, "seconds": 7.2, "data_seed": 2, "content": "scenes", "seed": 0, "model": "a",
+                "window": 36}
+
+    def run(counts, window_counts, tasks=("a2v",), **changes):
+        entry = {"long": {"av_align_counts": counts.tolist()}, "window": {"av_align_counts": window_counts.tolist()}}
+        return {"settings": {**settings, **changes}, "tasks": {t: entry for t in tasks}}
+
+    same = paired_with(run(good, good), run(good, good, model="b"), "base")
+    one = same["tasks"]["a2v"]["long"]
+    assert one["mean"] == pytest.approx(1.0) and one["low"] == pytest.approx(1.0) == one["high"]
+    lower = paired_with(run(half, good[:5], tasks=("a2v", "joint")), run(good, good, model="b"), "base")
+    expected = pooled_av_align(half) / pooled_av_align(good)
+    assert lower["tasks"]["a2v"]["long"]["mean"] == pytest.approx(expected) and 0.2 < expected < 0.5
+    assert lower["tasks"]["a2v"]["long"]["high"] < 0.6
+    assert "window" not in lower["tasks"]["a2v"]                         # 5 window clips against 12: not paired
+    assert set(lower["tasks"]) == {"a2v"} and lower["model"] == "b"      # joint: not in the base run
+    table = "\n".join(_paired_lines(lower))
+    assert f"| a2v | {expected:.2f}" in table and "Against `base` (model b, 36-frame windows)" in table
+    with pytest.raises(ValueError, match=r"--paired-with base: its clips are not this run's \(data_seed 3 against "
+                                         r"2, seed 1000 against 0\)"):
+        paired_with(run(good, good), run(good, good, data_seed=3, seed=1000), "base")
+    check_paired(settings, {**settings, "model": "b", "window": 72}, "base")   # other model and window: fine
+    with pytest.raises(ValueError, match="no task of this run has event-pooled counts in both runs"):
+        paired_with(run(good, good, tasks=("v2a",)), run(good, good), "base")
+
+
 def test_seam_z_spread_reports_where_most_clips_lie_not_one_static_clip():
     """One near-static clip (tiny sd away from joins) moves the mean z by units; the median and the share
     over 2 do not, and the table shows them next to the mean (and reads results written before them)."""
@@ -475,6 +514,23 @@ def test_docs_option_refuses_a_tree_without_the_block_before_any_work(tmp_path, 
     (tmp_path / "README.md").write_text("no block\n")
     assert main(["--docs", "--out", str(tmp_path / "o"), "--clips", "2"]) == 2
     assert "no <!-- long_clips:begin -->" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_paired_with_refuses_a_missing_or_unpaired_run_before_any_work(tmp_path, capsys):
+    import json
+
+    from avfast.experiments.long_clips import JSON_NAME, main
+
+    assert main(["--paired-with", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--clips", "2"]) == 2
+    assert f"--paired-with: no results at {tmp_path / 'nothing' / JSON_NAME}" in capsys.readouterr().err
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / JSON_NAME).write_text(json.dumps({"settings": {"clips": 48, "seconds": 7.2, "data_seed": 2,
+                                                           "content": "scenes", "seed": 0}}))
+    assert main(["--paired-with", str(base), "--out", str(tmp_path / "o"), "--clips", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "its clips are not this run's (clips 48 against 2)" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()                              # refused before any sampling
 
 
 def test_cli_summary_of_a_clip_shorter_than_a_window(folder, tmp_path, capsys):

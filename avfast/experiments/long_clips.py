@@ -614,6 +614,56 @@ def _pooled_summary(entry: dict, real: dict) -> dict:
     return out
 
 
+# What two runs must share for their clips to be paired one by one: the same held-out clips (data seed, their
+# count, length and content) and the same sampling noise (seed); the window rows also their count.
+PAIRED_SETTINGS = ("clips", "seconds", "data_seed", "content", "seed")
+
+
+def check_paired(mine: dict, theirs: dict, base_name: str) -> None:
+    """Refuses (ValueError naming each difference) two runs' settings whose clips cannot be paired."""
+    differ = [k for k in PAIRED_SETTINGS if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise ValueError(f"--paired-with {base_name}: its clips are not this run's ("
+                         + ", ".join(f"{k} {theirs.get(k)!r} against {mine.get(k)!r}" for k in differ)
+                         + "); pair runs of the same --clips, --seconds, --data-seed, --content and --seed")
+
+
+def paired_with(results: dict, base: dict, base_name: str) -> dict:
+    """Per task of both runs, this run's event-pooled AV-Align over `base`'s, clip i of both resampled together
+    (long clips, and window clips where both runs have the same number): how a model or a setting compares with
+    another on the same clips, a tighter CI than either run's own. Refuses runs of different clips."""
+    from .pooled import pooled_ratio_ci
+
+    theirs = base["settings"]
+    check_paired(results["settings"], theirs, base_name)
+    tasks = {}
+    for task, entry in results["tasks"].items():
+        other = base["tasks"].get(task)
+        if other is None:
+            continue
+        row = {}
+        for kind in ("long", "window"):
+            a, b = entry[kind].get("av_align_counts"), other[kind].get("av_align_counts")
+            if a is not None and b is not None and len(a) == len(b):
+                row[kind] = pooled_ratio_ci(np.asarray(a), np.asarray(b))
+        if row:
+            tasks[task] = row
+    if not tasks:
+        raise ValueError(f"--paired-with {base_name}: no task of this run has event-pooled counts in both runs")
+    return {"folder": base_name, "model": theirs.get("model"), "window": theirs.get("window"), "tasks": tasks}
+
+
+def _paired_lines(paired: dict | None) -> list[str]:
+    if not paired:
+        return []
+    lines = ["", f"Against `{paired['folder']}` (model {paired['model']}, {paired['window']}-frame windows), paired "
+                 "over the same clips and noise: this run's event-pooled AV-Align over its (mean [95 % CI]).", "",
+             "| task | long clips, this / that | window clips, this / that |", "|---|---|---|"]
+    for task, row in paired["tasks"].items():
+        lines.append(f"| {task} | {_cell(row.get('long'), '.2f')} | {_cell(row.get('window'), '.2f')} |")
+    return lines
+
+
 def _outside_words(real_long: dict) -> str:
     """The sentence on window-ball pairs whose hit lies outside the window (absent from results made before it)."""
     o = real_long.get("balls_outside_windows")
@@ -785,6 +835,7 @@ def markdown(results: dict) -> str:
         a = (f"{s['seam_at_joins_audio']:.2f} | {s['seam_away_audio']:.2f} ({s['seam_away_sd_audio']:.2f}) | "
              f"{_z_cell(s, 'audio')}") if "seam_z_audio" in s else "— | — | —"
         lines.append(f"| {task} | {v} | {a} | {_cell(s.get('drift'), '.4f')} |")
+    lines += _paired_lines(results.get("paired_with"))
     lines += [
         "",
         CANNOT_DO_OPENING + " each window sees only its own "
@@ -900,6 +951,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "window clips (avfast.Pipeline's refine=; default: the model's own, config joint_refine)")
     ap.add_argument("--docs", action="store_true", help="also put the tables into every file of README.md and "
                     f"docs/*.md (under the current folder) that holds the {DOC_MARKERS} markers")
+    ap.add_argument("--paired-with", metavar="FOLDER", default=None,
+                    help="another run's folder of the same clips and seeds (its long_clips.json): add this run's "
+                         "event-pooled AV-Align over its, per task, paired clip by clip (with --report-only too)")
     ap.add_argument("--report-only", action="store_true",
                     help="no generation: the table (and --docs) again from <out>/long_clips.json")
     ap.add_argument("--no-progress", action="store_true")
@@ -929,11 +983,18 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         out = Path(args.out)
         targets = block_targets(DOC_BLOCK, DOC_MARKERS, None, args.docs)  # fail before the run, not after it
+        base = None
+        if args.paired_with is not None:   # read before the run, so a wrong folder fails in a second
+            if not (Path(args.paired_with) / JSON_NAME).is_file():
+                raise FileNotFoundError(f"--paired-with: no results at {Path(args.paired_with) / JSON_NAME}")
+            base = json.loads((Path(args.paired_with) / JSON_NAME).read_text())
         if args.report_only:
             if not (out / JSON_NAME).is_file():
                 raise FileNotFoundError(f"--report-only: no results at {out / JSON_NAME}; run without it first")
             results = json.loads((out / JSON_NAME).read_text())
             results["summary"] = summarize(results)  # the measures as this version computes them
+            if base is not None:
+                results["paired_with"] = paired_with(results, base, args.paired_with)
             (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
             (out / TABLE_NAME).write_text(markdown(results))
             print(markdown(results), end="")
@@ -948,7 +1009,13 @@ def main(argv=None) -> int:
                                     args.window, args.window_clips)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
+        if base is not None:   # the settings it will be paired on, checked before minutes of sampling
+            check_paired(asdict(settings), base["settings"], args.paired_with)
         results = run(settings, out)
+        if base is not None:
+            results["paired_with"] = paired_with(results, base, args.paired_with)
+            (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
+            (out / TABLE_NAME).write_text(markdown(results))
         print(markdown(results), end="")
         for path in targets:
             path.write_text(update_doc(path.read_text(), doc_block(results)))
