@@ -477,3 +477,22 @@ def test_checkpoint_folder_names_shipped_models_and_refuses_what_is_not_a_folder
     monkeypatch.setattr(models, "default_folder", lambda which="student": tmp_path / "none" / which)
     with pytest.raises(models.DefaultModelUnavailable, match="no trained default model"):
         models.checkpoint_folder("default:teacher")
+
+
+def test_every_candidate_model_loads_and_is_described():
+    """candidates/ keeps measured, unshipped weights for the next step: each folder loads like any model
+    folder (safetensors, a valid config, its frame autoencoder beside it) and candidates/README.md says what
+    it is and how it was made."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "candidates"
+    if not root.is_dir():
+        pytest.skip("no candidates/ folder (an installed wheel ships none)")
+    readme = (root / "README.md").read_text()
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert folders, "candidates/ holds no model folder"
+    for folder in folders:
+        assert f"## `{folder.name}/`" in readme, f"candidates/README.md does not describe {folder.name}/"
+        model = from_pretrained(folder)
+        assert model.config.video_space == "latent" and (folder / "autoencoder" / "model.safetensors").is_file()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
