@@ -236,6 +236,8 @@ def test_a_long_clip_counts_the_windows_in_flight(pipe, monkeypatch):
     own, eight = (windows_peak_bytes(cfg, cfg.frames, cfg.audio_length, n) for n in (1, 8))
     assert eight > 1.5 * own                                            # the weights are most of one window's
     assert windows_peak_bytes(cfg, 4 * cfg.frames, 4 * cfg.audio_length, 1) > 1.3 * own   # a longer window
+    from avfast.models.memory import model_peak_bytes                   # the cached estimate is the estimate
+    assert eight == model_peak_bytes(cfg.replace(), 8) and own == model_peak_bytes(cfg, 1)
     seconds = 10 * cfg.frames / cfg.fps                                 # ten of the model's windows long
     half = long_clip_bytes(cfg, seconds, SIZE) + (own + eight) // 2     # the clip and one window, not eight
     monkeypatch.setattr(avfast._memory, "available_bytes", lambda device: int(2 * half))

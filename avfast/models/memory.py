@@ -1,6 +1,8 @@
 """Memory a joint U-Net needs, estimated on the meta device before any work (see avfast/_memory.py)."""
 from __future__ import annotations
 
+import functools
+import json
 from contextlib import nullcontext
 
 import torch
@@ -14,8 +16,14 @@ from .unet import JointUNet
 def windows_peak_bytes(config: ModelConfig, window_frames: int, window_audio: int, windows: int) -> int:
     """Estimated peak bytes of one model call on `windows` windows of a long clip, each `window_frames` video
     frames and `window_audio` mel columns (avfast.diffusion.windowed.window_shapes): a long clip's model memory,
-    which grows with the window and the windows per call, not with the clip's duration."""
-    return model_peak_bytes(config.replace(frames=window_frames, audio_length=window_audio), windows)
+    which grows with the window and the windows per call, not with the clip's duration. Cached: the estimate
+    builds the model on the meta device (~0.25 s), which every long-clip call of a pipeline would pay again."""
+    return _cached_peak_bytes(config.replace(frames=window_frames, audio_length=window_audio).to_json(), windows)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_peak_bytes(config_json: str, batch: int) -> int:
+    return model_peak_bytes(ModelConfig.from_dict(json.loads(config_json)), batch)
 
 
 def model_peak_bytes(config: "str | ModelConfig", batch: int = 1, *, training: bool = False, decomposed: bool = False) -> int:
