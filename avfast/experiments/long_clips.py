@@ -385,7 +385,18 @@ def _generate_cut(pipe, task: str, pixels, waves, settings: LongClipSettings, la
     return out_p, out_w, seconds
 
 
-def run(settings: LongClipSettings, out: Path) -> dict:
+def save(results: dict, out: Path) -> None:
+    """The results and their table into `out`, each file written whole (a stopped run keeps the last pair)."""
+    from .._io import atomic_write_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / JSON_NAME, (json.dumps(results, indent=1) + "\n").encode())
+    atomic_write_bytes(out / TABLE_NAME, markdown(results).encode())
+
+
+def run(settings: LongClipSettings, out: Path, paired: tuple[dict, str] | None = None) -> dict:
+    """Samples and scores the long and window clips of `settings`, writes `out`; `paired`: another run's results
+    and folder name, to add this run's scores over its (`paired_with`)."""
     from ..diffusion.windowed import window_shapes, windowed
     from ..metrics import av_align, beat_hit_rate
     from ..models.weights import weights_checksum
@@ -488,10 +499,9 @@ def run(settings: LongClipSettings, out: Path) -> dict:
             log(f"{task} cut: {n} clips, {seconds / n:.2f} s/clip, {len(layout.windows)} windows one at a time")
         results["tasks"][task] = entry
     results["summary"] = summarize(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
-    table = markdown(results)
-    (out / TABLE_NAME).write_text(table)
+    if paired is not None:
+        results["paired_with"] = paired_with(results, *paired)
+    save(results, out)
     figure(figure_clips, layout, fps, hop, sr, out / FIGURE_NAME, results)
     return results
 
@@ -995,8 +1005,7 @@ def main(argv=None) -> int:
             results["summary"] = summarize(results)  # the measures as this version computes them
             if base is not None:
                 results["paired_with"] = paired_with(results, base, args.paired_with)
-            (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
-            (out / TABLE_NAME).write_text(markdown(results))
+            save(results, out)
             print(markdown(results), end="")
             for path in targets:
                 path.write_text(update_doc(path.read_text(), doc_block(results)))
@@ -1011,11 +1020,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--out: {args.out!r} is a file; give a folder")
         if base is not None:   # the settings it will be paired on, checked before minutes of sampling
             check_paired(asdict(settings), base["settings"], args.paired_with)
-        results = run(settings, out)
-        if base is not None:
-            results["paired_with"] = paired_with(results, base, args.paired_with)
-            (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
-            (out / TABLE_NAME).write_text(markdown(results))
+        results = run(settings, out, None if base is None else (base, args.paired_with))
         print(markdown(results), end="")
         for path in targets:
             path.write_text(update_doc(path.read_text(), doc_block(results)))

@@ -28,8 +28,11 @@ DISTILLED_FIELDS = ("distilled_steps", "distilled_sampler", "distilled_gamma")
 REFINE_PASSES = ("v2a", "a2v")  # the conditional tasks a joint pass can be followed by
 REFINE_WORDS = REFINE_PASSES + ("none",)  # what a --refine option takes: passes, or none (one joint pass)
 CONDITION_MODES = ("replace", "clean")
+# What was measured on a model's weights (its distilled step grid, the γ and the long-clip window chosen on
+# held-out clips): a fine-tune resets these, since they do not hold for new weights.
+MEASURED_FIELDS = DISTILLED_FIELDS + ("sampling_gamma", "long_window")
 # What a config says about sampling, not about the weights: two configs that differ only here hold the same network.
-SAMPLING_FIELDS = DISTILLED_FIELDS + ("joint_refine", "condition_mode", "sampling_gamma", "long_window")
+SAMPLING_FIELDS = MEASURED_FIELDS + ("joint_refine", "condition_mode")
 FUSIONS = ("easy", "cmcpe", "cross_attention", "none")
 VIDEO_SPACES = ("pixels", "latent")
 ATTENTION_KINDS = ("spatial_temporal", "joint")

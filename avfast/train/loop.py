@@ -280,7 +280,7 @@ def _initial_model(cfg: TrainConfig) -> JointUNet:
     mcfg = cfg.model_config().replace(gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode)
     if not cfg.init:
         return create(mcfg)
-    from ..models.config import DISTILLED_FIELDS, SAMPLING_FIELDS
+    from ..models.config import MEASURED_FIELDS, SAMPLING_FIELDS
     from ..models.pretrained import load_model_folder
 
     model = load_model_folder(cfg.init)
@@ -295,7 +295,7 @@ def _initial_model(cfg: TrainConfig) -> JointUNet:
     fresh = ModelConfig()
     model.config = model.config.replace(
         gradient_checkpointing=cfg.gradient_checkpointing, condition_mode=mode,
-        **{name: getattr(fresh, name) for name in (*DISTILLED_FIELDS, "sampling_gamma", "long_window")})
+        **{name: getattr(fresh, name) for name in MEASURED_FIELDS})
     return model
 
 
